@@ -1,0 +1,15 @@
+"""onnxshap: exact DeepSHAP attributions for any ONNX model, compiled with JAX."""
+
+from onnxshap._errors import (
+    ExternalDataError as ExternalDataError,
+    GraphError as GraphError,
+    InputError as InputError,
+    ModelLoadError as ModelLoadError,
+    OnnxShapError as OnnxShapError,
+    OpsetError as OpsetError,
+    RuleTableError as RuleTableError,
+    UnsupportedOpError as UnsupportedOpError,
+)
+from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
+
+__version__ = "0.1.0"

@@ -1,0 +1,419 @@
+"""ONNX ModelProto -> Graph: nodes in topological order with resolved versions and full attributes.
+
+Loading checks everything that can be checked before any data arrives: the bytes parse as an ONNX
+model, external data exists inside the model's folder, the opsets are known, and every node has a
+row in the rule table (`Graph.unsupported()` lists the ones that do not, without raising).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnx.defs
+import onnx.external_data_helper
+import onnx.numpy_helper
+import onnx.shape_inference
+from google.protobuf.message import DecodeError
+
+from onnxshap._errors import ExternalDataError, GraphError, ModelLoadError, OpsetError, UnsupportedOpError
+from onnxshap._registry import OpSpec, Registry, normalize_domain, registry, resolve_since_version
+
+ModelLike = str | os.PathLike[str] | bytes | onnx.ModelProto
+
+#: Ops removed before evaluation: they are the identity in inference.
+_DROPPED_OPS = frozenset({"Identity", "Dropout"})
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, element type and shape of a graph input or output (None where unknown; str for symbolic dims)."""
+
+    name: str
+    dtype: np.dtype[Any] | None
+    shape: tuple[int | str | None, ...] | None
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return f"{self.name}: {self.dtype if self.dtype is not None else '?'}{dims}"
+
+
+@dataclass
+class Node:
+    """One ONNX node with its resolved rule-table row and attributes (schema defaults filled in)."""
+
+    index: int
+    name: str
+    op_type: str
+    domain: str
+    since_version: int | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any]
+    spec: OpSpec | None
+    subgraphs: dict[str, Graph] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.op_type} node {self.name!r}" if self.name else f"{self.op_type} node #{self.index}"
+
+
+def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+    if tt is None:
+        return TensorInfo(vi.name, None, None)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
+    shape: tuple[int | str | None, ...] | None = None
+    if tt.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
+    return TensorInfo(vi.name, dtype, shape)
+
+
+def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, opsets: Mapping[str, int]) -> Any:
+    kind = attr.type
+    A = onnx.AttributeProto
+    if kind == A.FLOAT:
+        return float(attr.f)
+    if kind == A.INT:
+        return int(attr.i)
+    if kind == A.STRING:
+        return attr.s.decode("utf-8", errors="replace")
+    if kind == A.TENSOR:
+        return onnx.numpy_helper.to_array(attr.t, base_dir=str(base_dir) if base_dir else "")
+    if kind == A.FLOATS:
+        return [float(v) for v in attr.floats]
+    if kind == A.INTS:
+        return [int(v) for v in attr.ints]
+    if kind == A.STRINGS:
+        return [v.decode("utf-8", errors="replace") for v in attr.strings]
+    if kind == A.GRAPH:
+        return attr.g
+    if kind == A.TENSORS:
+        return [onnx.numpy_helper.to_array(t) for t in attr.tensors]
+    if kind == A.SPARSE_TENSOR:
+        return onnx.numpy_helper.to_array(onnx.helper.make_tensor("", 1, [], []))  # pragma: no cover
+    return onnx.helper.get_attribute_value(attr)
+
+
+def _schema_defaults(op_type: str, domain: str, since: int | None) -> dict[str, Any]:
+    if since is None:
+        return {}
+    try:
+        schema = onnx.defs.get_schema(op_type, max_inclusive_version=since, domain=domain)
+    except onnx.defs.SchemaError:
+        return {}
+    defaults: dict[str, Any] = {}
+    for name, attr in schema.attributes.items():
+        default = attr.default_value
+        if default is not None and default.type != onnx.AttributeProto.UNDEFINED:
+            defaults[name] = _attribute_value(default, None, {})
+    return defaults
+
+
+class Graph:
+    """A parsed ONNX graph (the main graph or a subgraph of If).
+
+    Attributes:
+        nodes: nodes in a deterministic topological order (Identity and Dropout removed).
+        dag: networkx DiGraph over node indices; edge attribute "tensors" lists the connecting tensors.
+        initializers: constant tensors by name.
+        inputs / outputs: the graph's true inputs (initializer-backed inputs excluded) and outputs.
+        value_info: every tensor whose type shape inference could determine.
+        opsets: domain -> opset version the model imports.
+    """
+
+    def __init__(
+        self,
+        proto: onnx.GraphProto,
+        opsets: Mapping[str, int],
+        *,
+        reg: Registry | None = None,
+        base_dir: Path | None = None,
+        outer_scope: Iterable[str] = (),
+    ):
+        self.name = proto.name
+        self.opsets = dict(opsets)
+        reg = reg or registry()
+        self.initializers: dict[str, np.ndarray] = {}
+        for t in proto.initializer:
+            self.initializers[t.name] = onnx.numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
+        for sparse in proto.sparse_initializer:
+            raise GraphError(
+                f"Sparse initializer {sparse.values.name!r} is not supported; store it as a dense tensor."
+            )
+        self.inputs = [_tensor_info(vi) for vi in proto.input if vi.name not in self.initializers]
+        self.outputs = [_tensor_info(vi) for vi in proto.output]
+        self.value_info = {vi.name: _tensor_info(vi) for vi in [*proto.input, *proto.value_info, *proto.output]}
+        self.outer_scope = frozenset(outer_scope)
+
+        raw_nodes: list[Node] = []
+        for index, n in enumerate(proto.node):
+            domain = normalize_domain(n.domain)
+            opset = self.opsets.get(domain)
+            since = resolve_since_version(n.op_type, domain, opset) if opset is not None else None
+            spec = reg.get(n.op_type, domain)
+            if spec is not None and since not in spec.since:
+                spec = None
+            attrs = _schema_defaults(n.op_type, domain, since)
+            subgraph_protos: dict[str, onnx.GraphProto] = {}
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    subgraph_protos[a.name] = a.g
+                else:
+                    attrs[a.name] = _attribute_value(a, base_dir, self.opsets)
+            node = Node(index, n.name, n.op_type, domain, since, tuple(n.input), tuple(n.output), attrs, spec)
+            raw_nodes.append(node)
+            if subgraph_protos:
+                visible = {*self.outer_scope, *self.initializers, *(i.name for i in self.inputs)}
+                visible |= {o for m in raw_nodes for o in m.outputs}
+                for key, g in subgraph_protos.items():
+                    node.subgraphs[key] = Graph(g, self.opsets, reg=reg, base_dir=base_dir, outer_scope=visible)
+
+        self.nodes = self._drop_identities(raw_nodes)
+        self.dag = self._build_dag(self.nodes)
+        order = list(nx.lexicographical_topological_sort(self.dag, key=lambda i: i))
+        by_index = {n.index: n for n in self.nodes}
+        self.nodes = [by_index[i] for i in order]
+        self.producer = {o: n for n in self.nodes for o in n.outputs if o}
+
+    def _drop_identities(self, nodes: list[Node]) -> list[Node]:
+        # Rewire consumers of Identity/Dropout outputs to their inputs; keep the node when its
+        # output is a graph output (the name must survive) or when Dropout's mask is consumed.
+        graph_outputs = {o.name for o in self.outputs}
+        alias: dict[str, str] = {}
+        kept: list[Node] = []
+        for node in nodes:
+            node.inputs = tuple(alias.get(i, i) for i in node.inputs)
+            removable = (
+                node.op_type in _DROPPED_OPS
+                and node.domain == ""
+                and node.spec is not None
+                and node.outputs[0] not in graph_outputs
+                and all(not o for o in node.outputs[1:])
+            )
+            if removable:
+                alias[node.outputs[0]] = node.inputs[0]
+            else:
+                kept.append(node)
+        for node in kept:
+            for sub in node.subgraphs.values():
+                sub._rename_outer(alias)
+        return kept
+
+    def _rename_outer(self, alias: Mapping[str, str]) -> None:
+        local = {o for n in self.nodes for o in n.outputs} | set(self.initializers) | {i.name for i in self.inputs}
+        for node in self.nodes:
+            node.inputs = tuple(alias.get(i, i) if i not in local else i for i in node.inputs)
+            for sub in node.subgraphs.values():
+                sub._rename_outer(alias)
+        self.outputs = [
+            TensorInfo(alias.get(o.name, o.name), o.dtype, o.shape) if o.name not in local else o for o in self.outputs
+        ]
+
+    def _build_dag(self, nodes: list[Node]) -> nx.DiGraph:
+        dag = nx.DiGraph()
+        producer: dict[str, int] = {}
+        for node in nodes:
+            dag.add_node(node.index)
+            for o in node.outputs:
+                if not o:
+                    continue
+                if o in producer:
+                    raise GraphError(
+                        f"Tensor {o!r} is produced by two nodes (#{producer[o]} and #{node.index}); "
+                        "an ONNX graph must be in SSA form. The model file is malformed."
+                    )
+                producer[o] = node.index
+        known = set(self.initializers) | {i.name for i in self.inputs} | set(self.outer_scope)
+        for node in nodes:
+            needed = [i for i in node.inputs if i]
+            for sub in node.subgraphs.values():
+                needed += [t for t in sub.free_tensors() if t not in known or t in producer]
+            for t in needed:
+                if t in producer:
+                    if dag.has_edge(producer[t], node.index):
+                        dag.edges[producer[t], node.index]["tensors"].append(t)
+                    else:
+                        dag.add_edge(producer[t], node.index, tensors=[t])
+                elif t not in known:
+                    raise GraphError(
+                        f"{node.label} reads tensor {t!r}, which no node produces and which is neither a "
+                        "graph input nor an initializer. The model file is malformed or incomplete."
+                    )
+        for o in self.outputs:
+            if o.name not in producer and o.name not in known:
+                raise GraphError(f"Graph output {o.name!r} is produced by no node. The model file is malformed.")
+        if not nx.is_directed_acyclic_graph(dag):
+            cycle = nx.find_cycle(dag)
+            raise GraphError(f"The graph has a cycle through nodes {[c[0] for c in cycle]}; ONNX graphs must be acyclic.")
+        return dag
+
+    def free_tensors(self) -> set[str]:
+        """Tensors this graph (and its subgraphs) read from an enclosing scope."""
+        local = {o for n in self.nodes for o in n.outputs} | set(self.initializers) | {i.name for i in self.inputs}
+        free: set[str] = set()
+        for n in self.nodes:
+            free |= {i for i in n.inputs if i and i not in local}
+            for sub in n.subgraphs.values():
+                free |= {t for t in sub.free_tensors() if t not in local}
+        free |= {o.name for o in self.outputs if o.name not in local}
+        return free
+
+    def all_nodes(self) -> Iterable[Node]:
+        """Every node, including those inside subgraphs."""
+        for n in self.nodes:
+            yield n
+            for sub in n.subgraphs.values():
+                yield from sub.all_nodes()
+
+    def unsupported(self) -> list[str]:
+        """One message per unsupported op type (grouping its nodes); empty when everything is supported."""
+        groups: dict[tuple[str, str, int | None], list[str]] = {}
+        for n in self.all_nodes():
+            if n.spec is None:
+                groups.setdefault((n.op_type, n.domain, n.since_version), []).append(n.name or f"#{n.index}")
+        reg = registry()
+        return [
+            reg.describe_unsupported(op, dom, self.opsets.get(dom, 0), since, names)
+            for (op, dom, since), names in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]
+
+    def check_supported(self) -> None:
+        problems = self.unsupported()
+        if problems:
+            head = f"The model uses {len(problems)} unsupported op type(s):\n  - " if len(problems) > 1 else ""
+            raise UnsupportedOpError(head + "\n  - ".join(problems))
+
+    def descendants_of(self, tensors: Iterable[str]) -> set[str]:
+        """Every tensor that depends on any of `tensors` (the tensors themselves included)."""
+        reached = set(tensors)
+        for node in self.nodes:
+            reads = {i for i in node.inputs if i}
+            for sub in node.subgraphs.values():
+                reads |= sub.free_tensors()
+            if reads & reached:
+                reached |= {o for o in node.outputs if o}
+        return reached
+
+
+def _read_proto(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        base_dir = None
+        origin = f"the {len(data)} bytes given"
+    elif isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ModelLoadError(f"Model file {str(path)!r} does not exist. Check the path (relative paths are from {os.getcwd()!r}).")
+        if path.is_dir():
+            raise ModelLoadError(f"{str(path)!r} is a directory; pass the path of the .onnx file inside it.")
+        data = path.read_bytes()
+        base_dir = path.resolve().parent
+        origin = f"file {str(path)!r}"
+    else:
+        raise ModelLoadError(
+            f"Cannot load a model from a {type(model).__name__}: pass a path to an .onnx file, its bytes, or an onnx.ModelProto."
+        )
+    if not data:
+        raise ModelLoadError(f"The {origin} is empty (0 bytes); the model was not written completely. Export it again.")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as exc:
+        raise ModelLoadError(
+            f"The {origin} is not a valid ONNX model: the protobuf cannot be decoded ({exc}). The file is "
+            "truncated, corrupt, or in another format (a PyTorch checkpoint, a Keras .h5, ...). "
+            "Convert framework models with `onnxshap convert` first."
+        ) from exc
+    if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
+        raise ModelLoadError(
+            f"The {origin} decodes as protobuf but is not an ONNX model (no graph, IR version or opset). "
+            "It is probably a different file format; convert the framework model to ONNX first."
+        )
+    return proto, base_dir
+
+
+def _load_external_data(proto: onnx.ModelProto, base_dir: Path | None) -> None:
+    tensors = [
+        t
+        for t in onnx.external_data_helper._get_all_tensors(proto)
+        if onnx.external_data_helper.uses_external_data(t)
+    ]
+    if not tensors:
+        return
+    if base_dir is None:
+        raise ExternalDataError(
+            f"Tensor {tensors[0].name!r} is stored in an external file, but the model was given as bytes or a "
+            "ModelProto, so there is no folder to find it in. Load the model from its .onnx path instead, or "
+            "embed the data with onnx.save(model, path, save_as_external_data=False)."
+        )
+    root = base_dir.resolve()
+    for t in tensors:
+        info = onnx.external_data_helper.ExternalDataInfo(t)
+        location = Path(info.location)
+        target = (root / location).resolve()
+        if location.is_absolute() or not target.is_relative_to(root):
+            raise ExternalDataError(
+                f"Tensor {t.name!r} points to external data at {info.location!r}, which lies outside the model's "
+                f"folder {str(root)!r}. For safety onnxshap reads external data only from inside that folder; "
+                "move the data file next to the model and fix the location."
+            )
+        if not target.is_file():
+            raise ExternalDataError(
+                f"Tensor {t.name!r} is stored in external file {info.location!r}, which does not exist in "
+                f"{str(root)!r}. Copy the data file next to the .onnx file (exporters write it beside the model)."
+            )
+        size = target.stat().st_size
+        end = (info.offset or 0) + (info.length or 0)
+        if info.length and end > size:
+            raise ExternalDataError(
+                f"Tensor {t.name!r} needs bytes {info.offset or 0}..{end} of {info.location!r}, but that file has only "
+                f"{size} bytes; it is truncated. Export the model again."
+            )
+    onnx.external_data_helper.load_external_data_for_model(proto, str(root))
+
+
+def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    opsets: dict[str, int] = {}
+    known = onnx.defs.onnx_opset_version()
+    for imp in proto.opset_import:
+        domain = normalize_domain(imp.domain)
+        opsets[domain] = int(imp.version)
+    if opsets.get("", 0) > known:
+        raise OpsetError(
+            f"The model imports opset {opsets['']} of the default ONNX domain, but the installed onnx package "
+            f"(version {onnx.__version__}) knows opsets up to {known}. Upgrade onnx (pip install -U onnx) or "
+            f"export the model with opset <= {known}."
+        )
+    return opsets
+
+
+@dataclass
+class LoadedModel:
+    proto: onnx.ModelProto
+    graph: Graph
+    base_dir: Path | None
+
+
+def load_graph(model: ModelLike) -> LoadedModel:
+    """Parse and validate a model; unsupported ops are recorded, not raised (see `Graph.unsupported`)."""
+    proto, base_dir = _read_proto(model)
+    _load_external_data(proto, base_dir)
+    opsets = _check_opsets(proto)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:
+        # Shape inference is advisory (it gives better error messages); evaluation does not need it.
+        inferred = proto
+    graph = Graph(inferred.graph, opsets, base_dir=base_dir)
+    return LoadedModel(proto=proto, graph=graph, base_dir=base_dir)

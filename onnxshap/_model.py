@@ -1,0 +1,156 @@
+"""`onnxshap.load`: an ONNX model evaluated by JAX with onnxruntime's feeds-in, outputs-out contract."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from onnxshap._errors import InputError
+from onnxshap._graph import Graph, LoadedModel, ModelLike, TensorInfo, load_graph
+from onnxshap._interpreter import fold_constants, run_graph, split_constants
+
+
+def _dims_text(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def validate_feeds(inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, what: str = "input") -> dict[str, np.ndarray]:
+    """Check names, dtypes, ranks and fixed dims of `feeds` against `inputs`; return numpy arrays.
+
+    Symbolic dimensions (e.g. a batch dim named "N") must agree across all inputs that share the name.
+    """
+    expected = {i.name: i for i in inputs}
+    unknown = [k for k in feeds if k not in expected]
+    if unknown:
+        raise InputError(
+            f"Unknown {what} name(s) {unknown}. The model's {what}s are: "
+            + ", ".join(i.describe() for i in inputs)
+            + "."
+        )
+    missing = [n for n in expected if n not in feeds]
+    if missing:
+        raise InputError(
+            f"Missing {what}(s) {missing}. Provide every {what}: " + ", ".join(i.describe() for i in inputs) + "."
+        )
+    arrays: dict[str, np.ndarray] = {}
+    symbols: dict[str, tuple[int, str]] = {}
+    for name, info in expected.items():
+        value = feeds[name]
+        array = np.asarray(value)
+        if info.dtype is not None and array.dtype != info.dtype:
+            hint = f" Convert it with `x.astype(np.{info.dtype.name})`." if array.dtype.kind in "fiub" else ""
+            raise InputError(
+                f"{what.capitalize()} {name!r} has dtype {array.dtype}, but the model expects {info.dtype}.{hint}"
+            )
+        if info.shape is not None:
+            if array.ndim != len(info.shape):
+                raise InputError(
+                    f"{what.capitalize()} {name!r} has shape {list(array.shape)} (rank {array.ndim}), but the model "
+                    f"expects rank {len(info.shape)}: {_dims_text(info.shape)}."
+                    + (" Add a batch axis with x[None]." if array.ndim + 1 == len(info.shape) else "")
+                )
+            for axis, (got, want) in enumerate(zip(array.shape, info.shape)):
+                if isinstance(want, int) and want > 0 and got != want:
+                    raise InputError(
+                        f"{what.capitalize()} {name!r} has shape {list(array.shape)}, but the model expects "
+                        f"{_dims_text(info.shape)} (axis {axis} must be {want})."
+                    )
+                if isinstance(want, str):
+                    if want in symbols and symbols[want][0] != got:
+                        other_size, other = symbols[want]
+                        raise InputError(
+                            f"Dimension {want!r} is {other_size} in {what} {other!r} but {got} in {what} {name!r}; "
+                            "inputs that share a named dimension must agree on its size."
+                        )
+                    symbols[want] = (got, name)
+        arrays[name] = array
+    return arrays
+
+
+class Model:
+    """An ONNX model evaluated by JAX.
+
+    `run` has onnxruntime's contract: feeds by input name in, outputs by name out, same dtypes. The
+    forward pass is compiled once per combination of input shapes and dtypes.
+
+    Attributes:
+        graph: the parsed graph.
+        inputs / outputs: `TensorInfo` (name, dtype, shape) of the graph's inputs and outputs.
+        trace_count: how many times the forward pass was traced (compiled); for tests and diagnostics.
+    """
+
+    def __init__(self, loaded: LoadedModel):
+        self._loaded = loaded
+        self.graph: Graph = loaded.graph
+        self.graph.check_supported()
+        self.inputs: list[TensorInfo] = list(self.graph.inputs)
+        self.outputs: list[TensorInfo] = list(self.graph.outputs)
+        constants = fold_constants(self.graph)
+        self._embedded, host_weights = split_constants(self.graph, constants)
+        with jax.enable_x64(True):
+            self._weights = {k: jax.device_put(v) for k, v in host_weights.items()}
+        self.trace_count = 0
+        self._jitted = jax.jit(self._forward, static_argnames=("output_names",))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def environment(self, weights: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """The starting values of a graph run: embedded constants, weights and feeds."""
+        return {**self._embedded, **weights, **feeds}
+
+    def _forward(self, weights: Mapping[str, Any], feeds: Mapping[str, Any], output_names: tuple[str, ...]) -> dict[str, Any]:
+        self.trace_count += 1
+        env = run_graph(self.graph, self.environment(weights, feeds))
+        return {name: env[name] for name in output_names}
+
+    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Evaluate the model.
+
+        Args:
+            feeds: one array per graph input, by name, with the dtype the model declares.
+            outputs: names of the outputs to return (default: all graph outputs).
+
+        Returns:
+            A dict output name -> numpy array, in the order requested.
+        """
+        arrays = validate_feeds(self.inputs, feeds)
+        names = tuple(outputs) if outputs is not None else tuple(self.output_names)
+        unknown = [n for n in names if n not in self.output_names]
+        if unknown:
+            raise InputError(f"Unknown output name(s) {unknown}; the model's outputs are {self.output_names}.")
+        with jax.enable_x64(True):
+            result = self._jitted(self._weights, arrays, output_names=names)
+        return {name: np.asarray(result[name]) for name in names}
+
+    def __repr__(self) -> str:
+        ins = ", ".join(i.describe() for i in self.inputs)
+        outs = ", ".join(o.describe() for o in self.outputs)
+        return f"<onnxshap.Model ({ins}) -> ({outs}), {len(self.graph.nodes)} nodes>"
+
+
+def load(model: ModelLike) -> Model:
+    """Load an ONNX model for evaluation with JAX.
+
+    Args:
+        model: a path to an .onnx file, its bytes, or an `onnx.ModelProto`.
+
+    Raises:
+        ModelLoadError: the file is missing, not ONNX, truncated or corrupt (ExternalDataError and
+            OpsetError are subclasses for external-data and opset problems).
+        UnsupportedOpError: the graph uses ops without a row in the rule table (all are listed).
+    """
+    return Model(load_graph(model))
+
+
+def unsupported_ops(model: ModelLike) -> list[str]:
+    """One message per op type the model uses that onnxshap does not support (empty if none)."""
+    return load_graph(model).graph.unsupported()

@@ -1,0 +1,45 @@
+"""Helpers shared by the op modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxshap._errors import UnsupportedOpError
+
+
+def onnx_dtype(elem_type: int) -> np.dtype[Any]:
+    """numpy dtype of an ONNX TensorProto element type; strings and unknown types are unsupported."""
+    if elem_type == onnx.TensorProto.STRING:
+        raise UnsupportedOpError("String tensors are not supported: JAX computes on numbers only.")
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError) as exc:
+        raise UnsupportedOpError(f"ONNX element type {elem_type} has no numpy equivalent.") from exc
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    """ONNX axes may be negative (counted from the end)."""
+    if not -rank <= axis < max(rank, 1):
+        raise UnsupportedOpError(f"Axis {axis} is out of range for a tensor of rank {rank}.")
+    return axis % rank if rank else 0
+
+
+def normalize_axes(axes: Sequence[int] | np.ndarray | None, rank: int) -> tuple[int, ...]:
+    if axes is None:
+        return ()
+    return tuple(normalize_axis(int(a), rank) for a in np.asarray(axes).reshape(-1))
+
+
+def static_ints(value: Any) -> tuple[int, ...]:
+    """A static input (numpy) as a tuple of Python ints."""
+    return tuple(int(v) for v in np.asarray(value).reshape(-1))
+
+
+def unsupported_attribute(op: str, name: str, value: Any, supported: Sequence[Any]) -> UnsupportedOpError:
+    return UnsupportedOpError(
+        f"{op} with {name}={value!r} is not supported; supported values: {list(supported)}."
+    )

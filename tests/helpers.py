@@ -1,0 +1,50 @@
+"""Shared test helpers: onnxruntime as the oracle, random feeds from a graph's declared inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def run_ort(model: onnx.ModelProto | bytes | str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a model in onnxruntime with all graph optimizations off (the reference semantics)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(feeds))))
+
+
+def random_feeds(model: Any, rng: np.random.Generator, *, batch: int = 3) -> dict[str, np.ndarray]:
+    """Random inputs for an onnxshap Model, symbolic dims set to `batch`."""
+    feeds: dict[str, np.ndarray] = {}
+    for info in model.inputs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else batch for d in (info.shape or ()))
+        dtype = info.dtype or np.dtype(np.float32)
+        if dtype.kind == "f":
+            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[info.name] = rng.integers(0, 10, shape).astype(dtype)
+        else:
+            feeds[info.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
+
+
+def assert_outputs_close(
+    got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], *, rtol: float, atol: float
+) -> None:
+    assert list(got) == list(want), f"output names differ: {list(got)} vs {list(want)}"
+    for name in want:
+        g, w = np.asarray(got[name]), np.asarray(want[name])
+        assert g.shape == w.shape, f"{name}: shape {g.shape} != {w.shape}"
+        assert g.dtype == w.dtype, f"{name}: dtype {g.dtype} != {w.dtype}"
+        if w.dtype.kind in "fc":
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=name)
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=name)
