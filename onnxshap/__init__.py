@@ -10,6 +10,7 @@ from onnxshap._errors import (
     RuleTableError as RuleTableError,
     UnsupportedOpError as UnsupportedOpError,
 )
+from onnxshap._explainer import AdditivityError as AdditivityError, Explainer as Explainer, Explanation as Explanation
 from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
 
 __version__ = "0.1.0"

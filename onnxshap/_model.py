@@ -117,16 +117,20 @@ class Model:
 
         Args:
             feeds: one array per graph input, by name, with the dtype the model declares.
-            outputs: names of the outputs to return (default: all graph outputs).
+            outputs: names of the tensors to return (default: all graph outputs); intermediate
+                tensors may be named too.
 
         Returns:
             A dict output name -> numpy array, in the order requested.
         """
         arrays = validate_feeds(self.inputs, feeds)
         names = tuple(outputs) if outputs is not None else tuple(self.output_names)
-        unknown = [n for n in names if n not in self.output_names]
+        unknown = [n for n in names if n not in self.output_names and n not in self.graph.producer]
         if unknown:
-            raise InputError(f"Unknown output name(s) {unknown}; the model's outputs are {self.output_names}.")
+            raise InputError(
+                f"Unknown output name(s) {unknown}; the model's outputs are {self.output_names} (any tensor a node "
+                "produces may also be requested)."
+            )
         with jax.enable_x64(True):
             result = self._jitted(self._weights, arrays, output_names=names)
         return {name: np.asarray(result[name]) for name in names}

@@ -1,0 +1,312 @@
+"""`Explainer` and `Explanation`: DeepSHAP attributions with completeness checked by default."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from onnxshap._attribution import AttributionPass
+from onnxshap._errors import InputError, OnnxShapError
+from onnxshap._graph import ModelLike, TensorInfo
+from onnxshap._model import Model, load, validate_feeds
+
+#: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
+#: outputs that barely change are judged at the precision of the dtype).
+ADDITIVITY_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+ADDITIVITY_FLOOR = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-6}
+
+Check = Literal["raise", "warn", "off"]
+
+
+class AdditivityError(OnnxShapError):
+    """Attributions do not sum to f(x) - mean f(background) within tolerance."""
+
+
+def relative_residual(residual: np.ndarray, fx: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """|residual| / max(|f(x) - base|, floor * max(1, |f(x)|, |base|)) elementwise."""
+    dtype = np.dtype(fx.dtype) if np.dtype(fx.dtype) in ADDITIVITY_FLOOR else np.dtype(np.float32)
+    scale = np.maximum(np.abs(fx - base), ADDITIVITY_FLOOR[dtype] * np.maximum(1, np.maximum(np.abs(fx), np.abs(base))))
+    return np.abs(residual) / scale
+
+
+@dataclass
+class Explanation:
+    """Attributions for a batch of samples.
+
+    Attributes:
+        values: (n_samples, *input_shape, n_outputs) per explained input; a dict by input name when
+            several inputs are explained, else one array. input_shape excludes the batch axis.
+        base_values: (n_samples, n_outputs): mean model output over the background.
+        data: the explained inputs' values, like `values` without the output axis.
+        prediction: (n_samples, n_outputs): the model's explained outputs at the samples.
+        residual: (n_samples, n_outputs): sum(values) - (prediction - base_values).
+        input_names: names of the explained tensors.
+        output_names: labels of the explained outputs ("probs[3]"); for output="predicted" the label
+            of each sample's class is in `output_indices`.
+        output_indices: (n_samples, n_outputs): flat index of each explained output.
+    """
+
+    values: np.ndarray | dict[str, np.ndarray]
+    base_values: np.ndarray
+    data: np.ndarray | dict[str, np.ndarray]
+    prediction: np.ndarray
+    residual: np.ndarray
+    input_names: list[str]
+    output_names: list[str]
+    output_indices: np.ndarray
+    all_output_names: list[str] = field(default_factory=list)
+
+    def values_for(self, name: str) -> np.ndarray:
+        if isinstance(self.values, dict):
+            return self.values[name]
+        if name != self.input_names[0]:
+            raise KeyError(name)
+        return self.values
+
+    @property
+    def max_relative_residual(self) -> float:
+        return float(np.max(relative_residual(self.residual, self.prediction, self.base_values), initial=0.0))
+
+    def save(self, path: str | Path) -> None:
+        """Write an .npz file (no pickle). The file is written whole or not at all."""
+        path = Path(path)
+        arrays: dict[str, Any] = {
+            "base_values": self.base_values,
+            "prediction": self.prediction,
+            "residual": self.residual,
+            "output_indices": self.output_indices,
+            "input_names": np.array(self.input_names),
+            "output_names": np.array(self.output_names),
+            "all_output_names": np.array(self.all_output_names),
+        }
+        for name in self.input_names:
+            arrays[f"values/{name}"] = self.values_for(name)
+            data = self.data[name] if isinstance(self.data, dict) else self.data
+            arrays[f"data/{name}"] = data
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        with np.load(path, allow_pickle=False) as f:
+            names = [str(n) for n in f["input_names"]]
+            values = {n: f[f"values/{n}"] for n in names}
+            data = {n: f[f"data/{n}"] for n in names}
+            single = len(names) == 1
+            return cls(
+                values=values[names[0]] if single else values,
+                base_values=f["base_values"],
+                data=data[names[0]] if single else data,
+                prediction=f["prediction"],
+                residual=f["residual"],
+                input_names=names,
+                output_names=[str(n) for n in f["output_names"]],
+                output_indices=f["output_indices"],
+                all_output_names=[str(n) for n in f["all_output_names"]],
+            )
+
+
+def _as_feeds(value: Any, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    if isinstance(value, Mapping):
+        return {k: np.asarray(v) for k, v in value.items()}
+    if len(names) != 1:
+        raise InputError(
+            f"The model has {len(names)} inputs {list(names)}; pass the {what} as a dict {{input_name: array}}."
+        )
+    return {names[0]: np.asarray(value)}
+
+
+def _check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
+    for name, array in feeds.items():
+        if array.dtype.kind in "fc":
+            bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1) if array.ndim else ~np.isfinite(array)
+            if np.any(bad):
+                rows = np.flatnonzero(bad).tolist()
+                shown = rows[:10]
+                raise InputError(
+                    f"The {what} for input {name!r} contains NaN or Inf in row(s) {shown}"
+                    + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+                    + ". Attributions of non-finite values are meaningless; drop or impute those rows."
+                )
+
+
+class Explainer:
+    """DeepSHAP explainer for an ONNX model.
+
+    Args:
+        model: a path to an .onnx file, its bytes, an `onnx.ModelProto`, or a loaded `onnxshap.Model`.
+        background: reference rows, shape (n_background, *input_shape); a dict by input name when
+            the model has several inputs. Attributions are averaged over these rows (DeepSHAP).
+        inputs: tensors to attribute to (graph inputs or intermediate tensors, e.g. an embedding
+            output). Default: the graph's float inputs.
+        outputs: tensors to explain (e.g. the logits instead of the softmax). Default: the graph's
+            first float output. Integer outputs (predicted labels) are never explained.
+        rules: overrides of the rule table by op type or node name, e.g. {"MaxPool": "cross_max"}.
+        check: what to do when attributions do not sum to f(x) - mean f(background): "raise"
+            (AdditivityError, default), "warn", or "off".
+        chunk_size: background rows per chunk of the multiplier pass (default: from a memory budget).
+    """
+
+    def __init__(
+        self,
+        model: ModelLike | Model,
+        background: Any,
+        *,
+        inputs: Sequence[str] | str | None = None,
+        outputs: Sequence[str] | str | None = None,
+        rules: Mapping[str, str] | None = None,
+        check: Check = "raise",
+        chunk_size: int | None = None,
+    ):
+        self.model = model if isinstance(model, Model) else load(model)
+        if check not in ("raise", "warn", "off"):
+            raise InputError(f"check must be 'raise', 'warn' or 'off', not {check!r}.")
+        self.check = check
+        graph = self.model.graph
+        known = set(graph.producer) | {i.name for i in graph.inputs}
+        if inputs is None:
+            explained = [i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f"]
+            if not explained:
+                raise InputError(
+                    "The model has no float inputs to attribute to ("
+                    + ", ".join(i.describe() for i in graph.inputs)
+                    + "). Name the tensors to explain from with inputs=..., e.g. an embedding output."
+                )
+        else:
+            explained = [inputs] if isinstance(inputs, str) else list(inputs)
+        for name in explained:
+            if name not in known:
+                raise InputError(
+                    f"Input tensor {name!r} does not exist in the model. Graph inputs: {[i.name for i in graph.inputs]}; "
+                    "any tensor produced by a node may also be named (see `onnxshap inspect`)."
+                )
+        if outputs is None:
+            floats = [o.name for o in graph.outputs if o.dtype is None or o.dtype.kind == "f"]
+            if not floats:
+                raise InputError(f"The model has no float outputs to explain: {[o.describe() for o in graph.outputs]}.")
+            chosen = floats[:1]
+        else:
+            chosen = [outputs] if isinstance(outputs, str) else list(outputs)
+        for name in chosen:
+            if name not in known:
+                raise InputError(
+                    f"Output tensor {name!r} does not exist in the model. Graph outputs: {self.model.output_names}; "
+                    "any tensor produced by a node may also be named."
+                )
+        self.inputs = explained
+        self.outputs = chosen
+        self._pass = AttributionPass(self.model, explained, chosen, rules=rules, chunk_size=chunk_size)
+        needed = self._pass._ancestors(explained)
+        self.background_inputs: list[TensorInfo] = [i for i in graph.inputs if i.name in needed]
+        self.held_inputs = [i.name for i in graph.inputs if i.name not in needed]
+        if self.held_inputs:
+            self._pass.held = list(self.held_inputs)
+        bg = _as_feeds(background, [i.name for i in self.background_inputs], "background")
+        self.background = validate_feeds(self.background_inputs, bg, what="background input")
+        if any(v.ndim == 0 or v.shape[0] == 0 for v in self.background.values()):
+            raise InputError("The background is empty: pass at least one reference row (shape (n_background, ...)).")
+        sizes = {v.shape[0] for v in self.background.values()}
+        if len(sizes) > 1:
+            raise InputError(f"Background inputs disagree on the number of rows: {sizes}.")
+        _check_finite(self.background, "background")
+
+    def explain(self, x: Any, output: int | Sequence[int] | str | None = None) -> Explanation:
+        """Attribute the explained outputs at samples `x` to the explained inputs.
+
+        Args:
+            x: samples, shape (n_samples, *input_shape), or a dict by graph input name.
+            output: None (all explained outputs), an int or list of ints (flat indices over the
+                explained outputs of one sample), or "predicted" (each sample's arg-max output).
+
+        Returns:
+            An `Explanation`; completeness is checked according to `check`.
+        """
+        graph_inputs = self.model.inputs
+        feeds = _as_feeds(x, [i.name for i in graph_inputs], "samples")
+        feeds = validate_feeds(graph_inputs, feeds, what="input")
+        if any(v.ndim == 0 or v.shape[0] == 0 for v in feeds.values()):
+            raise InputError("No samples to explain: x must have shape (n_samples, ...) with n_samples >= 1.")
+        _check_finite(feeds, "samples")
+        slots = self._pass.output_slots(feeds)
+        labels = [s.label for s in slots]
+        n_total = len(slots)
+        n_samples = next(iter(feeds.values())).shape[0]
+        predicted = isinstance(output, str)
+        if predicted and output != "predicted":
+            raise InputError(f"output must be None, an int, a list of ints or 'predicted', not {output!r}.")
+        if output is None:
+            indices = np.tile(np.arange(n_total), (n_samples, 1))
+        elif predicted:
+            fx = self.model.run(feeds, self.outputs)
+            flat = np.concatenate([fx[o].reshape(n_samples, -1) for o in self.outputs], axis=1)
+            indices = np.argmax(flat, axis=1)[:, None]
+        else:
+            chosen = [output] if isinstance(output, (int, np.integer)) else list(output)
+            bad = [i for i in chosen if not -n_total <= int(i) < n_total]
+            if bad:
+                raise InputError(
+                    f"Output index {bad} is out of range: the explained outputs of one sample have {n_total} entries "
+                    f"({labels[0]} ... {labels[-1]})."
+                )
+            indices = np.tile(np.array([int(i) % n_total for i in chosen]), (n_samples, 1))
+        selection = np.zeros((n_samples, indices.shape[1], n_total))
+        np.put_along_axis(selection, indices[:, :, None], 1.0, axis=2)
+        background = dict(self.background)
+        phi, fx_all, base_all = self._pass.run(feeds, background, selection)
+        values = {t: np.moveaxis(v[:, :, 0, ...] if v.shape[2:3] == (1,) else v, 1, -1) for t, v in phi.items()}
+        prediction = np.take_along_axis(fx_all, indices, axis=1)
+        base = np.take_along_axis(base_all, indices, axis=1)
+        total = sum(v.reshape(n_samples, -1, v.shape[-1]).sum(axis=1) for v in values.values())
+        residual = total - (prediction - base)
+        data = {t: (feeds[t] if t in feeds else None) for t in self.inputs}
+        single = len(self.inputs) == 1
+        explanation = Explanation(
+            values=values[self.inputs[0]] if single else values,
+            base_values=base,
+            data=data[self.inputs[0]] if single else data,
+            prediction=prediction,
+            residual=residual,
+            input_names=list(self.inputs),
+            output_names=["predicted"] if predicted else [labels[i] for i in indices[0]],
+            output_indices=indices,
+            all_output_names=labels,
+        )
+        self._check(explanation, feeds, indices)
+        return explanation
+
+    def _check(self, e: Explanation, feeds: Mapping[str, np.ndarray], indices: np.ndarray) -> None:
+        if self.check == "off":
+            return
+        dtype = np.dtype(e.prediction.dtype)
+        rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
+        rel = relative_residual(e.residual, e.prediction, e.base_values)
+        if not np.any(rel > rtol):
+            return
+        b, j = np.unravel_index(int(np.argmax(rel)), rel.shape)
+        sample = {k: v[b] for k, v in feeds.items()}
+        reference = {k: v[0] for k, v in self.background.items()}
+        nodes = self._pass.diagnose(sample, reference, int(indices[b, j]), len(e.all_output_names))
+        broken = sorted(
+            ((label, a, c) for label, a, c in nodes if abs(a - c) > rtol * max(abs(c), 1e-6)),
+            key=lambda t: -abs(t[1] - t[2]),
+        )
+        lines = [f"  {label}: inputs receive {a:.6g}, outputs carry {c:.6g}" for label, a, c in broken[:8]]
+        message = (
+            f"Attributions do not sum to f(x) - mean f(background): relative residual {rel[b, j]:.3g} for sample {b}, "
+            f"output {e.output_names[j] if e.output_names != ['predicted'] else e.all_output_names[int(indices[b, j])]} "
+            f"(tolerance {rtol:g}).\n"
+            + ("Nodes whose local rule is not complete (first background row):\n" + "\n".join(lines)
+               if lines else "Every node's local rule is complete on the first background row; the loss comes from "
+               "numerical precision. Try float64 inputs, or pass check='warn'.")
+        )
+        if self.check == "raise":
+            raise AdditivityError(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=3)

@@ -1,0 +1,457 @@
+"""The closed set of multiplier rule families (DeepLIFT / DeepSHAP; see docs/rules.md).
+
+A rule maps the multipliers of a node's outputs to multipliers of its varying inputs, for one
+(sample, reference) pair. Every rule here is *locally complete*: for each output element,
+sum over inputs of m_in * (x_in - r_in) equals m_out * (y_x - y_r). Completeness of the whole
+graph follows by the chain rule of multipliers (Shrikumar et al., 2017, "Learning Important
+Features Through Propagating Activation Differences"; Lundberg & Lee, 2017; Chen, Lundberg &
+Lee, 2022, "Explaining a series of models by propagating Shapley values").
+
+Signature of every family: `rule(ctx, m_out) -> list[Array | None]`, one entry per node input,
+None where the input does not vary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from onnxshap._errors import UnsupportedOpError
+from onnxshap._graph import Node
+
+Array = Any
+
+#: |x - r| below this fraction of max(1, |x|, |r|) counts as "no difference": rescale then uses the
+#: derivative at the midpoint instead of the secant slope (the two agree as x -> r).
+NEAR_ZERO = 1e-6
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """One node seen from one (sample, reference) pair.
+
+    Attributes:
+        node: the graph node.
+        fn: its forward function with the attributes bound: fn(*inputs) -> tuple of outputs.
+        xin / rin: input values on the sample side and the reference side (None for absent inputs).
+        xout / rout: output values on both sides.
+        varying: per input, whether it depends on the explained inputs.
+    """
+
+    node: Node
+    fn: Callable[..., tuple[Array, ...]]
+    xin: Sequence[Array | None]
+    rin: Sequence[Array | None]
+    xout: Sequence[Array | None]
+    rout: Sequence[Array | None]
+    varying: Sequence[bool]
+
+    @property
+    def varying_positions(self) -> list[int]:
+        return [i for i, v in enumerate(self.varying) if v]
+
+    def call_with(self, replacements: dict[int, Array], side: str = "x") -> tuple[Array, ...]:
+        """Evaluate the node with some inputs replaced; the others from `side` ("x" or "r")."""
+        base = self.xin if side == "x" else self.rin
+        args = [replacements.get(i, v) for i, v in enumerate(base)]
+        return self.fn(*args)
+
+
+def _zeros_like_out(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array]:
+    return [
+        m if m is not None else jnp.zeros(jnp.shape(y), jnp.result_type(y))
+        for m, y in zip(m_out, ctx.xout)
+    ]
+
+
+def _float_outputs(ctx: NodeContext) -> list[int]:
+    return [i for i, y in enumerate(ctx.xout) if y is not None and jnp.issubdtype(jnp.result_type(y), jnp.inexact)]
+
+
+def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]) -> list[Array | None]:
+    """VJP of the node with respect to inputs `wrt`, evaluated with inputs from `point` (others x side)."""
+    outs = _float_outputs(ctx)
+
+    def f(*vs: Array) -> tuple[Array, ...]:
+        replaced = dict(point)
+        replaced.update(zip(wrt, vs))
+        ys = ctx.call_with(replaced)
+        return tuple(ys[i] for i in outs)
+
+    primals = [point.get(i, ctx.xin[i]) for i in wrt]
+    _, vjp = jax.vjp(f, *primals)
+    cotangents = _zeros_like_out(ctx, m_out)
+    grads = vjp(tuple(cotangents[i].astype(jnp.result_type(ctx.xout[i])) for i in outs))
+    result: list[Array | None] = [None] * len(ctx.xin)
+    for i, g in zip(wrt, grads):
+        result[i] = g
+    return result
+
+
+def _partial_at(ctx: NodeContext, point: dict[int, Array], j: int) -> Array:
+    """Output-shaped derivative of an elementwise node's first output w.r.t. input j, at `point`."""
+    primal = point.get(j, ctx.xin[j])
+    _, tangent = jax.jvp(lambda v: ctx.call_with({**point, j: v})[0], (primal,), (jnp.ones_like(primal),))
+    return tangent
+
+
+def _near_zero(x: Array, r: Array) -> Array:
+    scale = jnp.maximum(jnp.maximum(jnp.abs(x), jnp.abs(r)), 1)
+    return jnp.abs(x - r) <= NEAR_ZERO * scale
+
+
+# --- families --------------------------------------------------------------------------------------
+
+
+def linear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Affine in the varying inputs: multipliers are the ordinary Jacobian (exact)."""
+    return _vjp_at(ctx, {}, ctx.varying_positions, m_out)
+
+
+def zero(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """No attribution flows (shape arithmetic, comparisons, integer outputs)."""
+    return [None] * len(ctx.xin)
+
+
+def _rescale_one(ctx: NodeContext, position: int, m_out: Sequence[Array | None]) -> list[Array | None]:
+    x, r = ctx.xin[position], ctx.rin[position]
+    y_x, y_r = ctx.xout[0], ctx.rout[0]
+    near = _near_zero(x, r)
+    dx = x - r
+    secant = (y_x - y_r) / jnp.where(near, jnp.ones_like(dx), dx)
+    # Derivative at the midpoint, for the pairs where the secant is 0/0.
+    slope = _partial_at(ctx, {position: (x + r) / 2}, position)
+    multiplier = jnp.where(near, slope, secant)
+    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(y_x)
+    result: list[Array | None] = [None] * len(ctx.xin)
+    result[position] = _unbroadcast(m * multiplier, jnp.shape(x))
+    return result
+
+
+def rescale(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """One varying input, elementwise: m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ~ r. Exact."""
+    positions = ctx.varying_positions
+    if len(positions) != 1:
+        return shapley(ctx, m_out)
+    return _rescale_one(ctx, positions[0], m_out)
+
+
+def _unbroadcast(value: Array, shape: tuple[int, ...]) -> Array:
+    """Sum `value` down to `shape` (the inverse of numpy broadcasting)."""
+    if jnp.shape(value) == tuple(shape):
+        return value
+    extra = jnp.ndim(value) - len(shape)
+    value = jnp.sum(value, axis=tuple(range(extra))) if extra else value
+    axes = tuple(i for i, (a, b) in enumerate(zip(jnp.shape(value), shape)) if b == 1 and a != 1)
+    return jnp.sum(value, axis=axes, keepdims=True) if axes else value
+
+
+def shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Elementwise op of k varying inputs: exact Shapley value of the k-player game per output element.
+
+    Player j "takes its x value or its r value"; the 2^k coalitions are enumerated. With one varying
+    input this is the rescale rule.
+    """
+    positions = ctx.varying_positions
+    k = len(positions)
+    if k == 0:
+        return [None] * len(ctx.xin)
+    if k == 1:
+        return _rescale_one(ctx, positions[0], m_out)
+    values: dict[frozenset[int], Array] = {}
+    for size in range(k + 1):
+        for subset in itertools.combinations(positions, size):
+            chosen = {p: ctx.xin[p] for p in subset}
+            chosen.update({p: ctx.rin[p] for p in positions if p not in subset})
+            values[frozenset(subset)] = ctx.call_with(chosen)[0]
+    y_x = ctx.xout[0]
+    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(y_x)
+    result: list[Array | None] = [None] * len(ctx.xin)
+    mid = {p: (ctx.xin[p] + ctx.rin[p]) / 2 for p in positions}
+    for j in positions:
+        others = [p for p in positions if p != j]
+        phi = jnp.zeros_like(y_x)
+        for size in range(k):
+            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+            for subset in itertools.combinations(others, size):
+                s = frozenset(subset)
+                phi = phi + weight * (values[s | {j}] - values[s])
+        shape = jnp.shape(y_x)
+        x, r = ctx.xin[j], ctx.rin[j]
+        xb, rb = jnp.broadcast_to(x, shape), jnp.broadcast_to(r, shape)
+        near = _near_zero(xb, rb)
+        # Where player j barely moves, its Shapley value is ~0 and phi/dx is 0/0: use the partial
+        # derivative at the midpoint of all players instead (the limit of phi/dx).
+        slope = _partial_at(ctx, mid, j)
+        per_element = m * jnp.where(near, slope, phi / jnp.where(near, 1, xb - rb))
+        result[j] = _unbroadcast(per_element, jnp.shape(x))
+    return result
+
+
+def bilinear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Multilinear op (MatMul, Gemm, Einsum): m_j = VJP w.r.t. input j with the other operands at
+    their midpoints (x + r) / 2. For a bilinear f this is the exact two-player Shapley value:
+    f(A, B) - f(A_r, B_r) = f(dA, (B + B_r)/2) + f((A + A_r)/2, dB).
+    """
+    positions = ctx.varying_positions
+    mid = {p: (ctx.xin[p] + ctx.rin[p]) / 2 for p in positions}
+    result: list[Array | None] = [None] * len(ctx.xin)
+    for j in positions:
+        point = {p: v for p, v in mid.items() if p != j}
+        result[j] = _vjp_at(ctx, point, [j], m_out)[j]
+    return result
+
+
+# --- max ------------------------------------------------------------------------------------------
+
+
+def max_shapley_values(x: Array, r: Array) -> Array:
+    """Exact Shapley values of y = max over the last axis, players taking x_i (present) or r_i.
+
+    Writes max(z) as an integral of indicators over thresholds t. Between consecutive breakpoints of
+    the sorted 2n values, let A = {i: x_i > t}, B = {i: r_i > t}, p = |A|, q = |B|. Where A and B
+    intersect the indicator is constant; otherwise each i in A gains q!(p-1)!/(p+q)! per unit of t and
+    each i in B loses (q-1)!p!/(p+q)!. O(n log n) per window with sorting and prefix sums.
+    The values sum to max(x) - max(r) exactly.
+    """
+    n = x.shape[-1]
+    dtype = x.dtype
+    breaks = jnp.sort(jnp.concatenate([x, r], axis=-1), axis=-1)  # (..., 2n)
+    lengths = jnp.diff(breaks, axis=-1)  # segment s spans (breaks[s], breaks[s+1])
+    upper = breaks[..., 1:]
+    sx, sr = jnp.sort(x, axis=-1), jnp.sort(r, axis=-1)
+
+    def count_at_least(sorted_vals: Array, thresholds: Array) -> Array:
+        return jnp.sum(sorted_vals[..., None, :] >= thresholds[..., :, None], axis=-1) if n <= 16 else (
+            n - _batched_searchsorted(sorted_vals, thresholds, "left")
+        )
+
+    p = count_at_least(sx, upper).astype(dtype)
+    q = count_at_least(sr, upper).astype(dtype)
+    both = jnp.max(jnp.minimum(x, r), axis=-1, keepdims=True)
+    active = upper > both  # no element has both x_i and r_i above t
+    lg = lax.lgamma
+    gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0)
+    loss = jnp.where(q > 0, jnp.exp(lg(jnp.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0)
+    ga = jnp.where(active, lengths * gain, 0)
+    gb = jnp.where(active, lengths * loss, 0)
+    ca = jnp.concatenate([jnp.zeros_like(ga[..., :1]), jnp.cumsum(ga, axis=-1)], axis=-1)
+    cb = jnp.concatenate([jnp.zeros_like(gb[..., :1]), jnp.cumsum(gb, axis=-1)], axis=-1)
+    # Segment s counts for player i when upper[s] <= x_i (resp. r_i).
+    ix = _batched_searchsorted(upper, x, "right")
+    ir = _batched_searchsorted(upper, r, "right")
+    return jnp.take_along_axis(ca, ix, axis=-1) - jnp.take_along_axis(cb, ir, axis=-1)
+
+
+def _batched_searchsorted(sorted_vals: Array, queries: Array, side: str) -> Array:
+    lead = sorted_vals.shape[:-1]
+    flat_s = sorted_vals.reshape(-1, sorted_vals.shape[-1])
+    flat_q = queries.reshape(-1, queries.shape[-1])
+    out = jax.vmap(lambda s, q: jnp.searchsorted(s, q, side=side, method="sort"))(flat_s, flat_q)
+    return out.reshape(*lead, queries.shape[-1])
+
+
+def cross_max_values(x: Array, r: Array) -> Array:
+    """shap/Captum's max-pool rule (not the Shapley value): max(X, R) - R to argmax(x), X - max(X, R) to argmax(r)."""
+    big_x, big_r = jnp.max(x, axis=-1, keepdims=True), jnp.max(r, axis=-1, keepdims=True)
+    top = jnp.maximum(big_x, big_r)
+    ax = jax.nn.one_hot(jnp.argmax(x, axis=-1), x.shape[-1], dtype=x.dtype)
+    ar = jax.nn.one_hot(jnp.argmax(r, axis=-1), r.shape[-1], dtype=x.dtype)
+    return ax * (top - big_r) + ar * (big_x - top)
+
+
+MaxValues = Callable[[Array, Array], Array]
+
+
+def _window_multipliers(xw: Array, rw: Array, m_window: Array, values: MaxValues) -> Array:
+    """Per window element: m_out * phi_i / (x_i - r_i), 0 where x_i ~ r_i (a dummy player)."""
+    phi = values(xw, rw)
+    near = _near_zero(xw, rw)
+    return jnp.where(near, 0, m_window[..., None] * phi / jnp.where(near, 1, xw - rw))
+
+
+def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | None]], list[Array | None]]:
+    def rule(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+        x, r = ctx.xin[0], ctx.rin[0]
+        m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
+        sign = -1 if ctx.node.op_type == "ReduceMin" else 1
+        axes_input = ctx.xin[1] if len(ctx.xin) > 1 else None
+        index = window_index(ctx.node, jnp.shape(x), jnp.shape(ctx.xout[0]), axes_input)
+        flat_x = (sign * x).reshape(-1)
+        flat_r = (sign * r).reshape(-1)
+        pad = jnp.asarray(-jnp.inf, x.dtype)
+        valid = index >= 0
+        safe = np.where(valid, index, 0)
+        xw = jnp.where(valid, flat_x[safe], pad)
+        rw = jnp.where(valid, flat_r[safe], pad)
+        # Padding positions take the smallest real value of their window on both sides: never the
+        # unique max, zero difference, hence zero credit.
+        low = jnp.minimum(jnp.min(jnp.where(valid, xw, jnp.inf), -1, keepdims=True),
+                          jnp.min(jnp.where(valid, rw, jnp.inf), -1, keepdims=True))
+        xw = jnp.where(valid, xw, low)
+        rw = jnp.where(valid, rw, low)
+        mw = _window_multipliers(xw, rw, m.reshape(-1), values)
+        mw = jnp.where(valid, mw, 0)
+        flat = jnp.zeros(flat_x.shape, mw.dtype).at[safe.reshape(-1)].add(mw.reshape(-1))
+        result: list[Array | None] = [None] * len(ctx.xin)
+        result[0] = flat.reshape(jnp.shape(x))
+        return result
+
+    return rule
+
+
+def window_index(
+    node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes_input: Any = None
+) -> np.ndarray:
+    """Static (n_out_elements, window) array of flat input indices per output element; -1 = padding."""
+    op = node.op_type
+    rank = len(in_shape)
+    ids = np.arange(int(np.prod(in_shape)), dtype=np.int64).reshape(in_shape)
+    if op in ("ReduceMax", "ReduceMin", "GlobalMaxPool"):
+        if op == "GlobalMaxPool":
+            axes = tuple(range(2, rank))
+        else:
+            axes = reduce_axes(node, rank, axes_input)
+        kept = [a for a in range(rank) if a not in axes]
+        windows = np.transpose(ids, kept + list(axes)).reshape(int(np.prod([in_shape[a] for a in kept])), -1)
+        return windows
+    if op == "MaxPool":
+        return _pool_windows(node, in_shape, out_shape)
+    raise UnsupportedOpError(f"The max rule does not know how to form windows for {op}.")
+
+
+def reduce_axes(node: Node, rank: int, axes_input: Any = None) -> tuple[int, ...]:
+    """The reduced axes of a Reduce* node (attribute before opset 18, static input after)."""
+    axes = node.attrs.get("axes") if axes_input is None else np.asarray(axes_input).reshape(-1).tolist()
+    if axes is None or len(axes) == 0:
+        return tuple(range(rank)) if not node.attrs.get("noop_with_empty_axes", 0) else ()
+    return tuple(sorted(int(a) % rank for a in axes))
+
+
+def _pool_windows(node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
+    spatial_in = in_shape[2:]
+    spatial_out = out_shape[2:]
+    nd = len(spatial_in)
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides") or [1] * nd)
+    dilations = list(node.attrs.get("dilations") or [1] * nd)
+    pads = list(node.attrs.get("pads") or [0] * (2 * nd))
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    begin = pads[:nd]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begin = []
+        for size, k, s, d, o in zip(spatial_in, kernel, strides, dilations, spatial_out):
+            total = max((o - 1) * s + (k - 1) * d + 1 - size, 0)
+            begin.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
+    elif auto_pad == "VALID":
+        begin = [0] * nd
+    n, c = in_shape[:2]
+    ids = np.arange(int(np.prod(in_shape)), dtype=np.int64).reshape(n * c, *spatial_in)
+    out_grid = np.stack(np.meshgrid(*[np.arange(o) for o in spatial_out], indexing="ij"), -1).reshape(-1, nd)
+    k_grid = np.stack(np.meshgrid(*[np.arange(k) for k in kernel], indexing="ij"), -1).reshape(-1, nd)
+    coords = (out_grid[:, None, :] * np.array(strides) - np.array(begin) + k_grid[None, :, :] * np.array(dilations))
+    inside = np.all((coords >= 0) & (coords < np.array(spatial_in)), axis=-1)
+    flat_spatial = np.ravel_multi_index(tuple(np.clip(coords, 0, np.array(spatial_in) - 1).transpose(2, 0, 1)), spatial_in)
+    per_plane = np.where(inside, flat_spatial, -1)  # (n_out_spatial, window)
+    plane_size = int(np.prod(spatial_in))
+    planes = np.arange(n * c)[:, None, None] * plane_size
+    return np.where(per_plane[None] >= 0, planes + per_plane[None], -1).reshape(-1, per_plane.shape[-1])
+
+
+# --- composites -------------------------------------------------------------------------------------
+
+
+def _log_softmax_multipliers(x: Array, r: Array, axis: int, m: Array) -> Array:
+    """Multipliers of x through z = x - L, L = log(sum(exp(x))): linear, then log (rescale) of
+    sum (linear) of exp (rescale). All intermediates stay bounded in float32: one shift c for both
+    sides (attributions do not depend on it), and L computed per side with logsumexp.
+    """
+    c = lax.stop_gradient(jnp.maximum(jnp.max(x, axis, keepdims=True), jnp.max(r, axis, keepdims=True)))
+    ex, er = jnp.exp(x - c), jnp.exp(r - c)
+    sx, sr = jnp.sum(ex, axis, keepdims=True), jnp.sum(er, axis, keepdims=True)
+    lx = jax.nn.logsumexp(x, axis, keepdims=True) - c
+    lr = jax.nn.logsumexp(r, axis, keepdims=True) - c
+    near_s = _near_zero(sx, sr)
+    log_slope = jnp.where(near_s, 2 / (sx + sr), (lx - lr) / jnp.where(near_s, 1, sx - sr))
+    near = _near_zero(x, r)
+    exp_slope = jnp.where(near, jnp.exp((x + r) / 2 - c), (ex - er) / jnp.where(near, 1, x - r))
+    m_l = -jnp.sum(m, axis, keepdims=True)
+    return m + m_l * log_slope * exp_slope
+
+
+def _softmax_axis(ctx: NodeContext) -> tuple[Array, Array, int, Callable[[Array], Array]]:
+    x, r = ctx.xin[0], ctx.rin[0]
+    rank = jnp.ndim(x)
+    axis = int(ctx.node.attrs.get("axis", -1))
+    axis = axis % rank if rank else 0
+    if ctx.node.since_version is not None and ctx.node.since_version < 13:
+        # Softmax-1/11 coerce the input to 2-D at `axis`.
+        shape = jnp.shape(x)
+        outer = int(np.prod(shape[:axis]))
+        return x.reshape(outer, -1), r.reshape(outer, -1), 1, lambda v: v.reshape(shape)
+    return x, r, axis, lambda v: v
+
+
+def softmax(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Softmax = exp(LogSoftmax(x)): exp by rescale, LogSoftmax as below; complete by construction."""
+    x, r, axis, back = _softmax_axis(ctx)
+    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
+    m = m.reshape(x.shape)
+    zx, zr = jax.nn.log_softmax(x, axis), jax.nn.log_softmax(r, axis)
+    near = _near_zero(zx, zr)
+    slope = jnp.where(near, jnp.exp((zx + zr) / 2), (jnp.exp(zx) - jnp.exp(zr)) / jnp.where(near, 1, zx - zr))
+    return [back(_log_softmax_multipliers(x, r, axis, m * slope))] + [None] * (len(ctx.xin) - 1)
+
+
+def log_softmax(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """LogSoftmax = x - log(sum(exp(x))): linear, log (rescale), sum (linear), exp (rescale)."""
+    x, r, axis, back = _softmax_axis(ctx)
+    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
+    return [back(_log_softmax_multipliers(x, r, axis, m.reshape(x.shape)))] + [None] * (len(ctx.xin) - 1)
+
+
+Rule = Callable[[NodeContext, Sequence[Array | None]], list[Array | None]]
+
+#: Rules selectable by name (in the table's `rule` column or the user's overrides).
+RULES: dict[str, Rule] = {
+    "linear": linear,
+    "zero": zero,
+    "rescale": rescale,
+    "shapley": shapley,
+    "bilinear": bilinear,
+    "max": make_max_rule(max_shapley_values),
+    "cross_max": make_max_rule(cross_max_values),
+}
+
+#: Composite ops with a hand-built rule from rule-carrying primitives.
+COMPOSITES: dict[str, Rule] = {
+    "Softmax": softmax,
+    "LogSoftmax": log_softmax,
+}
+
+
+def rule_for(node: Node, overrides: dict[str, str] | None = None) -> Rule:
+    """The rule a node gets: a user override by op type or node name, else its table family."""
+    assert node.spec is not None
+    name = node.spec.rule
+    if overrides:
+        name = overrides.get(node.name, overrides.get(node.op_type, name))
+    if name == "composite":
+        if node.op_type in COMPOSITES:
+            return COMPOSITES[node.op_type]
+        raise UnsupportedOpError(
+            f"{node.label} needs a composite attribution rule, which onnxshap does not have yet for "
+            f"{node.op_type}; its forward pass is supported, so the model runs, but it cannot be explained "
+            "through this node. Explain from a tensor after it (inputs=...) or up to a tensor before it (outputs=...)."
+        )
+    if name not in RULES:
+        raise UnsupportedOpError(f"Unknown rule {name!r} for {node.label}; known rules: {sorted(RULES)}.")
+    return RULES[name]
