@@ -27,7 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 
+import re  # noqa: E402
+
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -112,6 +115,41 @@ def make_resblock():
     return m
 
 
+_AUTO_NAME = re.compile(r"^const\w*__\d+$")
+
+
+def canonicalize_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Give tf2onnx's auto-numbered constant initializers stable names and order.
+
+    tf2onnx walks sets of node objects (extract_sub_graph_nodes), so which of several
+    identical constants survives its de-duplication -- and hence its name, e.g.
+    `const_starts__20` vs `const_axes__22` -- changes from run to run. Renaming those
+    initializers to `const__<k>` (k = order of first use) and ordering the initializers by
+    first use makes the file byte-stable; values and graph structure are untouched.
+    """
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    first_use = {}
+    for n in g.node:
+        for name in n.input:
+            if name in inits and name not in first_use:
+                first_use[name] = len(first_use)
+    rename, k = {}, 0
+    for name in sorted(first_use, key=first_use.get):
+        if _AUTO_NAME.match(name):
+            rename[name] = f"const__{k}"
+            k += 1
+    assert not set(rename.values()) & set(inits), "canonical name clash"
+    ordered = sorted(g.initializer, key=lambda i: (first_use.get(i.name, len(first_use)), i.name))
+    for i in ordered:
+        i.name = rename.get(i.name, i.name)
+    for n in g.node:
+        n.input[:] = [rename.get(x, x) for x in n.input]
+    g.ClearField("initializer")
+    g.initializer.extend(ordered)
+    return proto
+
+
 def convert(model, in_shape, out_name, path):
     spec = (tf.TensorSpec((None,) + in_shape, tf.float32, name="x"),)
 
@@ -119,8 +157,8 @@ def convert(model, in_shape, out_name, path):
     def fn(x):
         return {out_name: model(x, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET, output_path=path)
-    return proto
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET)
+    onnx.save(canonicalize_constants(proto), path)
 
 
 def main():
