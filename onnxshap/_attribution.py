@@ -20,7 +20,7 @@ from jax import lax
 
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
-from onnxshap._interpreter import _as_tuple, is_static, run_graph
+from onnxshap._interpreter import is_static, node_function
 from onnxshap._model import Model
 from onnxshap._multipliers import NodeContext, Rule, rule_for
 
@@ -81,7 +81,6 @@ class AttributionPass:
         for node in self.nodes:
             if node.subgraphs:
                 raise UnsupportedOpError(f"{node.label} has subgraphs; attribution through control flow is not supported.")
-            self._check_vary_positions(node)
             self.node_rules[node.index] = rule_for(node, self.rules)
         self.keep = set(self.explained) | set(self.outputs)
         for node in self.nodes:
@@ -97,10 +96,11 @@ class AttributionPass:
                 needed |= {i for i in node.inputs if i}
         return needed
 
-    def _check_vary_positions(self, node: Node) -> None:
+    def _check_vary_positions(self, node: Node, varying: Sequence[bool]) -> None:
+        # Checked while tracing: a tensor downstream of the inputs may still be static (a shape).
         assert node.spec is not None
         for position, name in enumerate(node.inputs):
-            if name and name in self.varying and not node.spec.may_vary(position) and name not in self.model._embedded:
+            if varying[position] and not node.spec.may_vary(position):
                 raise UnsupportedOpError(
                     f"Input {position} ({name!r}) of {node.label} depends on the explained inputs, but the "
                     f"{node.spec.rule!r} rule of {node.op_type} ({node.spec.source}) cannot attribute through that "
@@ -112,7 +112,7 @@ class AttributionPass:
 
     def _forward(self, weights: Mapping[str, Array], feeds: Mapping[str, Array], statics: dict[str, Any]) -> dict[str, Array]:
         """One sample (feeds without batch axis) -> the tensors the multiplier pass needs."""
-        env = run_graph(self.model.graph, self.model.environment(weights, {k: v[None] for k, v in feeds.items()}))
+        env = self.model.evaluate(weights, {k: v[None] for k, v in feeds.items()})
         kept: dict[str, Array] = {}
         for name, value in env.items():
             if is_static(value):
@@ -149,8 +149,13 @@ class AttributionPass:
             rin = [value(er, i) for i in node.inputs]
             xout = [value(ex, o) if o in ex or o in statics else None for o in node.outputs]
             rout = [value(er, o) if o in er or o in statics else None for o in node.outputs]
-            varying = [bool(i) and i in self.varying and not is_static(v) for i, v in zip(node.inputs, xin)]
-            ctx = NodeContext(node, _bound(node), xin, rin, xout, rout, varying)
+            assert node.spec is not None
+            varying = [
+                bool(i) and i in self.varying and not is_static(v) and p not in node.spec.type_only
+                for p, (i, v) in enumerate(zip(node.inputs, xin))
+            ]
+            self._check_vary_positions(node, varying)
+            ctx = NodeContext(node, node_function(node), xin, rin, xout, rout, varying)
             m_in = self.node_rules[node.index](ctx, m_out)
             if record is not None:
                 inflow = sum(jnp.sum(m * (x - r)) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None)
@@ -254,7 +259,7 @@ class AttributionPass:
         feeds = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in sample_feeds.items()}
 
         def shapes(f: Mapping[str, Array]) -> dict[str, Array]:
-            env = run_graph(self.model.graph, self.model.environment(self.model._weights, f))
+            env = self.model.evaluate(self.model._weights, f)
             return {o: env[o] for o in self.outputs}
 
         with jax.enable_x64(True):
@@ -274,7 +279,7 @@ class AttributionPass:
         feeds = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in sample_feeds.items()}
 
         def env(f: Mapping[str, Array]) -> dict[str, Array]:
-            e = run_graph(self.model.graph, self.model.environment(self.model._weights, f))
+            e = self.model.evaluate(self.model._weights, f)
             return {k: v for k, v in e.items() if k in self.keep and not is_static(v)}
 
         with jax.enable_x64(True):
@@ -330,9 +335,4 @@ def _float_dtype(feeds: Mapping[str, np.ndarray]) -> np.dtype[Any]:
     return np.dtype(np.float32)
 
 
-def _bound(node: Node) -> Callable[..., tuple[Array, ...]]:
-    assert node.spec is not None and node.since_version is not None
-    fn = node.spec.impl(node.since_version)
-    attrs = node.attrs
-    return lambda *inputs: _as_tuple(fn(*inputs, **attrs))
 

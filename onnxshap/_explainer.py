@@ -18,6 +18,9 @@ from onnxshap._model import Model, load, validate_feeds
 #: outputs that barely change are judged at the precision of the dtype).
 ADDITIVITY_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 ADDITIVITY_FLOOR = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-6}
+#: A second floor, relative to the attribution mass sum(|values|): attributions that cancel each other
+#: cannot sum more precisely than the rounding of their terms (float32: 1e-5 of the mass).
+ADDITIVITY_MASS_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
 
 Check = Literal["raise", "warn", "off"]
 
@@ -26,10 +29,11 @@ class AdditivityError(OnnxShapError):
     """Attributions do not sum to f(x) - mean f(background) within tolerance."""
 
 
-def relative_residual(residual: np.ndarray, fx: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """|residual| / max(|f(x) - base|, floor * max(1, |f(x)|, |base|)) elementwise."""
+def relative_residual(residual: np.ndarray, fx: np.ndarray, base: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """|residual| / max(|f(x) - base|, floor * max(1, |f(x)|, |base|), mass_floor * sum|values|), elementwise."""
     dtype = np.dtype(fx.dtype) if np.dtype(fx.dtype) in ADDITIVITY_FLOOR else np.dtype(np.float32)
     scale = np.maximum(np.abs(fx - base), ADDITIVITY_FLOOR[dtype] * np.maximum(1, np.maximum(np.abs(fx), np.abs(base))))
+    scale = np.maximum(scale, ADDITIVITY_MASS_FLOOR[dtype] * mass)
     return np.abs(residual) / scale
 
 
@@ -68,8 +72,20 @@ class Explanation:
         return self.values
 
     @property
+    def attribution_mass(self) -> np.ndarray:
+        """(n_samples, n_outputs): sum of |values| over all explained input elements."""
+        arrays = self.values.values() if isinstance(self.values, dict) else [self.values]
+        n, k = self.prediction.shape
+        return sum(np.abs(v).reshape(n, -1, k).sum(axis=1) for v in arrays)
+
+    @property
+    def relative_residual(self) -> np.ndarray:
+        """(n_samples, n_outputs): the residual relative to |f(x) - base| (floors: see ADDITIVITY_*)."""
+        return relative_residual(self.residual, self.prediction, self.base_values, self.attribution_mass)
+
+    @property
     def max_relative_residual(self) -> float:
-        return float(np.max(relative_residual(self.residual, self.prediction, self.base_values), initial=0.0))
+        return float(np.max(self.relative_residual, initial=0.0))
 
     def save(self, path: str | Path) -> None:
         """Write an .npz file (no pickle). The file is written whole or not at all."""
@@ -285,7 +301,7 @@ class Explainer:
             return
         dtype = np.dtype(e.prediction.dtype)
         rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
-        rel = relative_residual(e.residual, e.prediction, e.base_values)
+        rel = e.relative_residual
         if not np.any(rel > rtol):
             return
         b, j = np.unravel_index(int(np.argmax(rel)), rel.shape)

@@ -21,6 +21,7 @@ import numpy as np
 
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Graph, Node
+from onnxshap.ops._common import OUTPUT_COUNT_FLAG
 
 Value = Any  # np.ndarray (static) or jax.Array / tracer (traced)
 
@@ -59,12 +60,23 @@ def call_node(node: Node, inputs: Sequence[Value]) -> tuple[Value, ...]:
             registry().describe_unsupported(node.op_type, node.domain, 0, node.since_version, [node.name])
         )
     _check_static_inputs(node, inputs)
-    fn = node.spec.impl(node.since_version)
+    fn = node_function(node)
     if all(v is None or is_static(v) for v in inputs):
         with jax.ensure_compile_time_eval():
-            outputs = _as_tuple(fn(*inputs, **node.attrs))
+            outputs = fn(*inputs)
         return tuple(None if o is None else np.asarray(o) for o in outputs)
-    return _as_tuple(fn(*inputs, **node.attrs))
+    return fn(*inputs)
+
+
+def node_function(node: Node) -> Callable[..., tuple[Value, ...]]:
+    """The node's forward function with its attributes bound: fn(*inputs) -> tuple of outputs."""
+    assert node.spec is not None and node.since_version is not None
+    impl = node.spec.impl(node.since_version)
+    attrs = node.attrs
+    if getattr(impl, OUTPUT_COUNT_FLAG, False):
+        # e.g. Split without sizes divides its input into as many parts as the node has outputs.
+        attrs = {**attrs, "output_count": len(node.outputs)}
+    return lambda *inputs: _as_tuple(impl(*inputs, **attrs))
 
 
 NodeRunner = Callable[[Node, Sequence[Value]], tuple[Value, ...]]
@@ -76,6 +88,7 @@ def run_graph(
     *,
     runner: NodeRunner = call_node,
     partial: bool = False,
+    skip: frozenset[int] = frozenset(),
 ) -> MutableMapping[str, Value]:
     """Evaluate `graph` in topological order, writing every node's outputs into `env`.
 
@@ -83,7 +96,7 @@ def run_graph(
     before the inputs are known); otherwise a missing tensor is an error.
     """
     for node in graph.nodes:
-        if all(o in env for o in node.outputs if o):
+        if node.index in skip or all(o in env for o in node.outputs if o):
             continue
         if partial and not all(i in env for i in node.inputs if i):
             continue
@@ -126,7 +139,9 @@ def _run_if(node: Node, inputs: Sequence[Value], env: Mapping[str, Value], runne
 def fold_constants(graph: Graph) -> dict[str, np.ndarray]:
     """Evaluate every node that depends on initializers only; return all static tensors."""
     env: dict[str, Value] = dict(graph.initializers)
-    run_graph(graph, env, partial=True)
+    # Folding happens at load time, outside Model.run's x64 scope; without it int64 shapes become int32.
+    with jax.enable_x64(True):
+        run_graph(graph, env, partial=True)
     return env
 
 

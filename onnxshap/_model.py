@@ -13,6 +13,10 @@ from onnxshap._graph import Graph, LoadedModel, ModelLike, TensorInfo, load_grap
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
 
 
+#: Ops whose output is not a tensor; supported only as graph outputs, evaluated on the host.
+HOST_OPS = frozenset({("ai.onnx.ml", "ZipMap")})
+
+
 def _dims_text(shape: Sequence[Any]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -90,6 +94,17 @@ class Model:
         self.outputs: list[TensorInfo] = list(self.graph.outputs)
         constants = fold_constants(self.graph)
         self._embedded, host_weights = split_constants(self.graph, constants)
+        # Graph outputs that are not tensors (ZipMap's sequence of maps) are computed on the host
+        # from their input after the compiled part has run.
+        graph_outputs = set(self.output_names)
+        self._host_nodes = {
+            n.outputs[0]: n for n in self.graph.nodes
+            if (n.domain, n.op_type) in HOST_OPS and n.outputs[0] in graph_outputs
+        }
+        # Nodes folded at load time (their inputs are not kept) and host nodes must not run in the trace.
+        self._folded = frozenset(
+            n.index for n in self.graph.nodes if all(o in constants for o in n.outputs if o)
+        ) | {n.index for n in self._host_nodes.values()}
         with jax.enable_x64(True):
             self._weights = {k: jax.device_put(v) for k, v in host_weights.items()}
         self.trace_count = 0
@@ -103,16 +118,18 @@ class Model:
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
-    def environment(self, weights: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """The starting values of a graph run: embedded constants, weights and feeds."""
-        return {**self._embedded, **weights, **feeds}
+    def evaluate(self, weights: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the graph (traceable): every tensor by name, from the weights and the feeds."""
+        env: dict[str, Any] = {**self._embedded, **weights, **feeds}
+        run_graph(self.graph, env, skip=self._folded)
+        return env
 
     def _forward(self, weights: Mapping[str, Any], feeds: Mapping[str, Any], output_names: tuple[str, ...]) -> dict[str, Any]:
         self.trace_count += 1
-        env = run_graph(self.graph, self.environment(weights, feeds))
+        env = self.evaluate(weights, feeds)
         return {name: env[name] for name in output_names}
 
-    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
         """Evaluate the model.
 
         Args:
@@ -121,7 +138,8 @@ class Model:
                 tensors may be named too.
 
         Returns:
-            A dict output name -> numpy array, in the order requested.
+            A dict output name -> numpy array, in the order requested (a list of dicts for a
+            ZipMap output, as onnxruntime returns).
         """
         arrays = validate_feeds(self.inputs, feeds)
         names = tuple(outputs) if outputs is not None else tuple(self.output_names)
@@ -131,9 +149,19 @@ class Model:
                 f"Unknown output name(s) {unknown}; the model's outputs are {self.output_names} (any tensor a node "
                 "produces may also be requested)."
             )
+        host = {n: self._host_nodes[n] for n in names if n in self._host_nodes}
+        traced = tuple(dict.fromkeys([*(n for n in names if n not in host), *(h.inputs[0] for h in host.values())]))
         with jax.enable_x64(True):
-            result = self._jitted(self._weights, arrays, output_names=names)
-        return {name: np.asarray(result[name]) for name in names}
+            result = self._jitted(self._weights, arrays, output_names=traced)
+        out: dict[str, Any] = {}
+        for name in names:
+            if name in host:
+                node = host[name]
+                assert node.spec is not None and node.since_version is not None
+                out[name] = node.spec.impl(node.since_version)(np.asarray(result[node.inputs[0]]), **node.attrs)
+            else:
+                out[name] = np.asarray(result[name])
+        return out
 
     def __repr__(self) -> str:
         ins = ", ".join(i.describe() for i in self.inputs)

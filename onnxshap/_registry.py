@@ -91,6 +91,8 @@ class OpSpec:
         vary: input positions that may carry attribution; any other input must not depend on the
             explained inputs.
         static: input positions that must be compile-time constants (shapes, axes, indices).
+        type_only: input positions of which only the dtype is read (CastLike's target): they may
+            depend on the explained inputs without carrying attribution.
         notes: free text copied into docs/operators.md.
         source: "rules/<file>.toml" for error messages.
     """
@@ -102,6 +104,7 @@ class OpSpec:
     rule: str
     vary: tuple[int, ...] | None
     static: tuple[int, ...]
+    type_only: tuple[int, ...]
     notes: str
     source: str
 
@@ -113,6 +116,8 @@ class OpSpec:
         return self.impls[since_version]
 
     def may_vary(self, position: int) -> bool:
+        if position in self.type_only:
+            return True
         if position in self.static:
             return False
         return self.vary is None or position in self.vary
@@ -132,7 +137,7 @@ def _schema_versions(op_type: str, domain: str) -> list[int]:
 
 def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
     where = f"{source} [{op_type}]"
-    allowed = {"since", "impl", "rule", "vary", "static", "domain", "notes"}
+    allowed = {"since", "impl", "rule", "vary", "static", "type_only", "domain", "notes"}
     unknown = set(row) - allowed
     if unknown:
         raise RuleTableError(f"{where}: unknown keys {sorted(unknown)}; allowed keys are {sorted(allowed)}.")
@@ -174,7 +179,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
         onnx.defs.get_schema(op_type, max_inclusive_version=v, domain=domain).max_input for v in since
     )
     positions: dict[str, tuple[int, ...] | None] = {}
-    for key in ("vary", "static"):
+    for key in ("vary", "static", "type_only"):
         value = row.get(key)
         if value is None:
             positions[key] = None
@@ -185,6 +190,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
             raise RuleTableError(f"{where}: {key!r} = {value} names an input beyond the op's {max_inputs} inputs.")
         positions[key] = tuple(value)
     static = positions["static"] or ()
+    type_only = positions["type_only"] or ()
     vary = positions["vary"]
     if vary is not None and set(vary) & set(static):
         raise RuleTableError(f"{where}: inputs {sorted(set(vary) & set(static))} are both 'vary' and 'static'.")
@@ -196,6 +202,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
         rule=rule,
         vary=vary,
         static=static,
+        type_only=type_only,
         notes=str(row.get("notes", "")),
         source=source,
     )

@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+
+_ORT_FLOAT8 = {
+    "tensor(float8e4m3fn)": ml_dtypes.float8_e4m3fn,
+    "tensor(float8e4m3fnuz)": ml_dtypes.float8_e4m3fnuz,
+    "tensor(float8e5m2)": ml_dtypes.float8_e5m2,
+    "tensor(float8e5m2fnuz)": ml_dtypes.float8_e5m2fnuz,
+}
 
 
 def run_ort(model: onnx.ModelProto | bytes | str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -17,8 +26,13 @@ def run_ort(model: onnx.ModelProto | bytes | str, feeds: Mapping[str, np.ndarray
     options.log_severity_level = 3
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, dict(feeds))))
+    outputs = session.get_outputs()
+    values = session.run([o.name for o in outputs], dict(feeds))
+    # onnxruntime returns float 8 tensors as their raw bytes (uint8); view them as the declared type.
+    return {
+        o.name: v.view(_ORT_FLOAT8[o.type]) if o.type in _ORT_FLOAT8 and getattr(v, "dtype", None) == np.uint8 else v
+        for o, v in zip(outputs, values)
+    }
 
 
 def random_feeds(model: Any, rng: np.random.Generator, *, batch: int = 3) -> dict[str, np.ndarray]:
@@ -44,6 +58,8 @@ def assert_outputs_close(
         g, w = np.asarray(got[name]), np.asarray(want[name])
         assert g.shape == w.shape, f"{name}: shape {g.shape} != {w.shape}"
         assert g.dtype == w.dtype, f"{name}: dtype {g.dtype} != {w.dtype}"
+        if w.dtype.kind == "V":  # ml_dtypes (bfloat16, float 8, int4, ...): compare the values, NaN == NaN
+            g, w = g.astype(np.float64), w.astype(np.float64)
         if w.dtype.kind in "fc":
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=name)
         else:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
 
 from onnxshap._errors import UnsupportedOpError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def onnx_dtype(elem_type: int) -> np.dtype[Any]:
@@ -43,3 +45,13 @@ def unsupported_attribute(op: str, name: str, value: Any, supported: Sequence[An
     return UnsupportedOpError(
         f"{op} with {name}={value!r} is not supported; supported values: {list(supported)}."
     )
+
+
+#: Attribute set by `needs_output_count`; the interpreter then passes `output_count=<number of node outputs>`.
+OUTPUT_COUNT_FLAG = "onnxshap_needs_output_count"
+
+
+def needs_output_count(fn: F) -> F:
+    """Mark a forward function that needs the node's number of outputs (Split without sizes)."""
+    setattr(fn, OUTPUT_COUNT_FLAG, True)
+    return fn

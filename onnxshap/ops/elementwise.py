@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from onnxshap._errors import UnsupportedOpError
 from onnxshap.ops._common import onnx_dtype, unsupported_attribute
 
 Array = Any
@@ -267,24 +268,175 @@ def is_inf(x: Array, *, detect_negative: int, detect_positive: int) -> Array:
 # --- casts and pass-through -----------------------------------------------------------------------
 
 
-def cast(x: Array, *, to: int, saturate: int = 1, round_mode: str = "up") -> Array:
-    """Float -> integer truncates toward zero (as C does)."""
-    dtype = onnx_dtype(to)
+#: Float 8 types whose Cast honours `saturate` (out-of-range values clamp to the largest finite value).
+_SATURATING_FLOAT8 = frozenset(
+    np.dtype(t) for t in (jnp.float8_e4m3fn, jnp.float8_e4m3fnuz, jnp.float8_e5m2, jnp.float8_e5m2fnuz)
+)
+#: Sub-byte integers: onnxruntime rounds floats half away from zero, then wraps (two's complement).
+_SUB_BYTE_INTS = frozenset(np.dtype(t) for t in (jnp.int4, jnp.uint4, jnp.int2, jnp.uint2))
+#: 8/16-bit integers: onnxruntime truncates floats, then wraps; XLA would saturate.
+_NARROW_INTS = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+#: Types XLA has no primitive for (Cast-28 added them); ml_dtypes knows them, JAX cannot compute on them.
+_NO_XLA_TYPE = frozenset(np.dtype(t) for t in (jnp.float6_e2m3fn, jnp.float6_e3m2fn))
+_E8M0 = np.dtype(jnp.float8_e8m0fnu)
+
+
+def _float32_bits_of_float64(x: Array) -> Array:
+    """float32(x) as float32 bit patterns (int32), subnormals kept, computed without float32 arithmetic.
+
+    XLA on CPU flushes subnormal float32 results to zero, so float64 -> float32 of 2^-127 gives 0;
+    here the rounding to float32 precision (nearest even, subnormal spacing 2^-149) is done in float64.
+    """
+    magnitude = jnp.abs(x)
+    field = (lax.bitcast_convert_type(magnitude, jnp.int64) >> 52) & 0x7FF
+    quantum_exp = jnp.maximum(field - 1023 - 23, -149)
+    quantum = lax.bitcast_convert_type((quantum_exp + 1023) << 52, jnp.float64)
+    rounded = jnp.rint(magnitude / quantum) * quantum
+    rounded = jnp.where(rounded >= 2.0**128, jnp.inf, jnp.where(jnp.isfinite(magnitude), rounded, magnitude))
+    bits64 = lax.bitcast_convert_type(rounded, jnp.int64)
+    field64 = (bits64 >> 52) & 0x7FF
+    top = (bits64 >> 29) & 0x7FFFFF  # the 23 fraction bits float32 keeps; the rest are zero after rounding
+    # float32 field: normal numbers rebias; [2^-149, 2^-126) becomes subnormal with the implicit bit shifted in.
+    shift = jnp.clip(897 - field64, 0, 31)
+    subnormal_fraction = ((top | 0x800000) >> shift).astype(jnp.int64)
+    normal = field64 >= 897
+    bits = jnp.where(normal, ((field64 - 896) << 23) | top, jnp.where(field64 > 0, subnormal_fraction, 0))
+    bits = jnp.where(field64 == 0x7FF, (0xFF << 23) | jnp.where(top != 0, 0x400000, 0), bits)
+    bits = jnp.where(jnp.signbit(x), bits | (1 << 31), bits)
+    return lax.bitcast_convert_type(bits.astype(jnp.uint32), jnp.int32)
+
+
+def _to_float8e8m0(x: Array, saturate: bool, round_mode: str) -> Array:
+    """Float -> E8M0 (a power of two 2^-127..2^127), as onnxruntime and the spec's table define it.
+
+    x in [2^-127, 2^127] keeps its binary exponent, rounded by the mantissa (up: any fraction;
+    nearest: mantissa >= 1.5; down: never); a round-up past 2^127 gives 2^127 (saturate) or NaN.
+    Below 2^-127 (0, negatives, -Inf) gives 2^-127, above 2^127 (+Inf) gives 2^127, or NaN without
+    saturate. onnx's reference implementation differs on those out-of-range values and treats
+    subnormals by their raw exponent field; onnxruntime follows the spec.
+    """
+    if round_mode not in ("up", "down", "nearest"):
+        raise unsupported_attribute("Cast", "round_mode", round_mode, ["up", "down", "nearest"])
+    x = jnp.asarray(x)
+    if x.dtype == jnp.float64:
+        bits = _float32_bits_of_float64(x)
+    else:
+        # Every other source converts to float32 exactly (bfloat16 subnormals by a bit shift).
+        bits = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+    field = (bits >> 23) & 0xFF
+    fraction = bits & 0x7FFFFF
+    subnormal = field == 0
+    # A subnormal in [2^-127, 2^-126) is 1.f * 2^-127: exponent 0 of E8M0, fraction below its leading bit.
+    fraction = jnp.where(subnormal, ((fraction - 0x400000) << 1) & 0x7FFFFF, fraction)
+    if round_mode == "up":
+        round_up = fraction != 0
+    elif round_mode == "nearest":
+        round_up = fraction >= 0x400000
+    else:
+        round_up = jnp.zeros(bits.shape, bool)
+    exponent = field + round_up.astype(jnp.int32)
+    nan, top = jnp.int32(0xFF), jnp.int32(0xFE)
+    exponent = jnp.where(exponent > 0xFE, top if saturate else nan, exponent)
+    # Compare bit patterns, not floats: XLA on CPU flushes subnormals such as 2^-127 to zero.
+    negative = bits < 0  # sign bit, including -0 and -Inf
+    too_small = negative | (bits < 0x00400000)  # below 2^-127
+    too_large = ~negative & (bits > 0x7F000000)  # above 2^127, including +Inf
+    if saturate:
+        exponent = jnp.where(too_small, 0, jnp.where(too_large, top, exponent))
+    else:
+        exponent = jnp.where(too_small | too_large, nan, exponent)
+    is_nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    exponent = jnp.where(is_nan, nan, exponent)
+    return lax.bitcast_convert_type(exponent.astype(jnp.uint8), jnp.float8_e8m0fnu)
+
+
+def _round_half_away(x: Array) -> Array:
+    whole = jnp.trunc(x)
+    return whole + jnp.where(jnp.abs(x - whole) >= 0.5, jnp.sign(x), 0).astype(x.dtype)
+
+
+def _cast(x: Array, dtype: np.dtype[Any], saturate: int | None, round_mode: str | None, op: str) -> Array:
+    """ONNX Cast onto a numpy/ml_dtypes dtype (shared by Cast and CastLike), matching onnxruntime.
+
+    Known divergences: with saturate=0, onnxruntime 1.31 maps float8 E4M3FN values in [480, 484) to 448
+    and E5M2 values in (61440, 65536) to NaN; here they round to NaN and Inf, as the spec's table and
+    onnx's reference implementation say. XLA on CPU flushes subnormal results of float arithmetic and
+    of float64 -> float32/bfloat16 conversion to zero (E8M0 is computed on bit patterns to avoid it).
+    """
+    saturate = 1 if saturate is None else saturate  # absent before Cast-19: float 8 did not exist yet
     if isinstance(x, np.ndarray) and x.dtype.kind in "OUS":
-        return x.astype(dtype)
-    return jnp.asarray(x).astype(dtype)
+        return x.astype(dtype)  # a constant string tensor parsed to numbers on the host
+    source = np.dtype(jnp.result_type(x))
+    for t in (source, dtype):
+        if t in _NO_XLA_TYPE:
+            raise UnsupportedOpError(
+                f"{op} from {source} to {dtype} is not supported: XLA (and so JAX) has no {t} type."
+            )
+    x = jnp.asarray(x)
+    if source == dtype:
+        return x
+    from_float = jnp.issubdtype(source, jnp.floating)
+    if dtype in _SATURATING_FLOAT8 and saturate:
+        if source.itemsize == 1 or not from_float:
+            x = x.astype(jnp.float32)  # the clip bounds must be representable (E5M2's 57344 is not in E4M3FN)
+        info = jnp.finfo(dtype)
+        # Clamping first keeps +-Inf and too-large values at +-max; NaN passes through the clip.
+        return jnp.clip(x, float(info.min), float(info.max)).astype(dtype)
+    if dtype == _E8M0:
+        return _to_float8e8m0(x, bool(saturate), round_mode or "up")
+    if from_float and (dtype in _SUB_BYTE_INTS or dtype in _NARROW_INTS):
+        wide = x.astype(jnp.float64 if source == np.float64 else jnp.float32)  # float16 cannot hold 2^31
+        whole = _round_half_away(wide) if dtype in _SUB_BYTE_INTS else jnp.trunc(wide)
+        # Through int32 as the C conversion does on x86: out of its range (undefined in ONNX) and NaN
+        # give INT32_MIN, whose low bits are 0; the int32 -> narrow conversion then wraps.
+        valid = (whole >= -(2.0**31)) & (whole < 2.0**31)
+        return jnp.where(valid, whole, -(2.0**31)).astype(jnp.int32).astype(dtype)
+    return x.astype(dtype)
 
 
-def cast_like(x: Array, target: Array, *, saturate: int = 1, round_mode: str = "up") -> Array:
-    return jnp.asarray(x).astype(jnp.result_type(target))
+def cast(x: Array, *, to: int, saturate: int | None = None, round_mode: str | None = None) -> Array:
+    """Cast as onnxruntime does: float -> integer truncates (sub-byte: rounds half away from 0), then wraps.
+
+    Float 8 targets clamp unless saturate=0; E8M0 rounds per round_mode. Strings (except constant
+    string tensors parsed to numbers) and the float 6 types of Cast-28 are not supported.
+    """
+    return _cast(x, onnx_dtype(to), saturate, round_mode, "Cast")
+
+
+def cast_like(x: Array, target: Array, *, saturate: int | None = None, round_mode: str | None = None) -> Array:
+    """Cast to the element type of `target` (its values are ignored)."""
+    dtype = np.dtype(jnp.result_type(target)) if not isinstance(target, np.ndarray) else target.dtype
+    if dtype.kind in "OUS":
+        raise UnsupportedOpError("CastLike to a string tensor is not supported: JAX has no string dtype.")
+    return _cast(x, dtype, saturate, round_mode, "CastLike")
 
 
 def identity(x: Array) -> Array:
     return x
 
 
-def dropout(x: Array, ratio: Array | None = None, training_mode: Array | None = None, **_: Any) -> Any:
-    """Inference only: the identity; the mask output is all True."""
-    if training_mode is not None and bool(np.asarray(training_mode)):
-        raise unsupported_attribute("Dropout", "training_mode", True, [False])
+def dropout(
+    x: Array, ratio: Array | None = None, training_mode: Array | None = None, *, seed: int | None = None
+) -> tuple[Array, Array]:
+    """Dropout-12+ in inference: the identity with an all-True mask.
+
+    training_mode=True draws a random mask and is unsupported, except with a constant ratio of 0.
+    """
+    # training_mode and ratio are static inputs (numpy) in the rule table.
+    if training_mode is not None and bool(np.asarray(training_mode).reshape(-1)[0]):
+        if ratio is None or np.any(np.asarray(ratio)):
+            raise UnsupportedOpError(
+                "Dropout with training_mode=True draws a random mask; onnxshap evaluates inference graphs only. "
+                "Export the model in inference mode (model.eval() in PyTorch, training=False in Keras)."
+            )
     return x, jnp.ones(jnp.shape(x), bool)
+
+
+def dropout_7(x: Array, *, ratio: float) -> tuple[Array, Array]:
+    """Dropout-7 (inference only): the identity; the unfilled mask (type T) is all zeros, as in onnxruntime."""
+    return x, jnp.zeros(jnp.shape(x), jnp.result_type(x))
+
+
+def dropout_10(x: Array, *, ratio: float) -> tuple[Array, Array]:
+    """Dropout-10 (inference only): the identity; the unfilled mask is all False, as in onnxruntime."""
+    return x, jnp.zeros(jnp.shape(x), bool)

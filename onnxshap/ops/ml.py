@@ -1,0 +1,383 @@
+"""ai.onnx.ml ops that scikit-learn converters (skl2onnx) emit for linear and neural-network models.
+
+The spec leaves much of this domain open (shapes, attribute lengths, binary classifiers), so each
+function follows onnxruntime's CPU kernel, which is what these models are run with in practice;
+where onnxruntime's result is undefined or contradicts the spec, the function raises instead.
+Spec: https://onnx.ai/onnx/operators/ (domain ai.onnx.ml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from onnxshap._errors import UnsupportedOpError
+from onnxshap.ops._common import unsupported_attribute
+
+Array = Any
+
+_POST_TRANSFORMS = ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT")
+_FLOAT32_LOWEST = float(np.finfo(np.float32).min)
+
+
+def _is_host(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, np.generic))
+
+
+def _rows(x: Array, op: str) -> Array:
+    """The [N, C] view onnxruntime's ml kernels take: a 1-D input is one row; rank > 2 is rejected."""
+    x = jnp.asarray(x)
+    if x.ndim == 1:
+        return x[None, :]
+    if x.ndim != 2:
+        raise UnsupportedOpError(f"{op} takes a [N, C] or [C] input; got rank {x.ndim} (shape {x.shape}).")
+    return x
+
+
+def _per_feature(values: Sequence[float], n_features: int, op: str, name: str, rank: int) -> np.ndarray:
+    """An attribute of 1 or C values, as a float32 vector broadcasting along the last axis."""
+    array = np.asarray(values, np.float32).reshape(-1)
+    if array.size == 1:
+        return array
+    if rank > 2:
+        # onnxruntime strides these by dims[1], which is not the feature axis for rank > 2.
+        raise UnsupportedOpError(
+            f"{op} with {array.size} {name} values on a rank-{rank} input is not supported: per-feature values "
+            "are defined for [N, C] inputs only (onnxruntime indexes them by axis 1 whatever the rank)."
+        )
+    if array.size != n_features:
+        raise UnsupportedOpError(
+            f"{op} has {array.size} {name} values for {n_features} features; it needs 1 or {n_features}."
+        )
+    return array
+
+
+# --- preprocessing ---------------------------------------------------------------------------------
+
+
+def scaler(x: Array, *, offset: list[float] | None = None, scale: list[float] | None = None) -> Array:
+    """Y = (X - offset) * scale along the last axis, as float32; offset and scale have 1 or C values.
+
+    A missing offset is 0 and a missing scale 1 (onnxruntime rejects such models).
+    """
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        raise UnsupportedOpError("Scaler needs an input of rank >= 1.")
+    n = x.shape[-1]
+    off = _per_feature([0.0] if offset is None else offset, n, "Scaler", "offset", x.ndim)
+    sc = _per_feature([1.0] if scale is None else scale, n, "Scaler", "scale", x.ndim)
+    # onnxruntime computes (x - offset) * scale in double for double inputs and in float otherwise.
+    work = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    y = (x.astype(work) - jnp.asarray(off, work)) * jnp.asarray(sc, work)
+    return y.astype(jnp.float32)
+
+
+def normalizer(x: Array, *, norm: str) -> Array:
+    """Each row divided by its max (MAX), sum of |x| (L1) or Euclidean norm (L2), as float32.
+
+    A row whose divisor is 0 is copied unchanged. MAX skips NaNs, as onnxruntime does.
+    """
+    if norm not in ("MAX", "L1", "L2"):
+        raise unsupported_attribute("Normalizer", "norm", norm, ["MAX", "L1", "L2"])
+    original = jnp.asarray(x)
+    rows = _rows(original, "Normalizer")
+    xf = rows.astype(jnp.float32)
+    if norm == "MAX":
+        lowest = jnp.float32(_FLOAT32_LOWEST)
+        divisor = jnp.max(jnp.where(jnp.isnan(xf), lowest, jnp.maximum(xf, lowest)), axis=1, keepdims=True)
+        y = xf / jnp.where(divisor == 0, 1, divisor)
+    elif norm == "L1":
+        divisor = jnp.sum(jnp.abs(xf), axis=1, keepdims=True)
+        y = xf / jnp.where(divisor == 0, 1, divisor)
+    else:
+        # x * x in the input's precision, then float32, as onnxruntime does.
+        work = jnp.float64 if rows.dtype == jnp.float64 else jnp.float32
+        squares = (rows.astype(work) * rows.astype(work)).astype(jnp.float32)
+        divisor = jnp.sum(squares, axis=1, keepdims=True)
+        magnitude = jnp.sqrt(squares / jnp.where(divisor == 0, 1, divisor))
+        y = jnp.where(xf < 0, -magnitude, magnitude)
+    y = jnp.where(divisor == 0, xf, y)
+    return y.reshape(original.shape)
+
+
+def binarizer(x: Array, *, threshold: float) -> Array:
+    """1 where x > threshold, else 0, in the input's type."""
+    x = jnp.asarray(x)
+    return (x > jnp.asarray(threshold, x.dtype)).astype(x.dtype)
+
+
+def imputer(
+    x: Array,
+    *,
+    replaced_value_float: float,
+    replaced_value_int64: int,
+    imputed_value_floats: list[float] | None = None,
+    imputed_value_int64s: list[int] | None = None,
+) -> Array:
+    """Replace elements equal to the replaced value (NaN matches NaN) by the imputed value of their feature.
+
+    Float inputs use the *_float(s) attributes, integer inputs the *_int64(s) ones. The imputed values
+    have 1 or C entries (C = last axis); per-feature values need a [N, C] or [C] input.
+    """
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        raise UnsupportedOpError("Imputer needs an input of rank >= 1.")
+    is_float = jnp.issubdtype(x.dtype, jnp.floating)
+    values = imputed_value_floats if is_float else imputed_value_int64s
+    if not values:
+        kind = "imputed_value_floats" if is_float else "imputed_value_int64s"
+        raise UnsupportedOpError(f"Imputer on a {x.dtype} input needs the attribute {kind}.")
+    n = x.shape[-1]
+    if len(values) not in (1, n) or (len(values) > 1 and x.ndim > 2):
+        raise UnsupportedOpError(
+            f"Imputer has {len(values)} imputed values for an input of shape {x.shape}; it needs 1 value, or one "
+            "per feature on a [N, C] or [C] input."
+        )
+    imputed = jnp.asarray(np.asarray(values), x.dtype)
+    if is_float:
+        replaced = jnp.asarray(replaced_value_float, x.dtype)
+        hit = (x == replaced) | (jnp.isnan(x) & jnp.isnan(replaced))
+    else:
+        hit = x == jnp.asarray(replaced_value_int64, x.dtype)
+    return jnp.where(hit, imputed, x)
+
+
+def array_feature_extractor(x: Array, indices: Array) -> Array:
+    """Select `indices` (flattened) along the last axis; a 1-D input gives a [1, k] output.
+
+    Out-of-range indices raise when the indices are constants; computed indices (skl2onnx's
+    ArgMax -> class label lookup) are clamped, where onnxruntime raises.
+    """
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        raise UnsupportedOpError("ArrayFeatureExtractor needs an input of rank >= 1.")
+    n = x.shape[-1]
+    if _is_host(indices):
+        flat = np.asarray(indices).reshape(-1).astype(np.int64)
+        bad = flat[(flat < 0) | (flat >= n)]
+        if bad.size:
+            raise UnsupportedOpError(
+                f"ArrayFeatureExtractor index {int(bad[0])} is out of range for a last axis of size {n}."
+            )
+        picked = jnp.take(x, jnp.asarray(flat), axis=-1)
+    else:
+        picked = jnp.take(x, jnp.reshape(indices, (-1,)), axis=-1, mode="clip")
+    return picked[None, :] if x.ndim == 1 else picked
+
+
+def feature_vectorizer(*xs: Array, inputdimensions: list[int] | None = None) -> Array:
+    """Concatenate the inputs as [N, C_i] float32 blocks, each cut or zero-padded to inputdimensions[i].
+
+    A 1-D input is one row; higher ranks are flattened after the batch axis. Without
+    inputdimensions each input keeps its own width.
+    """
+    present = [jnp.asarray(x) for x in xs if x is not None]
+    if not present:
+        raise UnsupportedOpError("FeatureVectorizer needs at least one input.")
+    if inputdimensions is not None and len(inputdimensions) != len(present):
+        raise UnsupportedOpError(
+            f"FeatureVectorizer has {len(present)} inputs but {len(inputdimensions)} inputdimensions."
+        )
+    blocks = []
+    for i, x in enumerate(present):
+        if x.ndim == 0:
+            raise UnsupportedOpError("FeatureVectorizer inputs must have rank >= 1.")
+        block = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        width = block.shape[1] if inputdimensions is None else int(inputdimensions[i])
+        block = block[:, :width].astype(jnp.float32)
+        if block.shape[1] < width:
+            block = jnp.pad(block, ((0, 0), (0, width - block.shape[1])))
+        blocks.append(block)
+    sizes = {b.shape[0] for b in blocks}
+    if len(sizes) > 1:
+        raise UnsupportedOpError(f"FeatureVectorizer inputs have different batch sizes {sorted(sizes)}.")
+    return jnp.concatenate(blocks, axis=1)
+
+
+# --- linear models ---------------------------------------------------------------------------------
+
+
+def _linear_scores(x: Array, coefficients: Sequence[float], intercepts: Sequence[float] | None, op: str) -> Array:
+    """X [N, C] (as float32) times coefficients [T, C] transposed, plus intercepts [T]: [N, T] float32."""
+    xf = x.astype(jnp.float32)
+    n_features = xf.shape[1]
+    coef = np.asarray(coefficients, np.float32).reshape(-1)
+    if n_features == 0 or coef.size == 0 or coef.size % n_features:
+        raise UnsupportedOpError(
+            f"{op} has {coef.size} coefficients, which is not a multiple of the {n_features} input features."
+        )
+    weights = coef.reshape(-1, n_features)
+    n_targets = weights.shape[0]
+    bias = np.zeros(n_targets, np.float32) if intercepts is None else np.asarray(intercepts, np.float32).reshape(-1)
+    if bias.size != n_targets:
+        raise UnsupportedOpError(f"{op} has {bias.size} intercepts for {n_targets} coefficient rows.")
+    # HIGHEST: keep float32 products exact on accelerators that would otherwise use TF32/bf16 passes.
+    scores = jnp.matmul(xf, jnp.asarray(weights.T), precision=lax.Precision.HIGHEST)
+    return scores + jnp.asarray(bias)
+
+
+def _logistic(s: Array) -> Array:
+    """onnxruntime's ComputeLogistic: 1 / (1 + exp(-|s|)), mirrored for s < 0."""
+    v = 1 / (1 + jnp.exp(-jnp.abs(s)))
+    return jnp.where(s < 0, 1 - v, v)
+
+
+def _probit(p: Array) -> Array:
+    """onnxruntime's ComputeProbit: sqrt(2) * ErfInv(2p - 1) with Winitzki's approximation (a = 0.147).
+
+    Not the exact inverse normal CDF (relative error ~1e-3); NaN outside (0, 1).
+    """
+    f32 = np.float32
+    # The barrier keeps XLA from simplifying 1 + (2p - 1) to 2p, which rounds differently near p = 0.
+    x = lax.optimization_barrier(2 * p - 1)
+    sign = jnp.where(x < 0, f32(-1), f32(1))
+    log = jnp.log((1 - x) * (1 + x))
+    v = f32(2) / (f32(np.pi) * f32(0.147)) + f32(0.5) * log
+    v2 = f32(1) / f32(0.147) * log
+    return f32(np.sqrt(2)) * sign * jnp.sqrt(-v + jnp.sqrt(v * v - v2))
+
+
+def _softmax_zero(s: Array) -> Array:
+    """onnxruntime's ComputeSoftmaxZero: softmax over the scores with |s| > 1e-7; the others stay ~0."""
+    v_max = jnp.maximum(jnp.max(s, axis=1, keepdims=True), jnp.float32(_FLOAT32_LOWEST))
+    nonzero = (s > 1e-7) | (s < -1e-7)
+    e = jnp.where(nonzero, jnp.exp(s - v_max), s * jnp.exp(-v_max))
+    return e / jnp.sum(jnp.where(nonzero, e, 0), axis=1, keepdims=True)
+
+
+def _post_transform(scores: Array, post_transform: str) -> Array:
+    """The transform onnxruntime applies to [N, T] scores with T >= 2."""
+    if post_transform == "SOFTMAX":
+        return jax.nn.softmax(scores, axis=1)
+    if post_transform == "LOGISTIC":
+        return jax.nn.sigmoid(scores)
+    if post_transform == "SOFTMAX_ZERO":
+        return _softmax_zero(scores)
+    if post_transform == "PROBIT":
+        return _probit(scores)
+    return scores
+
+
+def linear_classifier(
+    x: Array,
+    *,
+    coefficients: list[float],
+    post_transform: str,
+    multi_class: int,
+    intercepts: list[float] | None = None,
+    classlabels_ints: list[int] | None = None,
+    classlabels_strings: list[str] | None = None,
+) -> tuple[Array, Array]:
+    """(label int64 [N], scores float32 [N, K]); scores = post_transform(X W^T + b), computed in float32.
+
+    With K >= 2 coefficient rows the label is the class of the first maximal raw score. With one
+    row (skl2onnx's binary LogisticRegression) the label is classlabels[1] where the score s > 0, else
+    classlabels[0], and the scores are [1 - p, p] with p = logistic(s) for LOGISTIC and p = s for every
+    other transform (onnxruntime applies no softmax to a single score). multi_class is ignored, as in
+    onnxruntime. String class labels (no string tensors in JAX) and binary PROBIT (onnxruntime's output
+    is undefined) are not supported.
+    """
+    if classlabels_strings:
+        raise UnsupportedOpError(
+            "LinearClassifier with classlabels_strings is not supported: its label output would be a string "
+            "tensor, and JAX has no string dtype. Re-export with integer class labels (encode the classes as "
+            "0..K-1 before training), or drop the label output."
+        )
+    if not classlabels_ints:
+        raise UnsupportedOpError("LinearClassifier needs classlabels_ints (or classlabels_strings).")
+    if post_transform not in _POST_TRANSFORMS:
+        raise unsupported_attribute("LinearClassifier", "post_transform", post_transform, _POST_TRANSFORMS)
+    scores = _linear_scores(_rows(x, "LinearClassifier"), coefficients, intercepts, "LinearClassifier")
+    labels = np.asarray(classlabels_ints, np.int64)
+    n_targets = scores.shape[1]
+    if n_targets == 1:
+        if labels.size != 2:
+            raise UnsupportedOpError(
+                f"LinearClassifier with one coefficient row is a binary classifier and needs 2 class labels, "
+                f"got {labels.size}."
+            )
+        if post_transform == "PROBIT":
+            raise UnsupportedOpError(
+                "LinearClassifier with one coefficient row and post_transform='PROBIT' is not supported: "
+                "onnxruntime leaves half of its scores output uninitialised, so there is no reference to match."
+            )
+        s = scores[:, 0]
+        label = jnp.where(s > 0, labels[1], labels[0])
+        p = _logistic(s) if post_transform == "LOGISTIC" else s
+        return label, jnp.stack([1 - p, p], axis=1)
+    if labels.size != n_targets:
+        raise UnsupportedOpError(
+            f"LinearClassifier has {n_targets} coefficient rows but {labels.size} class labels."
+        )
+    label = jnp.asarray(labels)[jnp.argmax(scores, axis=1)]
+    return label, _post_transform(scores, post_transform)
+
+
+def linear_regressor(
+    x: Array,
+    *,
+    targets: int,
+    post_transform: str,
+    coefficients: list[float] | None = None,
+    intercepts: list[float] | None = None,
+) -> Array:
+    """Y [N, targets] = X W^T + b, computed in float32.
+
+    Only transforms that keep the op affine are supported: NONE, and (for one target, where
+    onnxruntime ignores them) SOFTMAX, LOGISTIC and SOFTMAX_ZERO.
+    """
+    if post_transform not in _POST_TRANSFORMS:
+        raise unsupported_attribute("LinearRegressor", "post_transform", post_transform, _POST_TRANSFORMS)
+    if post_transform == "PROBIT" or (post_transform != "NONE" and targets != 1):
+        raise UnsupportedOpError(
+            f"LinearRegressor with post_transform={post_transform!r} and targets={targets} is not supported: "
+            "its rule is linear, so only transforms that leave the output affine are accepted (NONE; any but "
+            "PROBIT for a single target, which onnxruntime leaves untransformed)."
+        )
+    if not coefficients:
+        raise UnsupportedOpError("LinearRegressor needs the coefficients attribute.")
+    rows = _rows(x, "LinearRegressor")
+    scores = _linear_scores(rows, coefficients, intercepts, "LinearRegressor")
+    if scores.shape[1] != targets:
+        raise UnsupportedOpError(
+            f"LinearRegressor has {len(coefficients)} coefficients for {rows.shape[1]} features, i.e. "
+            f"{scores.shape[1]} targets, but targets={targets}."
+        )
+    return scores
+
+
+# --- outputs that are not tensors ------------------------------------------------------------------
+
+
+def zip_map(
+    x: Array, *, classlabels_int64s: list[int] | None = None, classlabels_strings: list[str] | None = None
+) -> list[dict[Any, float]]:
+    """One {class label: score} dict per row of a [N, C] (or [C]) float tensor, as onnxruntime returns.
+
+    Host only: the output is a sequence of maps, not a tensor, so it cannot be traced; this runs on a
+    numpy array, and is only usable where the ZipMap output is a graph output (the model runner
+    applies it to the computed scores). Keys are Python ints or strs, values Python floats.
+    """
+    if not _is_host(x):
+        raise UnsupportedOpError(
+            "ZipMap's output is a sequence of maps, not a tensor, so it cannot be computed inside the compiled "
+            "model; it is supported only as a graph output, applied on the host to the computed scores. "
+            "Re-export without ZipMap (skl2onnx: options={id(model): {'zipmap': False}}) to get a tensor."
+        )
+    if bool(classlabels_int64s) == bool(classlabels_strings):
+        raise UnsupportedOpError("ZipMap needs exactly one of classlabels_int64s and classlabels_strings.")
+    keys: list[Any] = [int(k) for k in classlabels_int64s] if classlabels_int64s else list(classlabels_strings or [])
+    scores = np.asarray(x)
+    if scores.ndim == 1:
+        scores = scores[None, :]
+    if scores.ndim != 2 or scores.shape[1] != len(keys):
+        raise UnsupportedOpError(
+            f"ZipMap takes a [N, {len(keys)}] or [{len(keys)}] input (one column per class label); got shape "
+            f"{np.shape(x)}."
+        )
+    return [dict(zip(keys, (float(v) for v in row))) for row in scores]
