@@ -152,6 +152,15 @@ def _check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
                 )
 
 
+def _require_tensors(names: Sequence[str], known: set[str], kind: str, graph_names: Sequence[str]) -> None:
+    for name in names:
+        if name not in known:
+            raise InputError(
+                f"{kind} tensor {name!r} does not exist in the model. Graph {kind.lower()}s: {list(graph_names)}; "
+                "any tensor produced by a node may also be named (see `onnxshap inspect`)."
+            )
+
+
 class Explainer:
     """DeepSHAP explainer for an ONNX model.
 
@@ -196,12 +205,7 @@ class Explainer:
                 )
         else:
             explained = [inputs] if isinstance(inputs, str) else list(inputs)
-        for name in explained:
-            if name not in known:
-                raise InputError(
-                    f"Input tensor {name!r} does not exist in the model. Graph inputs: {[i.name for i in graph.inputs]}; "
-                    "any tensor produced by a node may also be named (see `onnxshap inspect`)."
-                )
+        _require_tensors(explained, known, "Input", [i.name for i in graph.inputs])
         if outputs is None:
             floats = [o.name for o in graph.outputs if o.dtype is None or o.dtype.kind == "f"]
             if not floats:
@@ -209,12 +213,7 @@ class Explainer:
             chosen = floats[:1]
         else:
             chosen = [outputs] if isinstance(outputs, str) else list(outputs)
-        for name in chosen:
-            if name not in known:
-                raise InputError(
-                    f"Output tensor {name!r} does not exist in the model. Graph outputs: {self.model.output_names}; "
-                    "any tensor produced by a node may also be named."
-                )
+        _require_tensors(chosen, known, "Output", self.model.output_names)
         self.inputs = explained
         self.outputs = chosen
         self._pass = AttributionPass(self.model, explained, chosen, rules=rules, chunk_size=chunk_size)

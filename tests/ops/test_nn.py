@@ -42,7 +42,7 @@ def _model(
     return model
 
 
-def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, np.ndarray]:
+def check_against_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, np.ndarray]:
     got = onnxshap.load(model).run(feeds)
     assert_outputs_close(got, run_ort(model, feeds), rtol=rtol, atol=atol)
     return got
@@ -81,7 +81,7 @@ POOLS = [
 )
 def test_pool_windows_match_onnxruntime(op: str, opset: int, shape: tuple[int, ...], attrs: dict[str, Any], outputs: tuple[str, ...]) -> None:
     feeds = {"x": _x(shape)}
-    _check(_model(op, feeds, attrs, opset, outputs), feeds)
+    check_against_onnxruntime(_model(op, feeds, attrs, opset, outputs), feeds)
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
@@ -103,7 +103,7 @@ def test_max_pool_indices_break_ties_like_onnxruntime() -> None:
     x = np.random.default_rng(1).integers(0, 3, (2, 2, 6, 7)).astype(np.float32)
     for storage_order in (0, 1):
         attrs = dict(kernel_shape=[3, 2], strides=[2, 2], pads=[1, 1, 1, 0], storage_order=storage_order, ceil_mode=1)
-        _check(_model("MaxPool", {"x": x}, attrs, 12, ("y", "i")), {"x": x})
+        check_against_onnxruntime(_model("MaxPool", {"x": x}, attrs, 12, ("y", "i")), {"x": x})
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float16, np.float64])
@@ -111,13 +111,13 @@ def test_max_pool_padding_never_wins(dtype: Any) -> None:
     x = np.random.default_rng(2).integers(-100 if dtype == np.int8 else 0, 100, (1, 2, 5, 5)).astype(dtype)
     if np.issubdtype(dtype, np.floating):
         x = -np.abs(x) - 1  # all negative: a zero-padded window would be wrong
-    _check(_model("MaxPool", {"x": x}, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], ceil_mode=1), 12), {"x": x})
+    check_against_onnxruntime(_model("MaxPool", {"x": x}, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], ceil_mode=1), 12), {"x": x})
 
 
 def test_global_pools_match_onnxruntime() -> None:
     x = _x((2, 3, 4, 5))
     for op, opset, attrs in [("GlobalLpPool", 2, dict(p=3)), ("GlobalLpPool", 2, {}), ("GlobalMaxPool", 1, {}), ("GlobalAveragePool", 1, {})]:
-        _check(_model(op, {"x": x}, attrs, opset), {"x": x})
+        check_against_onnxruntime(_model(op, {"x": x}, attrs, opset), {"x": x})
 
 
 # --- convolution ---------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_conv_matches_onnxruntime(opset: int, xs: tuple[int, ...], ws: tuple[int
     feeds = {"x": _x(xs), "w": _x(ws, 1)}
     if bias:
         feeds["b"] = _x((ws[0],), 2)
-    _check(_model("Conv", feeds, attrs, opset), feeds, rtol=1e-5, atol=1e-5)
+    check_against_onnxruntime(_model("Conv", feeds, attrs, opset), feeds, rtol=1e-5, atol=1e-5)
 
 
 CONV_TRANSPOSES = [
@@ -159,7 +159,7 @@ def test_conv_transpose_matches_onnxruntime(opset: int, xs: tuple[int, ...], ws:
     feeds = {"x": _x(xs), "w": _x(ws, 1)}
     if bias:
         feeds["b"] = _x((ws[1] * attrs.get("group", 1),), 2)
-    _check(_model("ConvTranspose", feeds, attrs, opset), feeds, rtol=1e-5, atol=1e-5)
+    check_against_onnxruntime(_model("ConvTranspose", feeds, attrs, opset), feeds, rtol=1e-5, atol=1e-5)
 
 
 # --- matrix products -----------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_gemm_attributes_and_bias_broadcasts() -> None:
         (11, None, dict(transA=1, transB=1, alpha=2.0)),
     ]:
         feeds = {"a": a, "b": b} | ({"c": c} if c is not None else {})
-        _check(_model("Gemm", feeds, attrs, opset), feeds)
+        check_against_onnxruntime(_model("Gemm", feeds, attrs, opset), feeds)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])
@@ -183,7 +183,7 @@ def test_matmul_broadcasting(dtype: Any) -> None:
     shapes = [((4,), (2, 4, 3)), ((2, 1, 3, 4), (5, 4, 2)), ((2, 3, 4), (4,)), ((4,), (4,))]
     for sa, sb in shapes:
         feeds = {"a": rng.integers(-5, 5, sa).astype(dtype), "b": rng.integers(-5, 5, sb).astype(dtype)}
-        _check(_model("MatMul", feeds, {}, 13), feeds)
+        check_against_onnxruntime(_model("MatMul", feeds, {}, 13), feeds)
 
 
 def test_einsum_equations() -> None:
@@ -195,7 +195,7 @@ def test_einsum_equations() -> None:
     ]
     for equation, shapes in cases:
         feeds = {f"x{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
-        _check(_model("Einsum", feeds, dict(equation=equation), 12), feeds, atol=1e-5)
+        check_against_onnxruntime(_model("Einsum", feeds, dict(equation=equation), 12), feeds, atol=1e-5)
 
 
 # --- normalization -------------------------------------------------------------------------------
@@ -215,13 +215,13 @@ def _batch_norm_params(c: int, shape: tuple[int, ...] | None = None) -> dict[str
 @pytest.mark.parametrize("opset", [7, 9, 14, 15])
 def test_batch_norm_versions_match_onnxruntime(opset: int) -> None:
     x = _x((2, 3, 4, 5))
-    _check(_model("BatchNormalization", {"x": x}, dict(epsilon=1e-3), opset, initializers=_batch_norm_params(3)), {"x": x})
+    check_against_onnxruntime(_model("BatchNormalization", {"x": x}, dict(epsilon=1e-3), opset, initializers=_batch_norm_params(3)), {"x": x})
 
 
 def test_batch_norm_per_activation_spatial_0() -> None:
     x = _x((2, 3, 4))
     params = _batch_norm_params(3, (3, 4))
-    _check(_model("BatchNormalization", {"x": x}, dict(spatial=0), 7, initializers=params), {"x": x})
+    check_against_onnxruntime(_model("BatchNormalization", {"x": x}, dict(spatial=0), 7, initializers=params), {"x": x})
 
 
 @pytest.mark.parametrize("opset", [1, 6])
@@ -254,12 +254,12 @@ def test_layer_norm_statistics_outputs() -> None:
             inits["bias"] = rng.standard_normal(normalized).astype(dtype)
         model = _model("LayerNormalization", {"x": x}, dict(axis=axis, epsilon=1e-3), 17, ("y", "mean", "inv_std"), inits)
         tol = 2e-3 if dtype == np.float16 else 1e-5
-        _check(model, {"x": x}, rtol=tol, atol=tol)
+        check_against_onnxruntime(model, {"x": x}, rtol=tol, atol=tol)
 
 
 def test_lrn_and_instance_norm() -> None:
     x = _x((2, 5, 3, 4))
-    _check(_model("LRN", {"x": x}, dict(size=5, alpha=0.01, beta=0.6, bias=2.0), 13), {"x": x})
+    check_against_onnxruntime(_model("LRN", {"x": x}, dict(size=5, alpha=0.01, beta=0.6, bias=2.0), 13), {"x": x})
     # onnxruntime refuses even sizes; the spec's window is then lopsided: floor((size-1)/2) channels
     # before, ceil((size-1)/2) after.
     got = onnxshap.load(_model("LRN", {"x": x}, dict(size=4, alpha=0.01, beta=0.6, bias=2.0), 13)).run({"x": x})["y"]
@@ -267,7 +267,7 @@ def test_lrn_and_instance_norm() -> None:
     square_sum = sum(sq[:, i : i + 5] for i in range(4))
     np.testing.assert_allclose(got, x / (2.0 + 0.01 / 4 * square_sum) ** 0.6, rtol=1e-5, atol=1e-6)
     inits = {"scale": _x((5,), 1), "bias": _x((5,), 2)}
-    _check(_model("InstanceNormalization", {"x": x}, dict(epsilon=1e-3), 6, initializers=inits), {"x": x}, atol=1e-5)
+    check_against_onnxruntime(_model("InstanceNormalization", {"x": x}, dict(epsilon=1e-3), 6, initializers=inits), {"x": x}, atol=1e-5)
 
 
 # --- softmax family ------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def test_softmax_11_coerces_to_2d_while_13_is_per_axis() -> None:
     results = {}
     for op in ("Softmax", "LogSoftmax", "Hardmax"):
         for opset in (11, 13):
-            results[op, opset] = _check(_model(op, {"x": x}, dict(axis=1), opset), {"x": x}, atol=1e-5)["y"]
+            results[op, opset] = check_against_onnxruntime(_model(op, {"x": x}, dict(axis=1), opset), {"x": x}, atol=1e-5)["y"]
         assert not np.allclose(results[op, 11], results[op, 13])
     np.testing.assert_allclose(results["Softmax", 11].reshape(2, -1).sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(results["Softmax", 13].sum(axis=1), 1.0, rtol=1e-5)
