@@ -96,13 +96,6 @@ def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out
     return result
 
 
-def _partial_at(ctx: NodeContext, point: dict[int, Array], j: int) -> Array:
-    """Output-shaped derivative of an elementwise node's first output w.r.t. input j, at `point`."""
-    primal = point.get(j, ctx.xin[j])
-    _, tangent = jax.jvp(lambda v: ctx.call_with({**point, j: v})[0], (primal,), (jnp.ones_like(primal),))
-    return tangent
-
-
 def _near_zero(x: Array, r: Array) -> Array:
     scale = jnp.maximum(jnp.maximum(jnp.abs(x), jnp.abs(r)), 1)
     return jnp.abs(x - r) <= NEAR_ZERO * scale
@@ -121,16 +114,21 @@ def zero(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     return [None] * len(ctx.xin)
 
 
-def _rescale_one(ctx: NodeContext, position: int, m_out: Sequence[Array | None]) -> list[Array | None]:
-    x, r = ctx.xin[position], ctx.rin[position]
-    y_x, y_r = ctx.xout[0], ctx.rout[0]
+def rescale_slope(f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y_r: Array) -> Array:
+    """Multiplier of a one-input elementwise f: the secant (f(x) - f(r)) / (x - r), or f'((x + r) / 2)
+    where x ~ r (the limit of the secant; never 0/0). Output-shaped."""
     near = _near_zero(x, r)
     dx = x - r
     secant = (y_x - y_r) / jnp.where(near, jnp.ones_like(dx), dx)
-    # Derivative at the midpoint, for the pairs where the secant is 0/0.
-    slope = _partial_at(ctx, {position: (x + r) / 2}, position)
-    multiplier = jnp.where(near, slope, secant)
-    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(y_x)
+    mid = (x + r) / 2
+    _, slope = jax.jvp(f, (mid,), (jnp.ones_like(mid),))
+    return jnp.where(near, slope, secant)
+
+
+def _rescale_one(ctx: NodeContext, position: int, m_out: Sequence[Array | None]) -> list[Array | None]:
+    x, r = ctx.xin[position], ctx.rin[position]
+    multiplier = rescale_slope(lambda v: ctx.call_with({position: v})[0], x, r, ctx.xout[0], ctx.rout[0])
+    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
     result: list[Array | None] = [None] * len(ctx.xin)
     result[position] = _unbroadcast(m * multiplier, jnp.shape(x))
     return result
@@ -154,6 +152,37 @@ def _unbroadcast(value: Array, shape: tuple[int, ...]) -> Array:
     return jnp.sum(value, axis=axes, keepdims=True) if axes else value
 
 
+def shapley_slopes(f: Callable[[Sequence[Array]], Array], xs: Sequence[Array], rs: Sequence[Array]) -> list[Array]:
+    """Per player j of an elementwise f(players), the output-shaped multiplier phi_j / (x_j - r_j), where
+    phi_j is the exact Shapley value over the 2^k coalitions (player j takes x_j or r_j). Where player j
+    barely moves, phi_j / dx_j is 0/0: the partial derivative at the midpoint of all players (its limit).
+    """
+    k = len(xs)
+    values: dict[frozenset[int], Array] = {}
+    for size in range(k + 1):
+        for subset in itertools.combinations(range(k), size):
+            values[frozenset(subset)] = f([xs[p] if p in subset else rs[p] for p in range(k)])
+    y_x = values[frozenset(range(k))]
+    shape = jnp.shape(y_x)
+    mid = [(x + r) / 2 for x, r in zip(xs, rs)]
+    slopes = []
+    for j in range(k):
+        others = [p for p in range(k) if p != j]
+        phi = jnp.zeros_like(y_x)
+        for size in range(k):
+            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+            for subset in itertools.combinations(others, size):
+                s = frozenset(subset)
+                phi = phi + weight * (values[s | {j}] - values[s])
+        xb, rb = jnp.broadcast_to(xs[j], shape), jnp.broadcast_to(rs[j], shape)
+        near = _near_zero(xb, rb)
+        _, partial = jax.jvp(
+            lambda v: f([v if p == j else mid[p] for p in range(k)]), (mid[j],), (jnp.ones_like(mid[j]),)
+        )
+        slopes.append(jnp.where(near, partial, phi / jnp.where(near, 1, xb - rb)))
+    return slopes
+
+
 def shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     """Elementwise op of k varying inputs: exact Shapley value of the k-player game per output element.
 
@@ -166,33 +195,15 @@ def shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | Non
         return [None] * len(ctx.xin)
     if k == 1:
         return _rescale_one(ctx, positions[0], m_out)
-    values: dict[frozenset[int], Array] = {}
-    for size in range(k + 1):
-        for subset in itertools.combinations(positions, size):
-            chosen = {p: ctx.xin[p] for p in subset}
-            chosen.update({p: ctx.rin[p] for p in positions if p not in subset})
-            values[frozenset(subset)] = ctx.call_with(chosen)[0]
-    y_x = ctx.xout[0]
-    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(y_x)
+    slopes = shapley_slopes(
+        lambda vals: ctx.call_with(dict(zip(positions, vals)))[0],
+        [ctx.xin[p] for p in positions],
+        [ctx.rin[p] for p in positions],
+    )
+    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
     result: list[Array | None] = [None] * len(ctx.xin)
-    mid = {p: (ctx.xin[p] + ctx.rin[p]) / 2 for p in positions}
-    for j in positions:
-        others = [p for p in positions if p != j]
-        phi = jnp.zeros_like(y_x)
-        for size in range(k):
-            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
-            for subset in itertools.combinations(others, size):
-                s = frozenset(subset)
-                phi = phi + weight * (values[s | {j}] - values[s])
-        shape = jnp.shape(y_x)
-        x, r = ctx.xin[j], ctx.rin[j]
-        xb, rb = jnp.broadcast_to(x, shape), jnp.broadcast_to(r, shape)
-        near = _near_zero(xb, rb)
-        # Where player j barely moves, its Shapley value is ~0 and phi/dx is 0/0: use the partial
-        # derivative at the midpoint of all players instead (the limit of phi/dx).
-        slope = _partial_at(ctx, mid, j)
-        per_element = m * jnp.where(near, slope, phi / jnp.where(near, 1, xb - rb))
-        result[j] = _unbroadcast(per_element, jnp.shape(x))
+    for j, slope in zip(positions, slopes):
+        result[j] = _unbroadcast(m * slope, jnp.shape(ctx.xin[j]))
     return result
 
 
@@ -431,13 +442,6 @@ RULES: dict[str, Rule] = {
     "cross_max": make_max_rule(cross_max_values),
 }
 
-#: Composite ops with a hand-built rule from rule-carrying primitives.
-COMPOSITES: dict[str, Rule] = {
-    "Softmax": softmax,
-    "LogSoftmax": log_softmax,
-}
-
-
 def rule_for(node: Node, overrides: dict[str, str] | None = None) -> Rule:
     """The rule a node gets: a user override by op type or node name, else its table family."""
     assert node.spec is not None
@@ -445,8 +449,8 @@ def rule_for(node: Node, overrides: dict[str, str] | None = None) -> Rule:
     if overrides:
         name = overrides.get(node.name, overrides.get(node.op_type, name))
     if name == "composite":
-        if node.op_type in COMPOSITES:
-            return COMPOSITES[node.op_type]
+        if node.spec.composite is not None:
+            return node.spec.composite
         raise UnsupportedOpError(
             f"{node.label} needs a composite attribution rule, which onnxshap does not have yet for "
             f"{node.op_type}; its forward pass is supported, so the model runs, but it cannot be explained "

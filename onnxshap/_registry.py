@@ -93,6 +93,8 @@ class OpSpec:
         static: input positions that must be compile-time constants (shapes, axes, indices).
         type_only: input positions of which only the dtype is read (CastLike's target): they may
             depend on the explained inputs without carrying attribution.
+        composite: for rule "composite", the hand-built rule (a `Rule` from onnxshap._composite); None
+            while an op's forward pass is supported but its rule is not written yet (a clear error then).
         notes: free text copied into docs/operators.md.
         source: "rules/<file>.toml" for error messages.
     """
@@ -107,6 +109,7 @@ class OpSpec:
     type_only: tuple[int, ...]
     notes: str
     source: str
+    composite: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
     def qualified_name(self) -> str:
@@ -137,7 +140,7 @@ def _schema_versions(op_type: str, domain: str) -> list[int]:
 
 def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
     where = f"{source} [{op_type}]"
-    allowed = {"since", "impl", "rule", "vary", "static", "type_only", "domain", "notes"}
+    allowed = {"since", "impl", "rule", "composite", "vary", "static", "type_only", "domain", "notes"}
     unknown = set(row) - allowed
     if unknown:
         raise RuleTableError(f"{where}: unknown keys {sorted(unknown)}; allowed keys are {sorted(allowed)}.")
@@ -161,6 +164,11 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
     rule = row["rule"]
     if rule not in RULE_FAMILIES:
         raise RuleTableError(f"{where}: unknown rule family {rule!r}; known families: {sorted(RULE_FAMILIES)}.")
+    composite = None
+    if "composite" in row:
+        if rule != "composite":
+            raise RuleTableError(f"{where}: 'composite' names a hand-built rule, which only rule = \"composite\" rows take.")
+        composite = _import_impl(str(row["composite"]), where)
     impl_spec = row["impl"]
     impls: dict[int, Callable[..., Any]] = {}
     if isinstance(impl_spec, str):
@@ -205,6 +213,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
         type_only=type_only,
         notes=str(row.get("notes", "")),
         source=source,
+        composite=composite,
     )
 
 
@@ -321,8 +330,9 @@ def operators_markdown(reg: Registry | None = None) -> str:
     for s in reg:
         vary = "all" if s.vary is None else (", ".join(map(str, s.vary)) or "none")
         static = ", ".join(map(str, s.static)) or "-"
+        rule = s.rule if s.rule != "composite" or s.composite is not None else "composite (rule not written yet)"
         lines.append(
-            f"| {s.domain or 'ai.onnx'} | {s.op_type} | {', '.join(map(str, s.since))} | {s.rule} | {vary} "
+            f"| {s.domain or 'ai.onnx'} | {s.op_type} | {', '.join(map(str, s.since))} | {rule} | {vary} "
             f"| {static} | {s.notes} |"
         )
     lines += ["", "## Rule families", ""]

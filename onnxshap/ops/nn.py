@@ -311,26 +311,6 @@ def instance_normalization(x: Array, scale: Array, b: Array, *, epsilon: float) 
     return (y * jnp.reshape(scale, shape).astype(acc) + jnp.reshape(b, shape).astype(acc)).astype(dtype)
 
 
-def layer_normalization(
-    x: Array, scale: Array, b: Array | None = None, *, axis: int, epsilon: float, stash_type: int
-) -> tuple[Array, Array, Array]:
-    """Normalize over axes [axis, rank); returns (Y, Mean, InvStdDev), statistics in `stash_type`."""
-    stash = onnx_dtype(stash_type)
-    if not np.issubdtype(stash, np.floating):
-        raise unsupported_attribute("LayerNormalization", "stash_type", stash_type, ["a float type"])
-    dtype = jnp.result_type(x)
-    axes = tuple(range(normalize_axis(axis, x.ndim), x.ndim))
-    xs = x.astype(stash)
-    mean = jnp.mean(xs, axis=axes, keepdims=True)
-    centred = xs - mean
-    inv_std = lax.rsqrt(jnp.mean(centred * centred, axis=axes, keepdims=True) + jnp.asarray(epsilon, stash))
-    # The spec's function body casts the normalized value back to X's type before scaling.
-    y = (centred * inv_std).astype(dtype) * scale.astype(dtype)
-    if b is not None:
-        y = y + b.astype(dtype)
-    return y, mean, inv_std
-
-
 def lrn(x: Array, *, alpha: float, beta: float, bias: float, size: int) -> Array:
     """Local response normalization across channels: x / (bias + alpha/size * sum x^2)^beta."""
     dtype = jnp.result_type(x)

@@ -1,0 +1,206 @@
+"""Composite rules: an op's rule built from rule-carrying primitives, complete by construction.
+
+A composite op (LayerNormalization, LSTM, ...) is written once as a forward function over *pairs*:
+every varying tensor is a `Pair(x, r)` holding its sample-side and reference-side values. The
+primitives below compute both sides' values exactly and attach their rule's multipliers as the
+gradient of a surrogate (value: the true output; derivative: the rule's multiplier), so one
+`jax.vjp` of the composite forward, seeded with (m, -m), yields the DeepLIFT multipliers of the
+decomposition. Each primitive is locally complete, hence so is the composite (chain rule of
+multipliers). `lax.scan`, `vmap` and reshapes compose with pairs like any pytree.
+
+The primitives and their families (see docs/rules/):
+    linear(f, *args)     affine f: ordinary Jacobian (exact)
+    rescale(f, p)        one-input elementwise f: secant / midpoint derivative (exact)
+    shapley(f, *args)    elementwise f of k varying inputs: exact k-player Shapley value
+    bilinear(f, *args)   f multilinear in its varying inputs: each at the others' midpoints
+                         (exact two-player Shapley value for two)
+    max_over(p, axis)    max along an axis: exact Shapley value of the max game
+Arguments that are not pairs are constants (the same on both sides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from onnxshap.ops._common import OUTPUT_COUNT_FLAG
+from onnxshap._multipliers import (
+    NodeContext,
+    Rule,
+    _near_zero,
+    max_shapley_values,
+    rescale_slope,
+    shapley_slopes,
+)
+
+Array = Any
+sg = lax.stop_gradient
+
+
+class Pair(NamedTuple):
+    """A tensor's sample-side (x) and reference-side (r) values, same shape and dtype."""
+
+    x: Array
+    r: Array
+
+
+def x_side(v: Any) -> Array:
+    """The sample-side value of a Pair, or the value itself (for shapes and dtypes in pair forwards)."""
+    return v.x if isinstance(v, Pair) else v
+
+
+def _side(args: Sequence[Any], side: int) -> list[Any]:
+    return [a[side] if isinstance(a, Pair) else a for a in args]
+
+
+def _pair_positions(args: Sequence[Any]) -> list[int]:
+    return [i for i, a in enumerate(args) if isinstance(a, Pair)]
+
+
+def _attach(y: Array, terms: Sequence[tuple[Array, Array]]) -> Array:
+    """y with derivative sum_j M_j * d(p_j): value y exactly, gradient the multipliers M_j (broadcast)."""
+    out = sg(y)
+    for multiplier, p in terms:
+        out = out + sg(multiplier) * (p - sg(p))
+    return out
+
+
+def linear(f: Callable[..., Array], *args: Any) -> Any:
+    """Affine f: both sides evaluated; the multipliers are f's Jacobian (exact)."""
+    if not _pair_positions(args):
+        return f(*args)
+    return Pair(f(*_side(args, 0)), f(*_side(args, 1)))
+
+
+def rescale(f: Callable[[Array], Array], p: Any) -> Any:
+    """One-input elementwise f: multiplier (f(x) - f(r)) / (x - r), f'((x + r) / 2) where x ~ r."""
+    if not isinstance(p, Pair):
+        return f(p)
+    y_x, y_r = f(p.x), f(p.r)
+    m = rescale_slope(f, sg(p.x), sg(p.r), sg(y_x), sg(y_r))
+    return Pair(_attach(y_x, [(m, p.x)]), _attach(y_r, [(m, p.r)]))
+
+
+def shapley(f: Callable[..., Array], *args: Any) -> Any:
+    """Elementwise f (numpy broadcasting) of k varying inputs: exact k-player Shapley value."""
+    players = _pair_positions(args)
+    if not players:
+        return f(*args)
+    if len(players) == 1:
+        j = players[0]
+        return rescale(lambda v: f(*[v if i == j else a for i, a in enumerate(args)]), args[j])
+
+    def g(values: Sequence[Array]) -> Array:
+        full = list(args)
+        for i, v in zip(players, values):
+            full[i] = v
+        return f(*full)
+
+    xs = [sg(args[i].x) for i in players]
+    rs = [sg(args[i].r) for i in players]
+    slopes = shapley_slopes(g, xs, rs)
+    y_x, y_r = g(xs), g(rs)
+    return Pair(
+        _attach(y_x, [(m, args[i].x) for m, i in zip(slopes, players)]),
+        _attach(y_r, [(m, args[i].r) for m, i in zip(slopes, players)]),
+    )
+
+
+def bilinear(f: Callable[..., Array], *args: Any) -> Any:
+    """f multilinear in its varying inputs (matmul, einsum, elementwise product): the multipliers of input
+    j are f's Jacobian with the other varying inputs at their midpoints (x + r) / 2. Exact Shapley value
+    for two varying inputs (a bilinear game); for more, use `shapley` on elementwise products."""
+    players = _pair_positions(args)
+    if len(players) <= 1:
+        return linear(f, *args)
+    mid = {i: sg((args[i].x + args[i].r) / 2) for i in players}
+    y_x, y_r = f(*_side(args, 0)), f(*_side(args, 1))
+
+    def term(j: int, side: int) -> Array:
+        def g(v: Array) -> Array:
+            return f(*[v if i == j else mid.get(i, a) for i, a in enumerate(args)])
+
+        # g is affine in v: its value minus its stopped value is zero, its derivative the Jacobian.
+        v = args[j][side]
+        return g(v) - sg(g(v))
+
+    return Pair(
+        sg(y_x) + sum(term(j, 0) for j in players),
+        sg(y_r) + sum(term(j, 1) for j in players),
+    )
+
+
+def max_over(p: Any, axis: int, keepdims: bool = False) -> Any:
+    """max along `axis`: each element's multiplier is its exact Shapley value in the max game over
+    dx; 0 where x ~ r (a dummy player)."""
+    if not isinstance(p, Pair):
+        return jnp.max(p, axis=axis, keepdims=keepdims)
+    xm, rm = jnp.moveaxis(sg(p.x), axis, -1), jnp.moveaxis(sg(p.r), axis, -1)
+    phi = max_shapley_values(xm, rm)
+    near = _near_zero(xm, rm)
+    m = jnp.moveaxis(jnp.where(near, 0, phi / jnp.where(near, 1, xm - rm)), -1, axis)
+
+    def side(v: Array) -> Array:
+        y = jnp.max(v, axis=axis, keepdims=keepdims)
+        return sg(y) + jnp.sum(sg(m) * (v - sg(v)), axis=axis, keepdims=keepdims)
+
+    return Pair(side(p.x), side(p.r))
+
+
+# --- turning a pair forward into a rule -------------------------------------------------------------
+
+PairForward = Callable[..., Sequence[Any]]
+
+
+def composite_rule(forward: PairForward) -> Rule:
+    """A Rule from a pair forward `forward(*inputs, **attrs) -> output or tuple of outputs`, called like a
+    forward function of the rule table (attributes as keywords, schema defaults filled in). Varying inputs
+    arrive as Pairs, the others as their (shared) values or None. Written with the primitives above, the
+    same function with plain arrays is the op's forward pass.
+    """
+
+    def rule(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+        positions = ctx.varying_positions
+        result: list[Array | None] = [None] * len(ctx.xin)
+        if not positions:
+            return result
+
+        attrs = dict(ctx.node.attrs)
+        if getattr(forward, OUTPUT_COUNT_FLAG, False):
+            attrs["output_count"] = len(ctx.node.outputs)
+        wanted: list[int] = []
+
+        def run(*pairs: Pair) -> list[Pair]:
+            outs = forward(*_with(ctx, positions, pairs), **attrs)
+            outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+            wanted.clear()
+            wanted.extend(i for i, o in enumerate(outs) if isinstance(o, Pair) and i < len(m_out) and m_out[i] is not None)
+            return [outs[i] for i in wanted]
+
+        primals = [Pair(ctx.xin[p], ctx.rin[p]) for p in positions]
+        outs, vjp = jax.vjp(run, *primals)  # traces `run` once, filling `wanted`
+        if not wanted:
+            return result
+        cotangents = [
+            Pair(m_out[i].astype(o.x.dtype), -m_out[i].astype(o.x.dtype))  # type: ignore[union-attr]
+            for i, o in zip(wanted, outs)
+        ]
+        grads = vjp(cotangents)
+        for p, g in zip(positions, grads):
+            result[p] = g.x
+        return result
+
+    rule.__doc__ = forward.__doc__
+    rule.__name__ = getattr(forward, "__name__", "composite")
+    return rule
+
+
+def _with(ctx: NodeContext, positions: Sequence[int], pairs: Sequence[Pair]) -> list[Any]:
+    args: list[Any] = list(ctx.xin)
+    for p, v in zip(positions, pairs):
+        args[p] = v
+    return args
