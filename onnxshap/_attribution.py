@@ -64,7 +64,10 @@ class AttributionPass:
         self.outputs = list(outputs)
         self.rules = dict(rules or {})
         self.chunk_size = chunk_size
-        self.held = [i.name for i in graph.inputs if i.name not in self.explained]
+        # Inputs upstream of an explained tensor take the background's values on the reference side;
+        # the others (attention masks, segment ids) are held at the sample's values on both sides.
+        upstream = self._ancestors(self.explained)
+        self.held = [i.name for i in graph.inputs if i.name not in upstream]
         self.varying = graph.descendants_of(self.explained)
         missing = [o for o in self.outputs if o not in self.varying]
         if missing:
@@ -158,9 +161,9 @@ class AttributionPass:
             ctx = NodeContext(node, node_function(node), xin, rin, xout, rout, varying)
             m_in = self.node_rules[node.index](ctx, m_out)
             if record is not None:
-                inflow = sum(jnp.sum(m * (x - r)) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None)
+                inflow = sum(jnp.sum(m * _delta(x, r)) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None)
                 outflow = sum(
-                    jnp.sum(m * (x - r)) for m, x, r in zip(m_out, xout, rout) if m is not None and x is not None
+                    jnp.sum(m * _delta(x, r)) for m, x, r in zip(m_out, xout, rout) if m is not None and x is not None
                 )
                 record[node.label] = (inflow, outflow)
             for position, (name, m) in enumerate(zip(node.inputs, m_in)):
@@ -326,6 +329,11 @@ class AttributionPass:
                 n_chunks=n_chunks, chunk=chunk,
             )
         return {k: np.asarray(v) for k, v in phi.items()}, np.asarray(fx), np.asarray(base)
+
+
+def _delta(x: Array, r: Array) -> Array:
+    """x - r, and 0 where x == r (equal infinities, as in masked attention scores, give no NaN)."""
+    return jnp.where(x == r, 0, x - r)
 
 
 def _float_dtype(feeds: Mapping[str, np.ndarray]) -> np.dtype[Any]:

@@ -13,11 +13,14 @@ from onnxshap._attribution import AttributionPass
 from onnxshap._errors import InputError, OnnxShapError
 from onnxshap._graph import ModelLike, TensorInfo
 from onnxshap._model import Model, load, validate_feeds
+from onnxshap._tokens import check_ids, default_token_input, find_embeddings, resolve_token_inputs
 
 #: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
-#: outputs that barely change are judged at the precision of the dtype).
+#: outputs that barely change are judged at the precision of the dtype: f(x) and the background mean
+#: each carry a few ulps of rounding, which for a saturated float32 output (p ~ 1 everywhere) is the
+#: whole of f(x) - base; with FLOOR 0.1, one ulp of max(1, |f|) reads as ~1e-6).
 ADDITIVITY_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
-ADDITIVITY_FLOOR = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-6}
+ADDITIVITY_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
 #: A second floor, relative to the attribution mass sum(|values|): attributions that cancel each other
 #: cannot sum more precisely than the rounding of their terms (float32: 1e-5 of the mass).
 ADDITIVITY_MASS_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
@@ -52,6 +55,9 @@ class Explanation:
         output_names: labels of the explained outputs ("probs[3]"); for output="predicted" the label
             of each sample's class is in `output_indices`.
         output_indices: (n_samples, n_outputs): flat index of each explained output.
+        all_output_names: labels of every output slot of one sample.
+        embedding_values: for token-id inputs, per embedding dimension (n_samples, *ids_shape, *emb,
+            n_outputs) by input name; `values` holds their sums per token.
     """
 
     values: np.ndarray | dict[str, np.ndarray]
@@ -63,6 +69,7 @@ class Explanation:
     output_names: list[str]
     output_indices: np.ndarray
     all_output_names: list[str] = field(default_factory=list)
+    embedding_values: dict[str, np.ndarray] = field(default_factory=dict)
 
     def values_for(self, name: str) -> np.ndarray:
         if isinstance(self.values, dict):
@@ -99,10 +106,13 @@ class Explanation:
             "output_names": np.array(self.output_names),
             "all_output_names": np.array(self.all_output_names),
         }
+        for name, array in self.embedding_values.items():
+            arrays[f"embedding_values/{name}"] = array
         for name in self.input_names:
             arrays[f"values/{name}"] = self.values_for(name)
             data = self.data[name] if isinstance(self.data, dict) else self.data
-            arrays[f"data/{name}"] = data
+            if data is not None:  # None for intermediate tensors
+                arrays[f"data/{name}"] = data
         tmp = path.with_name(path.name + ".partial")
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -113,7 +123,7 @@ class Explanation:
         with np.load(path, allow_pickle=False) as f:
             names = [str(n) for n in f["input_names"]]
             values = {n: f[f"values/{n}"] for n in names}
-            data = {n: f[f"data/{n}"] for n in names}
+            data = {n: f[f"data/{n}"] if f"data/{n}" in f.files else None for n in names}
             single = len(names) == 1
             return cls(
                 values=values[names[0]] if single else values,
@@ -125,6 +135,7 @@ class Explanation:
                 output_names=[str(n) for n in f["output_names"]],
                 output_indices=f["output_indices"],
                 all_output_names=[str(n) for n in f["all_output_names"]],
+                embedding_values={k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("embedding_values/")},
             )
 
 
@@ -176,18 +187,27 @@ class Explainer:
         check: what to do when attributions do not sum to f(x) - mean f(background): "raise"
             (AdditivityError, default), "warn", or "off".
         chunk_size: background rows per chunk of the multiplier pass (default: from a memory budget).
+        baseline_token: for token-id inputs, one reference: every position holds this id (e.g. the pad
+            id) instead of background rows; float inputs still take `background`.
+
+    Token ids: an integer input that feeds an embedding lookup is explained at the lookup's output;
+    `values` then holds per-token values (n, *ids_shape, n_outputs) under the input's name and
+    `embedding_values` the per-dimension ones. By default the integer input with the largest table is
+    explained and other integer inputs (attention mask, segment ids) are held at the sample's values;
+    name integer inputs in `inputs=` to choose.
     """
 
     def __init__(
         self,
         model: ModelLike | Model,
-        background: Any,
+        background: Any = None,
         *,
         inputs: Sequence[str] | str | None = None,
         outputs: Sequence[str] | str | None = None,
         rules: Mapping[str, str] | None = None,
         check: Check = "raise",
         chunk_size: int | None = None,
+        baseline_token: int | None = None,
     ):
         self.model = model if isinstance(model, Model) else load(model)
         if check not in ("raise", "warn", "off"):
@@ -195,16 +215,24 @@ class Explainer:
         self.check = check
         graph = self.model.graph
         known = set(graph.producer) | {i.name for i in graph.inputs}
+        found = find_embeddings(self.model)
         if inputs is None:
             explained = [i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f"]
+            self.embeddings = default_token_input(found)
+            explained += [e.tensor for e in self.embeddings]
             if not explained:
                 raise InputError(
-                    "The model has no float inputs to attribute to ("
+                    "The model has no float inputs to attribute to and no integer input that feeds an embedding "
+                    "lookup ("
                     + ", ".join(i.describe() for i in graph.inputs)
                     + "). Name the tensors to explain from with inputs=..., e.g. an embedding output."
                 )
         else:
-            explained = [inputs] if isinstance(inputs, str) else list(inputs)
+            requested = [inputs] if isinstance(inputs, str) else list(inputs)
+            self.embeddings = resolve_token_inputs(requested, found, self.model)
+            token_inputs = {e.input for e in self.embeddings}
+            explained = [t for t in requested if t not in token_inputs]
+            explained += [e.tensor for e in self.embeddings]
         _require_tensors(explained, known, "Input", [i.name for i in graph.inputs])
         if outputs is None:
             floats = [o.name for o in graph.outputs if o.dtype is None or o.dtype.kind == "f"]
@@ -217,14 +245,27 @@ class Explainer:
         self.inputs = explained
         self.outputs = chosen
         self._pass = AttributionPass(self.model, explained, chosen, rules=rules, chunk_size=chunk_size)
-        needed = self._pass._ancestors(explained)
-        self.background_inputs: list[TensorInfo] = [i for i in graph.inputs if i.name in needed]
-        self.held_inputs = [i.name for i in graph.inputs if i.name not in needed]
-        if self.held_inputs:
-            self._pass.held = list(self.held_inputs)
+        self.held_inputs = list(self._pass.held)
+        self.background_inputs: list[TensorInfo] = [i for i in graph.inputs if i.name not in self.held_inputs]
+        self.baseline_token = baseline_token
+        if baseline_token is not None:
+            if not self.embeddings:
+                raise InputError("baseline_token= applies to token-id inputs, and this explainer explains none.")
+            token_names = {e.input for e in self.embeddings}
+            self.background_inputs = [i for i in self.background_inputs if i.name not in token_names]
+            if not self.background_inputs:
+                background = {}
+        elif background is None:
+            raise InputError(
+                "background is required: reference rows, shape (n_background, *input_shape) (for token ids, "
+                "baseline_token=<pad id> may replace it)."
+            )
         bg = _as_feeds(background, [i.name for i in self.background_inputs], "background")
         self.background = validate_feeds(self.background_inputs, bg, what="background input")
-        if any(v.ndim == 0 or v.shape[0] == 0 for v in self.background.values()):
+        check_ids(self.background, self.embeddings, "background")
+        if any(v.ndim == 0 or v.shape[0] == 0 for v in self.background.values()) or (
+            not self.background and baseline_token is None
+        ):
             raise InputError("The background is empty: pass at least one reference row (shape (n_background, ...)).")
         sizes = {v.shape[0] for v in self.background.values()}
         if len(sizes) > 1:
@@ -248,6 +289,7 @@ class Explainer:
         if any(v.ndim == 0 or v.shape[0] == 0 for v in feeds.values()):
             raise InputError("No samples to explain: x must have shape (n_samples, ...) with n_samples >= 1.")
         _check_finite(feeds, "samples")
+        check_ids(feeds, self.embeddings, "samples")
         slots = self._pass.output_slots(feeds)
         labels = [s.label for s in slots]
         n_total = len(slots)
@@ -272,40 +314,58 @@ class Explainer:
             indices = np.tile(np.array([int(i) % n_total for i in chosen]), (n_samples, 1))
         selection = np.zeros((n_samples, indices.shape[1], n_total))
         np.put_along_axis(selection, indices[:, :, None], 1.0, axis=2)
-        background = dict(self.background)
+        background = self._references(feeds)
         phi, fx_all, base_all = self._pass.run(feeds, background, selection)
         values = {t: np.moveaxis(v[:, :, 0, ...] if v.shape[2:3] == (1,) else v, 1, -1) for t, v in phi.items()}
+        embedding_values: dict[str, np.ndarray] = {}
+        for emb in self.embeddings:
+            # Several lookups of one input (tied tables) add up per token.
+            per_dim = values.pop(emb.tensor)
+            embedding_values[emb.input] = embedding_values.get(emb.input, 0) + per_dim
+            values[emb.input] = values.get(emb.input, 0) + emb.per_token(per_dim)
         prediction = np.take_along_axis(fx_all, indices, axis=1)
         base = np.take_along_axis(base_all, indices, axis=1)
         total = sum(v.reshape(n_samples, -1, v.shape[-1]).sum(axis=1) for v in values.values())
         residual = total - (prediction - base)
-        data = {t: (feeds[t] if t in feeds else None) for t in self.inputs}
-        single = len(self.inputs) == 1
+        names = list(values)
+        data = {t: (feeds[t] if t in feeds else None) for t in names}
+        single = len(names) == 1
         explanation = Explanation(
-            values=values[self.inputs[0]] if single else values,
+            values=values[names[0]] if single else values,
             base_values=base,
-            data=data[self.inputs[0]] if single else data,
+            data=data[names[0]] if single else data,
             prediction=prediction,
             residual=residual,
-            input_names=list(self.inputs),
+            input_names=names,
             output_names=["predicted"] if predicted else [labels[i] for i in indices[0]],
             output_indices=indices,
             all_output_names=labels,
+            embedding_values=embedding_values,
         )
         self._check(explanation, feeds, indices)
         return explanation
+
+    def _references(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The background rows, with the baseline token filled in to the samples' id shapes."""
+        references = dict(self.background)
+        if self.baseline_token is not None:
+            n = next(iter(references.values())).shape[0] if references else 1
+            for emb in self.embeddings:
+                ids = feeds[emb.input]
+                references[emb.input] = np.full((n, *ids.shape[1:]), self.baseline_token, ids.dtype)
+        return references
 
     def _check(self, e: Explanation, feeds: Mapping[str, np.ndarray], indices: np.ndarray) -> None:
         if self.check == "off":
             return
         dtype = np.dtype(e.prediction.dtype)
         rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
-        rel = e.relative_residual
+        rel = np.where(np.isnan(e.relative_residual), np.inf, e.relative_residual)
         if not np.any(rel > rtol):
             return
         b, j = np.unravel_index(int(np.argmax(rel)), rel.shape)
         sample = {k: v[b] for k, v in feeds.items()}
-        reference = {k: v[0] for k, v in self.background.items()}
+        reference = {k: v[0] for k, v in self._references(feeds).items()}
         nodes = self._pass.diagnose(sample, reference, int(indices[b, j]), len(e.all_output_names))
         broken = sorted(
             ((label, a, c) for label, a, c in nodes if abs(a - c) > rtol * max(abs(c), 1e-6)),

@@ -118,6 +118,11 @@ class Model:
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
+    def constant_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+        """(shape, dtype) of every tensor known before any input arrives (initializers, folded constants)."""
+        items = {**self._embedded, **self._weights}
+        return {k: (tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in items.items() if hasattr(v, "dtype")}
+
     def evaluate(self, weights: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Run the graph (traceable): every tensor by name, from the weights and the feeds."""
         env: dict[str, Any] = {**self._embedded, **weights, **feeds}

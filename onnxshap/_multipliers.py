@@ -97,8 +97,9 @@ def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out
 
 
 def _near_zero(x: Array, r: Array) -> Array:
+    # x == r also covers equal infinities (masked attention scores), where x - r is NaN.
     scale = jnp.maximum(jnp.maximum(jnp.abs(x), jnp.abs(r)), 1)
-    return jnp.abs(x - r) <= NEAR_ZERO * scale
+    return (x == r) | (jnp.abs(x - r) <= NEAR_ZERO * scale)
 
 
 # --- families --------------------------------------------------------------------------------------
