@@ -22,7 +22,7 @@ from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
 from onnxshap._interpreter import is_static, node_function
 from onnxshap._model import Model
-from onnxshap._multipliers import NodeContext, Rule, rule_for
+from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, rule_for, rule_name
 
 Array = Any
 
@@ -57,6 +57,7 @@ class AttributionPass:
         *,
         rules: Mapping[str, str] | None = None,
         chunk_size: int | None = None,
+        gradient_fallback: bool = False,
     ):
         self.model = model
         graph = model.graph
@@ -81,10 +82,14 @@ class AttributionPass:
             if any(o in needed for o in n.outputs if o) and any(i in self.varying for i in n.inputs if i)
         ]
         self.node_rules: dict[int, Rule] = {}
+        #: Labels of the nodes whose rule does not guarantee completeness (plain gradients).
+        self.incomplete_nodes: list[str] = []
         for node in self.nodes:
             if node.subgraphs:
                 raise UnsupportedOpError(f"{node.label} has subgraphs; attribution through control flow is not supported.")
-            self.node_rules[node.index] = rule_for(node, self.rules)
+            self.node_rules[node.index] = rule_for(node, self.rules, gradient_fallback)
+            if rule_name(node, self.rules, gradient_fallback) in INCOMPLETE_RULES:
+                self.incomplete_nodes.append(node.label)
         self.keep = set(self.explained) | set(self.outputs)
         for node in self.nodes:
             self.keep |= {t for t in (*node.inputs, *node.outputs) if t}

@@ -58,6 +58,8 @@ class Explanation:
         all_output_names: labels of every output slot of one sample.
         embedding_values: for token-id inputs, per embedding dimension (n_samples, *ids_shape, *emb,
             n_outputs) by input name; `values` holds their sums per token.
+        gradient_nodes: nodes attributed with plain gradients (a user's choice or
+            allow_gradient_fallback); empty when every rule is complete.
     """
 
     values: np.ndarray | dict[str, np.ndarray]
@@ -70,6 +72,7 @@ class Explanation:
     output_indices: np.ndarray
     all_output_names: list[str] = field(default_factory=list)
     embedding_values: dict[str, np.ndarray] = field(default_factory=dict)
+    gradient_nodes: list[str] = field(default_factory=list)
 
     def values_for(self, name: str) -> np.ndarray:
         if isinstance(self.values, dict):
@@ -105,6 +108,7 @@ class Explanation:
             "input_names": np.array(self.input_names),
             "output_names": np.array(self.output_names),
             "all_output_names": np.array(self.all_output_names),
+            "gradient_nodes": np.array(self.gradient_nodes, dtype=str),
         }
         for name, array in self.embedding_values.items():
             arrays[f"embedding_values/{name}"] = array
@@ -136,6 +140,7 @@ class Explanation:
                 output_indices=f["output_indices"],
                 all_output_names=[str(n) for n in f["all_output_names"]],
                 embedding_values={k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("embedding_values/")},
+                gradient_nodes=[str(n) for n in f["gradient_nodes"]] if "gradient_nodes" in f.files else [],
             )
 
 
@@ -189,6 +194,9 @@ class Explainer:
         chunk_size: background rows per chunk of the multiplier pass (default: from a memory budget).
         baseline_token: for token-id inputs, one reference: every position holds this id (e.g. the pad
             id) instead of background rows; float inputs still take `background`.
+        allow_gradient_fallback: ops whose composite rule is not written yet use plain gradients
+            instead of raising `UnsupportedOpError`. Attributions through them are not complete; the
+            Explanation lists them in `gradient_nodes` and a failed completeness check only warns.
 
     Token ids: an integer input that feeds an embedding lookup is explained at the lookup's output;
     `values` then holds per-token values (n, *ids_shape, n_outputs) under the input's name and
@@ -208,6 +216,7 @@ class Explainer:
         check: Check = "raise",
         chunk_size: int | None = None,
         baseline_token: int | None = None,
+        allow_gradient_fallback: bool = False,
     ):
         self.model = model if isinstance(model, Model) else load(model)
         if check not in ("raise", "warn", "off"):
@@ -244,7 +253,9 @@ class Explainer:
         _require_tensors(chosen, known, "Output", self.model.output_names)
         self.inputs = explained
         self.outputs = chosen
-        self._pass = AttributionPass(self.model, explained, chosen, rules=rules, chunk_size=chunk_size)
+        self._pass = AttributionPass(
+            self.model, explained, chosen, rules=rules, chunk_size=chunk_size, gradient_fallback=allow_gradient_fallback
+        )
         self.held_inputs = list(self._pass.held)
         self.background_inputs: list[TensorInfo] = [i for i in graph.inputs if i.name not in self.held_inputs]
         self.baseline_token = baseline_token
@@ -341,6 +352,7 @@ class Explainer:
             output_indices=indices,
             all_output_names=labels,
             embedding_values=embedding_values,
+            gradient_nodes=list(self._pass.incomplete_nodes),
         )
         self._check(explanation, feeds, indices)
         return explanation
@@ -380,7 +392,12 @@ class Explainer:
                if lines else "Every node's local rule is complete on the first background row; the loss comes from "
                "numerical precision. Try float64 inputs, or pass check='warn'.")
         )
-        if self.check == "raise":
+        if e.gradient_nodes:
+            message += (
+                f"\n{len(e.gradient_nodes)} node(s) use plain gradients, which are not complete: "
+                + ", ".join(e.gradient_nodes[:5]) + (" ..." if len(e.gradient_nodes) > 5 else "")
+            )
+        if self.check == "raise" and not e.gradient_nodes:
             raise AdditivityError(message)
         import warnings
 

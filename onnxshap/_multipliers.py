@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,12 @@ def _near_zero(x: Array, r: Array) -> Array:
 
 def linear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     """Affine in the varying inputs: multipliers are the ordinary Jacobian (exact)."""
+    return _vjp_at(ctx, {}, ctx.varying_positions, m_out)
+
+
+def gradient(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """The Jacobian at the sample side (plain gradient x input). NOT complete for nonlinear ops: only
+    used when a user names it or allows it as a fallback; the Explanation then lists the node."""
     return _vjp_at(ctx, {}, ctx.varying_positions, m_out)
 
 
@@ -441,21 +447,36 @@ RULES: dict[str, Rule] = {
     "bilinear": bilinear,
     "max": make_max_rule(max_shapley_values),
     "cross_max": make_max_rule(cross_max_values),
+    "gradient": gradient,
 }
 
-def rule_for(node: Node, overrides: dict[str, str] | None = None) -> Rule:
-    """The rule a node gets: a user override by op type or node name, else its table family."""
+#: Rules that do not guarantee completeness; nodes using them are listed in the Explanation.
+INCOMPLETE_RULES = frozenset({"gradient"})
+
+def rule_name(node: Node, overrides: Mapping[str, str] | None = None, gradient_fallback: bool = False) -> str:
+    """The name of the rule a node gets: a user override by node name or op type, else its table
+    family; "gradient" for a composite op without a rule when the fallback is allowed."""
     assert node.spec is not None
     name = node.spec.rule
     if overrides:
         name = overrides.get(node.name, overrides.get(node.op_type, name))
+    if name == "composite" and node.spec.composite is None and gradient_fallback:
+        return "gradient"
+    return name
+
+
+def rule_for(node: Node, overrides: Mapping[str, str] | None = None, gradient_fallback: bool = False) -> Rule:
+    """The rule a node gets (see `rule_name`)."""
+    assert node.spec is not None
+    name = rule_name(node, overrides, gradient_fallback)
     if name == "composite":
         if node.spec.composite is not None:
             return node.spec.composite
         raise UnsupportedOpError(
             f"{node.label} needs a composite attribution rule, which onnxshap does not have yet for "
             f"{node.op_type}; its forward pass is supported, so the model runs, but it cannot be explained "
-            "through this node. Explain from a tensor after it (inputs=...) or up to a tensor before it (outputs=...)."
+            "through this node. Explain from a tensor after it (inputs=...) or up to a tensor before it (outputs=...), "
+            "or accept plain gradients for it with allow_gradient_fallback=True (not complete; the Explanation lists it)."
         )
     if name not in RULES:
         raise UnsupportedOpError(f"Unknown rule {name!r} for {node.label}; known rules: {sorted(RULES)}.")
