@@ -318,8 +318,13 @@ class AttributionPass:
         x_feeds: Mapping[str, np.ndarray],
         r_feeds: Mapping[str, np.ndarray],
         selection: np.ndarray,
+        devices: Sequence[jax.Device] | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """phi per explained tensor (B, n_sel, *shape), f(x) (B, n_total), base (B, n_total)."""
+        """phi per explained tensor (B, n_sel, *shape), f(x) (B, n_total), base (B, n_total).
+
+        With several `devices`, the sample axis is sharded over them (padded to a multiple of their
+        number); every sample's computation is independent, so results match one device's.
+        """
         n_background = next(iter(r_feeds.values())).shape[0]
         n_chunks, chunk = self.chunking(n_background, selection.shape[1], x_feeds)
         padded = n_chunks * chunk
@@ -328,12 +333,20 @@ class AttributionPass:
         dtype = _float_dtype(x_feeds)
         weight = np.zeros(padded, dtype)
         weight[:n_background] = 1.0 / n_background
+        n_samples = selection.shape[0]
+        x_args: Any = (dict(x_feeds), selection.astype(dtype))
+        if devices is not None and len(devices) > 1:
+            extra = -n_samples % len(devices)
+            if extra:
+                x_args = jax.tree_util.tree_map(lambda v: np.concatenate([v, np.repeat(v[-1:], extra, 0)]), x_args)
+            mesh = jax.sharding.Mesh(np.asarray(devices), ("samples",))
+            x_args = jax.device_put(x_args, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("samples")))
         with jax.enable_x64(True):
             phi, fx, base = self._jitted(
-                self.model._weights, dict(x_feeds), dict(r_feeds), weight, selection.astype(dtype),
-                n_chunks=n_chunks, chunk=chunk,
+                self.model._weights, x_args[0], dict(r_feeds), weight, x_args[1], n_chunks=n_chunks, chunk=chunk,
             )
-        return {k: np.asarray(v) for k, v in phi.items()}, np.asarray(fx), np.asarray(base)
+        trim = slice(0, n_samples)
+        return {k: np.asarray(v)[trim] for k, v in phi.items()}, np.asarray(fx)[trim], np.asarray(base)[trim]
 
 
 def _delta(x: Array, r: Array) -> Array:

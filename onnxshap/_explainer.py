@@ -97,6 +97,20 @@ class Explanation:
     def max_relative_residual(self) -> float:
         return float(np.max(self.relative_residual, initial=0.0))
 
+    def plot(self, path: str | Path, kind: str = "auto", **options: Any) -> None:
+        """Draw to `path` (.png/.svg/.pdf; .html for kind="text"): "image", "text", "bar", "waterfall" or
+        "auto". Options and layouts: docs/plots.md. Needs onnxshap[plot], except the HTML text view."""
+        from onnxshap._plots import plot
+
+        plot(self, path, kind, **options)
+
+    def to_shap(self, output: int | str | Sequence[int | str] | None = None, **options: Any) -> Any:
+        """A `shap.Explanation` (needs shap) so shap's plots work on these values; options input=,
+        feature_names=, channels_last=. One output drops the output axis."""
+        from onnxshap._interop import to_shap
+
+        return to_shap(self, output, **options)
+
     def save(self, path: str | Path) -> None:
         """Write an .npz file (no pickle). The file is written whole or not at all."""
         path = Path(path)
@@ -168,6 +182,26 @@ def _check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
                 )
 
 
+def _resolve_devices(devices: Sequence[Any] | int | str | None) -> list[Any] | None:
+    if devices is None:
+        return None
+    import jax
+
+    available = jax.devices()
+    if devices == "all":
+        return list(available)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise InputError(
+                f"devices={devices}, but JAX sees {len(available)} device(s): {available}. On CPU, "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N (set before JAX starts) splits the host into N."
+            )
+        return list(available[:devices])
+    if isinstance(devices, str):
+        raise InputError(f"devices must be a list of jax devices, a count or 'all', not {devices!r}.")
+    return list(devices)
+
+
 def _require_tensors(names: Sequence[str], known: set[str], kind: str, graph_names: Sequence[str]) -> None:
     for name in names:
         if name not in known:
@@ -197,6 +231,8 @@ class Explainer:
         allow_gradient_fallback: ops whose composite rule is not written yet use plain gradients
             instead of raising `UnsupportedOpError`. Attributions through them are not complete; the
             Explanation lists them in `gradient_nodes` and a failed completeness check only warns.
+        devices: shard the samples over several devices: a list of `jax.Device`, a count (the
+            first n of `jax.devices()`), or "all". Default: one device. Results equal one device's.
 
     Token ids: an integer input that feeds an embedding lookup is explained at the lookup's output;
     `values` then holds per-token values (n, *ids_shape, n_outputs) under the input's name and
@@ -217,11 +253,13 @@ class Explainer:
         chunk_size: int | None = None,
         baseline_token: int | None = None,
         allow_gradient_fallback: bool = False,
+        devices: Sequence[Any] | int | str | None = None,
     ):
         self.model = model if isinstance(model, Model) else load(model)
         if check not in ("raise", "warn", "off"):
             raise InputError(f"check must be 'raise', 'warn' or 'off', not {check!r}.")
         self.check = check
+        self.devices = _resolve_devices(devices)
         graph = self.model.graph
         known = set(graph.producer) | {i.name for i in graph.inputs}
         found = find_embeddings(self.model)
@@ -326,7 +364,7 @@ class Explainer:
         selection = np.zeros((n_samples, indices.shape[1], n_total))
         np.put_along_axis(selection, indices[:, :, None], 1.0, axis=2)
         background = self._references(feeds)
-        phi, fx_all, base_all = self._pass.run(feeds, background, selection)
+        phi, fx_all, base_all = self._pass.run(feeds, background, selection, devices=self.devices)
         values = {t: np.moveaxis(v[:, :, 0, ...] if v.shape[2:3] == (1,) else v, 1, -1) for t, v in phi.items()}
         embedding_values: dict[str, np.ndarray] = {}
         for emb in self.embeddings:
