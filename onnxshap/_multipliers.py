@@ -1,4 +1,4 @@
-"""The closed set of multiplier rule families (DeepLIFT / DeepSHAP; see docs/rules.md).
+"""The closed set of multiplier rule families (DeepLIFT / DeepSHAP; see docs/rules/index.md).
 
 A rule maps the multipliers of a node's outputs to multipliers of its varying inputs, for one
 (sample, reference) pair. Every rule here is *locally complete*: for each output element,
@@ -231,8 +231,15 @@ def bilinear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | No
 # --- max ------------------------------------------------------------------------------------------
 
 
+#: Windows up to this size enumerate their 2^n coalitions (dense elementwise work, fastest for pooling
+#: windows); larger ones use the O(n log n) threshold integral.
+MAX_ENUMERATION_SIZE = 5
+
+
 def max_shapley_values(x: Array, r: Array) -> Array:
     """Exact Shapley values of y = max over the last axis, players taking x_i (present) or r_i.
+
+    Small windows (n <= MAX_ENUMERATION_SIZE): `_max_shapley_enumerated`; larger: the integral below.
 
     Writes max(z) as an integral of indicators over thresholds t. Between consecutive breakpoints of
     the sorted 2n values, let A = {i: x_i > t}, B = {i: r_i > t}, p = |A|, q = |B|. Where A and B
@@ -241,6 +248,8 @@ def max_shapley_values(x: Array, r: Array) -> Array:
     The values sum to max(x) - max(r) exactly.
     """
     n = x.shape[-1]
+    if n <= MAX_ENUMERATION_SIZE:
+        return _max_shapley_enumerated(x, r)
     dtype = x.dtype
     breaks = jnp.sort(jnp.concatenate([x, r], axis=-1), axis=-1)  # (..., 2n)
     lengths = jnp.diff(breaks, axis=-1)  # segment s spans (breaks[s], breaks[s+1])
@@ -267,6 +276,33 @@ def max_shapley_values(x: Array, r: Array) -> Array:
     ix = _batched_searchsorted(upper, x, "right")
     ir = _batched_searchsorted(upper, r, "right")
     return jnp.take_along_axis(ca, ix, axis=-1) - jnp.take_along_axis(cb, ir, axis=-1)
+
+
+def _max_shapley_enumerated(x: Array, r: Array) -> Array:
+    """The same values by enumerating coalitions S (bit masks): v(S) = max(max_{i in S} x_i, max_{i not in S} r_i),
+    with the two partial maxima built incrementally over masks; phi_i = sum_S w(|S|) (v(S + i) - v(S))."""
+    n = x.shape[-1]
+    full = (1 << n) - 1
+    # -inf (masked scores) becomes a very negative finite value, so that equal infinities gain 0, not NaN.
+    floor = np.asarray(np.finfo(x.dtype).min / 4, x.dtype)
+    x, r = jnp.maximum(x, floor), jnp.maximum(r, floor)
+    lowest = jnp.full(x.shape[:-1], floor, x.dtype)
+    best_x, best_r = [lowest], [lowest]
+    for mask in range(1, full + 1):
+        j = (mask & -mask).bit_length() - 1
+        best_x.append(jnp.maximum(best_x[mask & (mask - 1)], x[..., j]))
+        best_r.append(jnp.maximum(best_r[mask & (mask - 1)], r[..., j]))
+    value = [jnp.maximum(best_x[mask], best_r[full ^ mask]) for mask in range(full + 1)]
+    weight = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
+    phis = []
+    for i in range(n):
+        bit = 1 << i
+        phi = jnp.zeros_like(lowest)
+        for mask in range(full + 1):
+            if not mask & bit:
+                phi = phi + weight[bin(mask).count("1")] * (value[mask | bit] - value[mask])
+        phis.append(phi)
+    return jnp.stack(phis, axis=-1)
 
 
 def _batched_searchsorted(sorted_vals: Array, queries: Array, side: str) -> Array:
