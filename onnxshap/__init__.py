@@ -1,9 +1,11 @@
 """onnxshap: exact DeepSHAP attributions for any ONNX model, compiled with JAX."""
 
 from onnxshap._errors import (
+    ConversionError as ConversionError,
     ExternalDataError as ExternalDataError,
     GraphError as GraphError,
     InputError as InputError,
+    MissingDependencyError as MissingDependencyError,
     ModelLoadError as ModelLoadError,
     OnnxShapError as OnnxShapError,
     OpsetError as OpsetError,

@@ -33,3 +33,17 @@ class GraphError(OnnxShapError):
 
 class InputError(OnnxShapError, ValueError):
     """An input given by the user does not fit the model: unknown name, wrong rank, shape or dtype."""
+
+
+class ConversionError(OnnxShapError):
+    """A framework model (PyTorch, Keras, scikit-learn) could not be converted to ONNX, or the ONNX
+    model does not reproduce the framework's outputs (then `report` holds the comparison)."""
+
+    def __init__(self, message: str, report: object | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+class MissingDependencyError(OnnxShapError, ImportError):
+    """An optional dependency (a framework, its ONNX exporter, Pillow, matplotlib) is not installed;
+    the message names the pip extra that installs it."""

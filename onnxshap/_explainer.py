@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from onnxshap._attribution import AttributionPass
+from onnxshap._convert import convert_object, framework_of
 from onnxshap._errors import InputError, OnnxShapError
 from onnxshap._graph import ModelLike, TensorInfo
 from onnxshap._model import Model, load, validate_feeds
@@ -215,7 +216,9 @@ class Explainer:
     """DeepSHAP explainer for an ONNX model.
 
     Args:
-        model: a path to an .onnx file, its bytes, an `onnx.ModelProto`, or a loaded `onnxshap.Model`.
+        model: a path to an .onnx file, its bytes, an `onnx.ModelProto`, a loaded `onnxshap.Model`, or a
+            framework model (`torch.nn.Module`, Keras model, scikit-learn estimator; needs `sample`),
+            exported in memory by the framework's exporter and checked against it (`conversion`).
         background: reference rows, shape (n_background, *input_shape); a dict by input name when
             the model has several inputs. Attributions are averaged over these rows (DeepSHAP).
         inputs: tensors to attribute to (graph inputs or intermediate tensors, e.g. an embedding
@@ -231,6 +234,8 @@ class Explainer:
         allow_gradient_fallback: ops whose composite rule is not written yet use plain gradients
             instead of raising `UnsupportedOpError`. Attributions through them are not complete; the
             Explanation lists them in `gradient_nodes` and a failed completeness check only warns.
+        sample: for a framework model, an example input for the in-memory export (torch: a tensor or
+            tuple of tensors; Keras: an array or dict; scikit-learn: a 2-D array).
         devices: shard the samples over several devices: a list of `jax.Device`, a count (the
             first n of `jax.devices()`), or "all". Default: one device. Results equal one device's.
 
@@ -254,7 +259,12 @@ class Explainer:
         baseline_token: int | None = None,
         allow_gradient_fallback: bool = False,
         devices: Sequence[Any] | int | str | None = None,
+        sample: Any = None,
     ):
+        #: For a framework model: the ParityReport of its in-memory export (framework vs onnxruntime).
+        self.conversion: Any = None
+        if framework_of(model) is not None:  # never imports a framework that is not already loaded
+            model, self.conversion = convert_object(model, sample)
         self.model = model if isinstance(model, Model) else load(model)
         if check not in ("raise", "warn", "off"):
             raise InputError(f"check must be 'raise', 'warn' or 'off', not {check!r}.")
@@ -310,6 +320,8 @@ class Explainer:
                 "baseline_token=<pad id> may replace it)."
             )
         bg = _as_feeds(background, [i.name for i in self.background_inputs], "background")
+        # Held inputs (attention masks) take the sample's values: rows given for them are not used.
+        bg = {k: v for k, v in bg.items() if k not in self.held_inputs}
         self.background = validate_feeds(self.background_inputs, bg, what="background input")
         check_ids(self.background, self.embeddings, "background")
         if any(v.ndim == 0 or v.shape[0] == 0 for v in self.background.values()) or (

@@ -26,7 +26,7 @@ import onnx.defs
 
 from onnxshap._errors import RuleTableError, UnsupportedOpError
 
-#: The closed set of attribution rule families (see docs/rules.md). A row names exactly one.
+#: The closed set of attribution rule families (see docs/rules/index.md). A row names exactly one.
 RULE_FAMILIES: Mapping[str, str] = {
     "linear": "the op is affine in its varying inputs: multipliers are the ordinary Jacobian (exact)",
     "zero": "no attribution flows through the op (shape arithmetic, comparisons, integer outputs)",

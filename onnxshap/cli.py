@@ -1,94 +1,540 @@
-"""The `onnxshap` command line. It parses arguments, calls the public API and prints or writes results.
+"""The `onnxshap` command line: convert, inspect, check, explain.
 
-Exit codes: 0 success, 1 error (bad model, bad input, unsupported op, incomplete attributions),
-2 usage error. User errors print one line (`--debug` shows the traceback).
+It parses arguments, reads input files, calls the public API and prints or writes results.
+Exit codes: 0 success, 1 error (bad model or input, unsupported op, failed conversion, incomplete
+attributions), 2 usage error (bad or missing arguments, missing files). Errors print one message
+on stderr; `--debug` shows the traceback instead. Output files are written whole or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 EXAMPLES = {
-    "inspect": "example:\n  onnxshap inspect models/torch_cnn_digits_ts.onnx",
-    "check": "example:\n  onnxshap check models/torch_mlp_ts.onnx --input x.npy",
+    "convert": (
+        "examples:\n"
+        "  onnxshap convert models/frameworks/keras_mlp.keras -o keras_mlp.onnx\n"
+        "  onnxshap convert models/frameworks/torch_cnn.pt --input-shape 1,8,8 -o torch_cnn.onnx\n"
+        "  onnxshap convert models/frameworks/torch_mlp.pt2 --trust-pickle -o torch_mlp.onnx\n"
+        "  onnxshap convert models/frameworks/sklearn_logreg.joblib --trust-pickle -o logreg.onnx\n"
+        "\n"
+        "Needs the framework: pip install 'onnxshap[torch]', 'onnxshap[keras]' or 'onnxshap[sklearn]'."
+    ),
+    "inspect": (
+        "examples:\n"
+        "  onnxshap inspect models/torch_cnn_digits_ts.onnx\n"
+        "  onnxshap inspect models/torch_mlp_logits_probs_ts.onnx --tensors   # names for --outputs-from"
+    ),
+    "check": (
+        "examples:\n"
+        "  onnxshap check models/torch_cnn_digits_ts.onnx --input models/data/digits_samples.npy\n"
+        "  onnxshap check models/sklearn_mlp.onnx                             # random input"
+    ),
     "explain": (
         "examples:\n"
-        "  onnxshap explain models/torch_mlp_ts.onnx --input x.npy --background bg.npy -o values.npz\n"
-        "  onnxshap explain model.onnx --input x.npy --background-size 50 --output predicted -o values.npz\n"
-        "  onnxshap explain model.onnx --input x.npy --outputs-from logits --output 3 -o values.npz"
+        "  onnxshap explain models/torch_cnn_digits_ts.onnx --input models/data/digits_samples.npy \\\n"
+        "      --background models/data/digits_background.npy --output predicted -o digits_values.npz\n"
+        "  onnxshap explain model.onnx --input x.csv --background-size 50 --output all -o values.npz\n"
+        "  onnxshap explain model.onnx --input x.npy --outputs-from logits --output 3 -o values.npz\n"
+        "  onnxshap explain model.onnx --input photos/ --image-size 32 32 --plot shap.png -o values.npz\n"
+        "\n"
+        "The .npz holds values/<input> (n_samples, *input_shape, n_outputs), base_values, prediction,\n"
+        "residual (n_samples, n_outputs), data/<input>, input_names, output_names, output_indices;\n"
+        "values sum to prediction - base_values. Load it with onnxshap.Explanation.load(path)."
     ),
 }
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+ARRAY_SUFFIXES = frozenset({".npy", ".npz", ".csv"})
+#: --scale: pixel values 0..255 -> this range (factor, offset). -1..1 is 0-1 with --mean 0.5 --std 0.5.
+SCALES = {"0-1": (1 / 255, 0.0), "0-255": (1.0, 0.0)}
+DEFAULT_BACKGROUND_SIZE = 100
+DEFAULT_BATCH_SIZE = 32
 
 
 class UsageError(Exception):
     """Wrong command-line usage (exit code 2)."""
 
 
-def _load_array_file(path: str, what: str) -> Any:
+# ----------------------------------------------------------------------------- reading inputs
+
+
+def _require_file(path: str, what: str) -> Path:
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{what} file {path!r} does not exist.")
-    suffix = p.suffix.lower()
-    if suffix == ".npy":
-        return np.load(p, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    if suffix == ".csv":
-        return np.loadtxt(p, delimiter=",", dtype=np.float32, ndmin=2)
-    raise UsageError(f"{what} file {path!r}: use .npy, .npz (one array per input name) or .csv.")
+    if not p.exists():
+        raise UsageError(f"{what} {path!r} does not exist.")
+    return p
+
+
+def _require_onnx(path: str) -> Path:
+    """The model argument of inspect/check/explain: an existing file that is not a framework file."""
+    from onnxshap._convert import SUPPORTED_SUFFIXES
+
+    p = _require_file(path, "model file")
+    if p.suffix.lower() in SUPPORTED_SUFFIXES:
+        raise UsageError(
+            f"{path!r} is a framework model, not ONNX. Convert it first: onnxshap convert {path} -o {p.stem}.onnx"
+        )
+    return p
+
+
+def _require_output_dir(path: str, flag: str) -> Path:
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise UsageError(f"{flag} {path!r}: folder {str(p.parent)!r} does not exist.")
+    if p.is_dir():
+        raise UsageError(f"{flag} {path!r} is a folder; give a file name.")
+    return p
+
+
+def _read_csv(path: Path, header: list[str] | None = None) -> np.ndarray:
+    """Rows of numbers; a first row that is not numeric is taken as column names (into `header`)."""
+    with open(path) as fh:
+        first = fh.readline()
+    cells = [v.strip() for v in first.strip().split(",")]
+    try:
+        [float(v) for v in cells if v]
+        skip = 0
+    except ValueError:
+        skip = 1
+        if header is not None:
+            header[:] = [c.strip('"') for c in cells]
+    return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=skip)
+
+
+def _read_array_file(path: Path, what: str, header: list[str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    from onnxshap._errors import InputError
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        return _read_csv(path, header)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"Cannot read {what} file {str(path)!r}: {exc}") from exc
+
+
+def _image_files(paths: Sequence[Path], what: str) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise UsageError(f"{what} folder {str(p)!r} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+def _image_layout(shape: tuple[Any, ...] | None, requested: str | None) -> tuple[str, int | None, tuple[Any, Any]]:
+    """(layout, channels or None if free, (H, W) as the model declares them) for an image input."""
+    if shape is None:
+        raise UsageError("The model does not declare its input shape, so images cannot be laid out; pass a .npy file.")
+    if len(shape) == 3:  # N, H, W: grayscale without a channel axis
+        return "NHW", 1, (shape[1], shape[2])
+    if len(shape) != 4:
+        raise UsageError(f"Images need a model input of rank 4 (or 3 for grayscale without channels); it has {len(shape)}.")
+
+    def is_channels(d: Any) -> bool:
+        return isinstance(d, int) and d in (1, 3, 4)
+
+    layout = requested
+    if layout is None:
+        first, last = is_channels(shape[1]), is_channels(shape[3])
+        if first and not last:
+            layout = "NCHW"
+        elif last and not first:
+            layout = "NHWC"
+        else:
+            raise UsageError(
+                f"Cannot tell the channel axis of input shape {list(shape)}: pass --layout NCHW or --layout NHWC."
+            )
+    c_axis = 1 if layout == "NCHW" else 3
+    channels = shape[c_axis] if isinstance(shape[c_axis], int) and shape[c_axis] > 0 else None
+    hw = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    return layout, channels, hw
+
+
+def _read_images(files: Sequence[Path], info: Any, args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    """Images -> (float32 array in the model's layout, resized, scaled, normalised per channel; the layout)."""
+    from onnxshap._errors import InputError, MissingDependencyError
+
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Reading images needs Pillow, which is not installed. Install it with: pip install 'onnxshap[image]'"
+        ) from exc
+    layout, channels, (mh, mw) = _image_layout(info.shape, args.layout)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels or 3)
+    if mode is None:
+        raise UsageError(f"The model input has {channels} channels; images have 1 (grayscale), 3 (RGB) or 4 (RGBA).")
+    size: tuple[int, int] | None = None
+    if args.image_size:
+        size = (args.image_size[0], args.image_size[1])
+    elif isinstance(mh, int) and isinstance(mw, int) and mh > 0 and mw > 0:
+        size = (mh, mw)
+    pixels = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                if size is not None and im.size != (size[1], size[0]):
+                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                pixels.append(np.asarray(im, dtype=np.float32))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"Cannot read image {str(f)!r}: {exc}") from exc
+    sizes = {p.shape[:2] for p in pixels}
+    if len(sizes) > 1:
+        raise UsageError(f"The images have different sizes {sorted(sizes)}; pass --image-size H W to resize them.")
+    x = np.stack(pixels)
+    if x.ndim == 3:
+        x = x[..., None]  # grayscale: N, H, W -> N, H, W, 1
+    factor, offset = SCALES[args.scale]
+    x = x * np.float32(factor) + np.float32(offset)
+    n_channels = x.shape[-1]
+    for flag, values, apply in (("--mean", args.mean, np.subtract), ("--std", args.std, np.divide)):
+        if values:
+            if len(values) not in (1, n_channels):
+                raise UsageError(f"{flag} takes 1 or {n_channels} values (one per channel); got {len(values)}.")
+            x = apply(x, np.asarray(values, dtype=np.float32))
+    if layout == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    elif layout == "NHW":
+        x = x[..., 0]
+    return np.ascontiguousarray(x, dtype=np.float32), layout
+
+
+@dataclasses.dataclass
+class InputFiles:
+    """What was read from --input/--background: one array (one-input models) or a dict by input name,
+    plus the CSV column names and the image layout when there were any (for plots)."""
+
+    data: Any
+    feature_names: list[str] | None = None
+    layout: str | None = None
+
+
+def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, what: str) -> InputFiles:
+    """Read --input/--background files: .npy, .npz, .csv, or images (cast to the model's dtypes)."""
+    files = [_require_file(p, f"{what} file") for p in paths]
+    kinds = {"image" if f.is_dir() or f.suffix.lower() in IMAGE_SUFFIXES else f.suffix.lower() for f in files}
+    if kinds == {"image"}:
+        floats = [i for i in model.inputs if i.dtype is None or i.dtype.kind == "f"]
+        if len(model.inputs) != 1 or not floats:
+            raise UsageError(
+                f"Images can feed a model with one float input; this model's inputs are "
+                f"{', '.join(i.describe() for i in model.inputs)}. Pass an .npz file with one array per input."
+            )
+        images, layout = _read_images(_image_files(files, what), model.inputs[0], args)
+        return InputFiles(_cast_to_model(images, model), layout=layout)
+    unknown = [str(f) for f in files if f.suffix.lower() not in ARRAY_SUFFIXES | IMAGE_SUFFIXES and not f.is_dir()]
+    if unknown:
+        raise UsageError(f"{what} file {unknown[0]!r}: use .npy, .npz (one array per input name), .csv, or images (png/jpg).")
+    if len(files) != 1:
+        raise UsageError(f"Give one .npy/.npz/.csv {what} file (several files are only for images); got {len(files)}.")
+    header: list[str] = []
+    data = _read_array_file(files[0], what, header)
+    names = [i.name for i in model.inputs]
+    if isinstance(data, dict) and len(data) == 1 and len(names) == 1 and names[0] not in data:
+        data = next(iter(data.values()))  # np.savez(path, x) stores "arr_0": accept it for one-input models
+    return InputFiles(_cast_to_model(data, model), feature_names=header or None)
 
 
 def _cast_to_model(feeds: Any, model: Any) -> Any:
-    """Cast float arrays to the dtype the model declares (files are often float64)."""
+    """Cast floats to the declared float dtype and integers to the declared integer dtype (files are
+    often float64 / int64 where models take float32 / int32); integers only when the values fit."""
     declared = {i.name: i.dtype for i in model.inputs}
 
     def cast(name: str, a: np.ndarray) -> np.ndarray:
         want = declared.get(name)
-        return a.astype(want) if want is not None and a.dtype.kind == "f" and want.kind == "f" else a
+        if want is None or a.dtype == want:
+            return a
+        if a.dtype.kind == "f" and want.kind == "f":
+            return a.astype(want)
+        if a.dtype.kind in "iu" and want.kind in "iu" and a.size:
+            info = np.iinfo(want)
+            if info.min <= a.min() and a.max() <= info.max:
+                return a.astype(want)
+        return a
 
     if isinstance(feeds, dict):
-        return {k: cast(k, v) for k, v in feeds.items()}
+        return {k: cast(k, np.asarray(v)) for k, v in feeds.items()}
     if len(declared) == 1:
-        return cast(next(iter(declared)), feeds)
+        return cast(next(iter(declared)), np.asarray(feeds))
     return feeds
+
+
+def _rows(data: Any) -> int:
+    first = next(iter(data.values())) if isinstance(data, dict) else data
+    return int(first.shape[0]) if np.ndim(first) else 0
+
+
+def _take(data: Any, index: Any) -> Any:
+    return {k: v[index] for k, v in data.items()} if isinstance(data, dict) else data[index]
+
+
+def _sample_rows(data: Any, n: int, seed: int) -> Any:
+    total = _rows(data)
+    if n >= total:
+        return data
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return _take(data, pick)
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A progress bar over batches on stderr: redrawn in place on a terminal, one line per batch otherwise."""
+
+    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO | None = None):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        left = f", ~{elapsed / done * (self.total - done):.0f} s left" if 0 < done < self.total else ""
+        if self.tty:
+            width = 30
+            fill = int(width * done / max(self.total, 1))
+            bar = "#" * fill + "-" * (width - fill)
+            self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} batches, {elapsed:.0f} s{left}   ")
+            if done >= self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"{self.label}: batch {done}/{self.total}, {elapsed:.1f} s{left}\n")
+        self.stream.flush()
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+def _per_sample_fields(e: Any) -> list[str]:
+    """Fields of an Explanation with a leading sample axis: arrays, and dicts of arrays (by input)."""
+    return [
+        f.name for f in dataclasses.fields(e)
+        if isinstance(getattr(e, f.name), (np.ndarray, dict))
+    ]
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+    """Join per-batch Explanations along the sample axis."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(values: list[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {k: cat([v[k] for v in values]) for k in values[0]}
+        if values[0] is None:
+            return None
+        return np.concatenate(values)
+
+    return dataclasses.replace(parts[0], **{f: cat([getattr(p, f) for p in parts]) for f in _per_sample_fields(parts[0])})
+
+
+def _head(e: Any, n: int) -> Any:
+    """The first n samples of an Explanation (drops the rows that pad the last batch)."""
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: cut(a) for k, a in v.items()}
+        return None if v is None else v[:n]
+
+    return dataclasses.replace(e, **{f: cut(getattr(e, f)) for f in _per_sample_fields(e)})
+
+
+def _pad(data: Any, n: int) -> Any:
+    """Pad to n rows by repeating the last row, so every batch has the same shape (no recompile)."""
+    rows = _rows(data)
+    if rows >= n:
+        return data
+    index = np.concatenate([np.arange(rows), np.full(n - rows, rows - 1)])
+    return _take(data, index)
+
+
+def _partial_path(path: Path) -> Path:
+    """A sibling temporary name that keeps the suffix (plotting libraries pick the format from it)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from onnxshap._convert import SUPPORTED_SUFFIXES, UNTRUSTED_SUFFIXES, convert_file, untrusted_message
+    from onnxshap._errors import ConversionError
+
+    source = _require_file(args.model, "model file")
+    suffix = source.suffix.lower()
+    if suffix == ".onnx":
+        raise UsageError(f"{args.model!r} is already ONNX: run `onnxshap inspect {args.model}` or explain it directly.")
+    if suffix not in SUPPORTED_SUFFIXES and not source.is_dir():
+        raise UsageError(
+            f"cannot tell the framework of {args.model!r} from its suffix {suffix or '(none)'}: use .keras/.h5 (Keras), "
+            ".pt/.pth (TorchScript), .pt2 (torch.export), or .pkl/.pickle/.joblib (scikit-learn)."
+        )
+    if suffix in UNTRUSTED_SUFFIXES and not args.trust_pickle:
+        raise UsageError(untrusted_message(source))
+    out = _require_output_dir(args.o or str(source.with_suffix(".onnx")), "-o")
+    shapes = [s for s, _ in args.input_shape] if args.input_shape else None
+    dtypes = [d or "float32" for _, d in args.input_shape] if args.input_shape and any(d for _, d in args.input_shape) else None
+    try:
+        proto, report = convert_file(
+            source, opset=args.opset, input_shape=shapes, input_dtype=dtypes, trust_pickle=args.trust_pickle,
+            rtol=args.rtol, atol=args.atol,
+        )
+    except ConversionError as exc:
+        if exc.report is not None:
+            print(exc.report.summary())  # type: ignore[attr-defined]
+        raise
+    print(f"converted {args.model}: {report.source}")
+    print(f"  with {report.exporter}")
+    for line in _describe_io(proto):
+        print(f"  {line}")
+    print(report.summary())
+    data = proto.SerializeToString()
+    tmp = _partial_path(out)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    import onnxshap
+
+    problems = onnxshap.unsupported_ops(proto)
+    if problems:
+        print(f"warning: onnxshap cannot explain this model yet ({len(problems)} unsupported op type(s)); "
+              f"run `onnxshap inspect {out}` for details.", file=sys.stderr)
+    print(f"wrote {out} ({len(data)} bytes)")
+    return 0
+
+
+def _describe_io(proto: Any) -> list[str]:
+    from onnxshap._graph import load_graph
+
+    graph = load_graph(proto).graph
+    return [f"input  {i.describe()}" for i in graph.inputs] + [f"output {o.describe()}" for o in graph.outputs]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxshap
     from onnxshap._graph import load_graph
 
-    loaded = load_graph(args.model)
-    graph = loaded.graph
-    print(f"model: {args.model}  (opsets: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(graph.opsets.items())) + ")")
+    path = _require_onnx(args.model)
+    graph = load_graph(path).graph
+    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(graph.opsets.items()))
+    print(f"model: {args.model}  (opsets: {opsets})")
     print("inputs:")
     for i in graph.inputs:
         print(f"  {i.describe()}")
     print("outputs:")
     for o in graph.outputs:
         print(f"  {o.describe()}")
-    counts = Counter((n.domain, n.op_type) for n in graph.all_nodes())
-    print("ops:")
-    for (domain, op), count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        node = next(n for n in graph.all_nodes() if n.op_type == op and n.domain == domain)
-        rule = node.spec.rule if node.spec is not None else "UNSUPPORTED"
+    nodes = list(graph.all_nodes())
+    explained = [i.name for i in graph.inputs if i.dtype is None or i.dtype.kind == "f"]
+    what = "the float inputs"
+    embeddings = _embedding_outputs(graph)
+    if not explained and embeddings:
+        explained, what = embeddings, "the embedding outputs"
+    varying = graph.descendants_of(explained)
+    counts = Counter((n.domain, n.op_type, _node_rule(n, varying)) for n in nodes)
+    print(f"ops ({len(nodes)} nodes; rules as applied when explaining {what}):")
+    for (domain, op, rule), count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         name = f"{domain}::{op}" if domain else op
         print(f"  {name:<28} x{count:<4} rule: {rule}")
+    if args.tensors:
+        print("tensors (name: dtype[shape] <- producing node; use with --outputs-from / --inputs-from):")
+        for n in graph.nodes:
+            for o in n.outputs:
+                if o:
+                    info = graph.value_info.get(o)
+                    text = info.describe() if info is not None else f"{o}: ?"
+                    print(f"  {text}  <- {n.label}")
+    if embeddings:
+        print(
+            f"token ids: integer inputs feed the embedding lookup(s) {', '.join(embeddings)}; explain attributes to "
+            "the looked-up vectors and reports per-token values"
+        )
     problems = graph.unsupported()
     if problems:
         print("unsupported:")
         for p in problems:
             print(f"  - {p}")
+        print(f"{len(problems)} op type(s) are not supported: onnxshap cannot explain this model.", file=sys.stderr)
         return 1
     print(f"all {len(counts)} op types are supported (onnxshap {onnxshap.__version__}).")
     return 0
+
+
+def _embedding_outputs(graph: Any) -> list[str]:
+    """Outputs of Gather nodes that look up integer graph inputs (token ids) in a table."""
+    ints = graph.descendants_of(i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind in "iu")
+    found = []
+    for n in graph.nodes:
+        if n.op_type == "Gather" and len(n.inputs) > 1 and n.inputs[1] in ints and n.inputs[0] in graph.initializers:
+            found.append(n.outputs[0])
+    return found
+
+
+def _node_rule(node: Any, varying: set[str]) -> str:
+    """The rule family a node gets: the table's, or what it reduces to given which inputs vary."""
+    if node.spec is None:
+        return "UNSUPPORTED"
+    n_varying = sum(1 for i in node.inputs if i and i in varying)
+    if not node.subgraphs and n_varying == 0:
+        return "none (constant)"
+    if node.spec.rule == "bilinear" and n_varying == 1:
+        return "linear (bilinear; one operand is constant)"
+    return str(node.spec.rule)
+
+
+def _random_feeds(model: Any) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in model.inputs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else 2 for d in (i.shape or ()))
+        dtype = i.dtype or np.dtype(np.float32)
+        feeds[i.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
+    return feeds
+
+
+def _compare(value: Any, ref: Any, atol: float) -> tuple[str, float]:
+    """(description, worst relative difference) of our output vs onnxruntime's."""
+    if isinstance(value, list):  # ZipMap: a list of {label: probability} dicts
+        same_keys = len(value) == len(ref) and all(a.keys() == b.keys() for a, b in zip(value, ref))
+        if not same_keys:
+            return "DIFFERENT labels from onnxruntime", float("inf")
+        ours = np.array([[a[k] for k in sorted(a)] for a in value], dtype=np.float64)
+        theirs = np.array([[b[k] for k in sorted(b)] for b in ref], dtype=np.float64)
+        value, ref = ours, theirs
+    value, ref = np.asarray(value), np.asarray(ref)
+    if value.shape != ref.shape:
+        return f"shape {list(value.shape)} but onnxruntime gives {list(ref.shape)}", float("inf")
+    if value.dtype.kind in "fc":
+        diff = np.abs(value.astype(np.float64) - ref.astype(np.float64))
+        rel = float(np.max(diff / (np.abs(ref) + atol), initial=0.0))
+        return (f"shape {list(value.shape)}, max abs difference {float(np.max(diff, initial=0.0)):.3g}, "
+                f"max relative {rel:.3g}"), rel
+    same = bool(np.array_equal(value, ref))
+    return f"shape {list(value.shape)}, {'identical to' if same else 'DIFFERENT from'} onnxruntime", 0.0 if same else float("inf")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -96,110 +542,303 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     import onnxshap
 
-    model = onnxshap.load(args.model)
+    path = _require_onnx(args.model)
+    model = onnxshap.load(path)
     if args.input:
-        feeds = _cast_to_model(_load_array_file(args.input, "input"), model)
+        feeds = _load_inputs(args.input, model, args, "input").data
         if not isinstance(feeds, dict):
             feeds = {model.input_names[0]: feeds}
+        origin = ", ".join(args.input)
     else:
-        rng = np.random.default_rng(0)
-        feeds = {}
-        for i in model.inputs:
-            shape = tuple(d if isinstance(d, int) and d > 0 else 2 for d in (i.shape or ()))
-            dtype = i.dtype or np.dtype(np.float32)
-            feeds[i.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
+        feeds, origin = _random_feeds(model), "random input (seed 0)"
+    print(f"inputs from {origin}: " + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items()))
     ours = model.run(feeds)
-    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     worst = 0.0
     for name, value in ours.items():
-        ref = np.asarray(theirs[name])
-        if value.dtype.kind == "f":
-            diff = float(np.max(np.abs(value - ref) / (np.abs(ref) + 1e-6), initial=0.0))
-            worst = max(worst, diff)
-            print(f"{name}: shape {list(value.shape)}, max relative difference vs onnxruntime {diff:.3g}")
-        else:
-            same = bool(np.array_equal(value, ref))
-            worst = max(worst, 0.0 if same else np.inf)
-            print(f"{name}: shape {list(value.shape)}, {'identical to' if same else 'DIFFERENT from'} onnxruntime")
-    ok = worst <= args.rtol
-    print("OK" if ok else f"MISMATCH: largest relative difference {worst:.3g} > {args.rtol:g}")
-    return 0 if ok else 1
+        text, rel = _compare(value, theirs[name], args.atol)
+        worst = max(worst, rel)
+        print(f"{name}: {text}")
+    if worst <= args.rtol:
+        print(f"OK: onnxshap's forward pass matches onnxruntime (largest relative difference {worst:.3g} <= {args.rtol:g})")
+        return 0
+    print(f"MISMATCH: largest relative difference {worst:.3g} > {args.rtol:g}", file=sys.stderr)
+    return 1
+
+
+def _parse_output(text: str | None) -> Any:
+    if text is None or text == "all":
+        return None
+    if text == "predicted":
+        return "predicted"
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--output {text!r}: use all, predicted, an index such as 3, or a list such as 0,2.") from None
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     import onnxshap
+    from onnxshap._model import validate_feeds
 
-    model = onnxshap.load(args.model)
-    x = _cast_to_model(_load_array_file(args.input, "input"), model)
+    path = _require_onnx(args.model)
+    out = _require_output_dir(args.o, "-o")
+    plot = _require_output_dir(args.plot, "--plot") if args.plot else None
+    if args.vocab:
+        _require_file(args.vocab, "--vocab file")
+    output = _parse_output(args.output)
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
+    if args.background_size is not None and args.background_size < 1:
+        raise UsageError("--background-size must be at least 1.")
+    model = onnxshap.load(path)
+    loaded = _load_inputs(args.input, model, args, "input")
+    x = loaded.data
+    # Check the samples before the background is sampled from them (errors then name the input).
+    if not isinstance(x, dict) and len(model.inputs) > 1:
+        raise UsageError(
+            f"The model has {len(model.inputs)} inputs ({', '.join(i.describe() for i in model.inputs)}): pass an "
+            ".npz file with one array per input name, e.g. np.savez('x.npz', " + ", ".join(f"{i.name}=..." for i in model.inputs) + ")."
+        )
+    validate_feeds(model.inputs, x if isinstance(x, dict) else {model.input_names[0]: x}, what="input")
     if args.background:
-        background = _cast_to_model(_load_array_file(args.background, "background"), model)
+        background = _load_inputs(args.background, model, args, "background").data
+        if args.background_size is not None:
+            background = _sample_rows(background, args.background_size, args.seed)
     else:
-        rows = next(iter(x.values())) if isinstance(x, dict) else x
-        n = min(args.background_size, len(rows))
-        pick = np.random.default_rng(args.seed).choice(len(rows), size=n, replace=False)
-        background = {k: v[pick] for k, v in x.items()} if isinstance(x, dict) else x[pick]
-    output: Any = None
-    if args.output not in (None, "all"):
-        output = "predicted" if args.output == "predicted" else [int(v) for v in args.output.split(",")]
+        background = _sample_rows(x, args.background_size or DEFAULT_BACKGROUND_SIZE, args.seed)
     explainer = onnxshap.Explainer(
         model, background, inputs=args.inputs_from, outputs=args.outputs_from, rules=dict(args.rule or []),
         check=args.check,
     )
-    e = explainer.explain(x, output=output)
-    e.save(args.o)
+    n = _rows(x)
+    size = min(args.batch_size, max(n, 1))
+    batches = [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
+    progress = Progress(len(batches), "explain", enabled=args.progress or (len(batches) > 1 and sys.stderr.isatty()))
+    parts = []
+    for done, (start, stop) in enumerate(batches, 1):
+        chunk = _take(x, slice(start, stop))
+        if stop - start < size and len(batches) > 1:
+            parts.append(_head(explainer.explain(_pad(chunk, size), output=output), stop - start))
+        else:
+            parts.append(explainer.explain(chunk, output=output))
+        progress.update(done)
+    e = _concat(parts)
+    if plot is not None:
+        tmp_plot = _partial_path(plot)
+        try:
+            _plot(e, tmp_plot, args, loaded)
+            e.save(out)
+            tmp_plot.replace(plot)
+        finally:
+            tmp_plot.unlink(missing_ok=True)
+    else:
+        e.save(out)
+    n_bg = _rows(explainer.background)
+    outputs = ", ".join(repr(o) for o in explainer.outputs)
     print(
-        f"explained {e.prediction.shape[0]} sample(s) x {e.prediction.shape[1]} output(s) against "
-        f"{len(next(iter(explainer.background.values())))} background row(s); "
-        f"max relative residual {e.max_relative_residual:.2g}; wrote {args.o}"
+        f"explained {n} sample(s) x {e.prediction.shape[1]} output(s) of tensor {outputs} against {n_bg} background row(s)"
+        + (f" in {len(batches)} batches" if len(batches) > 1 else "")
     )
+    print(f"completeness: attributions sum to f(x) - mean f(background) within {e.max_relative_residual:.2g} (relative)")
+    shapes = ", ".join(f"values/{name} {list(e.values_for(name).shape)}" for name in e.input_names)
+    print(f"wrote {out}: {shapes}, base_values, prediction, residual {list(e.residual.shape)}, names")
+    if plot is not None:
+        print(f"wrote {plot}")
     return 0
+
+
+def _tokens(e: Any, vocab_path: Path) -> list[list[str]]:
+    """Token strings per sample from a vocabulary file (line i holds the token of id i)."""
+    from onnxshap._errors import InputError
+
+    vocab = vocab_path.read_text(encoding="utf-8").splitlines()
+    ids = e.data if not isinstance(e.data, dict) else e.data.get(e.input_names[0])
+    if ids is None or ids.dtype.kind not in "iu" or ids.ndim != 2:
+        raise InputError("--vocab applies to token-id inputs (integer arrays of shape (n_samples, seq_len)).")
+    if ids.size and (ids.min() < -len(vocab) or ids.max() >= len(vocab)):
+        raise InputError(f"Token id {int(ids.max())} is out of range for the {len(vocab)}-line vocabulary {str(vocab_path)!r}.")
+    return [[vocab[int(i)] for i in row] for row in ids]
+
+
+def _plot(e: Any, path: Path, args: argparse.Namespace, loaded: InputFiles) -> None:
+    from onnxshap._errors import MissingDependencyError, OnnxShapError
+
+    try:
+        from onnxshap import _plots
+
+        kwargs: dict[str, Any] = {}
+        if args.plot_sample is not None:
+            kwargs["sample"] = args.plot_sample
+        if loaded.layout in ("NCHW", "NHWC"):
+            # Channel axis of one sample (no batch axis).
+            kwargs["channel_axis"] = 0 if loaded.layout == "NCHW" else 2
+        if args.vocab:
+            kwargs["tokens"] = _tokens(e, Path(args.vocab))
+        kind = args.plot_kind
+        if kind == "auto":
+            kind = _plots.auto_kind(e, tokens=kwargs.get("tokens"), sample=kwargs.get("sample"),
+                                    channel_axis=kwargs.get("channel_axis"))
+        n_features = int(np.prod(e.values_for(e.input_names[0]).shape[1:-1]))
+        # Feature names (a CSV header) label tabular plots only.
+        if loaded.feature_names and len(loaded.feature_names) == n_features and kind in ("bar", "waterfall"):
+            kwargs["feature_names"] = loaded.feature_names
+        _plots.plot(e, path, kind=args.plot_kind, **kwargs)
+    except OnnxShapError:
+        raise
+    except ImportError as exc:  # matplotlib (or the plotting module) missing
+        raise MissingDependencyError(
+            f"--plot needs matplotlib ({exc}). Install it with: pip install 'onnxshap[plot]'"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------- argument parsing
 
 
 def _rule_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep:
+    if not sep or not key or not value:
         raise argparse.ArgumentTypeError(f"expected OP=RULE, e.g. MaxPool=cross_max, got {text!r}")
     return key, value
 
 
+def _shape_spec(text: str) -> tuple[tuple[int, ...], str | None]:
+    """"3,32,32" or "3x32x32", optionally ":int64" -> (shape, dtype)."""
+    dims_text, _, dtype = text.partition(":")
+    try:
+        dims = tuple(int(d) for d in dims_text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(
+            f"expected the shape of one sample without the batch axis, e.g. 3,32,32 or 30:int64; got {text!r}"
+        )
+    if dtype:
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise argparse.ArgumentTypeError(f"unknown dtype {dtype!r} in {text!r}; use e.g. float32 or int64") from None
+    return dims, dtype or None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from onnxshap import __version__
+
     parser = argparse.ArgumentParser(
         prog="onnxshap",
         description="Exact DeepSHAP attributions for ONNX models, compiled with JAX.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `onnxshap COMMAND --help` for each command's options and an example.",
+        epilog=(
+            "commands in order: convert (framework model -> .onnx), inspect (ops and rules), check (forward\n"
+            "pass vs onnxruntime), explain (attributions). Run `onnxshap COMMAND --help` for options and examples.\n"
+            "Exit codes: 0 success, 1 error, 2 usage error."
+        ),
     )
+    parser.add_argument("--version", action="version", version=f"onnxshap {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name], parents=[common],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def add_image_options(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("image inputs (png/jpg files or folders given to --input/--background; needs Pillow)")
+        g.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                       help="resize images to H x W (default: the model's input size)")
+        g.add_argument("--scale", choices=sorted(SCALES), default="0-1",
+                       help="map pixel values 0..255 to this range (default 0-1, i.e. /255; for -1..1 add --mean 0.5 --std 0.5)")
+        g.add_argument("--mean", type=float, nargs="+", metavar="M",
+                       help="subtract per-channel means after scaling, e.g. 0.485 0.456 0.406")
+        g.add_argument("--std", type=float, nargs="+", metavar="S",
+                       help="then divide by per-channel standard deviations, e.g. 0.229 0.224 0.225")
+        g.add_argument("--layout", choices=["NCHW", "NHWC"],
+                       help="channel axis of the model input (default: from the model's input shape)")
+
+    p = add("convert", "Convert a Keras, PyTorch or scikit-learn model to ONNX and check it against the framework.")
+    p.add_argument("model", help="a .keras/.h5, TorchScript .pt, torch.export .pt2, or scikit-learn .pkl/.joblib file")
+    p.add_argument("-o", metavar="OUT.onnx", help="where to write the ONNX model (default: MODEL with suffix .onnx)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18 for .pt2, 17 otherwise)")
+    p.add_argument("--input-shape", type=_shape_spec, action="append", metavar="SHAPE[:DTYPE]",
+                   help="shape of one sample without the batch axis, e.g. 3,32,32 or 30:int64; once per input, in "
+                        "order. Needed for TorchScript .pt files, which do not record it")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading files that unpickle (.pkl, .joblib, .pt2, torch.save'd modules): loading "
+                        "runs code stored in the file, so use it only for files you trust")
+    p.add_argument("--rtol", type=_positive_float, default=1e-4,
+                   help="parity tolerance relative to the framework's output (default 1e-4)")
+    p.add_argument("--atol", type=_positive_float, default=1e-5, help="absolute parity tolerance (default 1e-5)")
+    p.set_defaults(func=cmd_convert)
 
     p = add("inspect", "Show a model's inputs, outputs, ops and the attribution rule each op gets.")
     p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("--tensors", action="store_true", help="also list every intermediate tensor with its shape")
     p.set_defaults(func=cmd_inspect)
 
     p = add("check", "Compare onnxshap's forward pass with onnxruntime's, output by output.")
     p.add_argument("model", help="path to an .onnx file")
-    p.add_argument("--input", help="inputs (.npy for one input, .npz by input name, .csv); default: random")
-    p.add_argument("--rtol", type=float, default=1e-4, help="largest relative difference accepted (default 1e-4)")
+    p.add_argument("--input", nargs="+", metavar="FILE",
+                   help="inputs: .npy (one input), .npz (by input name), .csv, or images; default: random")
+    p.add_argument("--rtol", type=_positive_float, default=1e-4,
+                   help="largest relative difference accepted (default 1e-4)")
+    p.add_argument("--atol", type=_positive_float, default=1e-6,
+                   help="added to |onnxruntime output| in the relative difference (default 1e-6)")
+    add_image_options(p)
     p.set_defaults(func=cmd_check)
 
     p = add("explain", "Attribute a model's outputs to its inputs (DeepSHAP) and write an .npz file.")
     p.add_argument("model", help="path to an .onnx file")
-    p.add_argument("--input", required=True, help="samples to explain (.npy, .npz by input name, or .csv)")
-    p.add_argument("--background", help="reference rows (same formats); default: sampled from --input")
-    p.add_argument("--background-size", type=int, default=100, help="rows to sample when no --background (default 100)")
+    p.add_argument("--input", required=True, nargs="+", metavar="FILE",
+                   help="samples to explain: .npy, .npz (one array per input name), .csv (header row allowed), "
+                        "or image files / folders of images")
+    p.add_argument("--background", nargs="+", metavar="FILE",
+                   help="reference rows (same formats); default: sampled from --input")
+    p.add_argument("--background-size", type=int, metavar="N",
+                   help=f"use N reference rows, sampled from --background, or from --input when no background "
+                        f"file is given (default: all background rows; {DEFAULT_BACKGROUND_SIZE} from --input)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling (default 0)")
-    p.add_argument("--output", help="which outputs: all (default), an index or comma list, or 'predicted'")
-    p.add_argument("--outputs-from", action="append", help="explain this tensor instead of the model output (repeatable)")
-    p.add_argument("--inputs-from", action="append", help="attribute to this tensor instead of the model input (repeatable)")
-    p.add_argument("--rule", action="append", type=_rule_pair, metavar="OP=RULE", help="override a rule, e.g. MaxPool=cross_max")
+    p.add_argument("--output", metavar="WHICH",
+                   help="which outputs to explain: all (default), an index such as 3, a list such as 0,2 (flat "
+                        "indices over the explained outputs of one sample), or predicted (each sample's arg-max)")
+    p.add_argument("--outputs-from", action="append", metavar="TENSOR",
+                   help="explain this tensor instead of the model output, e.g. the logits before a softmax "
+                        "(repeatable; names from `onnxshap inspect --tensors`)")
+    p.add_argument("--inputs-from", action="append", metavar="TENSOR",
+                   help="attribute to this tensor instead of the model input, e.g. an embedding output (repeatable)")
+    p.add_argument("--rule", action="append", type=_rule_pair, metavar="OP=RULE",
+                   help="override a rule, e.g. MaxPool=cross_max (shap-compatible numbers)")
     p.add_argument("--check", choices=["raise", "warn", "off"], default="raise",
-                   help="when attributions do not sum to f(x) - mean f(background) (default raise)")
+                   help="when attributions do not sum to f(x) - mean f(background) (default raise: exit 1)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help=f"samples per explain call (default {DEFAULT_BATCH_SIZE}); lower it if memory runs out")
+    p.add_argument("--progress", action="store_true",
+                   help="show progress over batches on stderr (default: only on a terminal, for several batches)")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="also draw the attributions: .png/.svg/.pdf (needs matplotlib: onnxshap[plot]), or .html "
+                        "with --plot-kind text")
+    p.add_argument("--plot-kind", choices=["auto", "image", "text", "bar", "waterfall"], default="auto",
+                   help="kind of plot (default auto: images for image inputs, text for token ids, a "
+                        "waterfall for one tabular sample (--plot-sample), bars otherwise)")
+    p.add_argument("--plot-sample", type=int, metavar="I", help="plot only sample I (default: the plot's choice)")
+    p.add_argument("--vocab", metavar="FILE",
+                   help="token ids: a vocabulary file, line i = the token of id i, to label text plots")
     p.add_argument("-o", required=True, metavar="OUT.npz", help="where to write values, base values, residuals and names")
+    add_image_options(p)
     p.set_defaults(func=cmd_explain)
     return parser
 
@@ -208,22 +847,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     from onnxshap._errors import OnnxShapError
 
+    debug = bool(getattr(args, "debug", False))
+    prefix = f"onnxshap {args.command}: error:"
     try:
         return int(args.func(args))
     except UsageError as exc:
-        print(f"onnxshap {args.command}: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"{prefix} {exc}", file=sys.stderr)
+        print(f"(run `onnxshap {args.command} --help` for usage and examples)", file=sys.stderr)
         return 2
     except (OnnxShapError, OSError, ValueError) as exc:
-        if args.debug:
+        if debug:
             raise
-        print(f"onnxshap {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"onnxshap {args.command}: interrupted; no output was written.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
+            print(f"{prefix} out of memory ({type(exc).__name__}). Lower --batch-size or --background-size.", file=sys.stderr)
+            return 1
+        print(
+            f"onnxshap {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in onnxshap: rerun with --debug for the traceback and report it.",
+            file=sys.stderr,
+        )
         return 1
 
 
