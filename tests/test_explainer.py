@@ -26,15 +26,11 @@ def _float_inputs(model: onnxshap.Model, rng: np.random.Generator, n: int, scale
     return feeds
 
 
-#: Models whose ops the recurrent-op work has not covered yet (LSTM/GRU nodes).
-RECURRENT = {n for n, e in MANIFEST.items() if {"LSTM", "GRU", "RNN"} & set(e.get("ops", []))}
-
-
 def _explainable() -> list[str]:
     """Every model in models/ with float inputs (token-id models: tests/test_tokens.py)."""
     names = []
     for name, entry in sorted(MANIFEST.items()):
-        if name in RECURRENT or name.endswith("zipmap"):
+        if name.endswith("zipmap"):
             continue
         if all(i["dtype"].startswith("float") for i in entry["inputs"]):
             names.append(name)

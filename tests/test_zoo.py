@@ -15,12 +15,10 @@ from tests.conftest import REPO
 from tests.helpers import random_feeds, run_ort
 
 MANIFEST = json.loads((REPO / "models" / "manifest.json").read_text())
-#: Recurrent ops (LSTM, GRU) are the sequence-models issue; their exports are committed already.
-RECURRENT = {n for n, e in MANIFEST.items() if {"LSTM", "GRU"} & set(e.get("ops", []))}
 LIGHT = sorted((Path(onnx.__file__).parent / "backend" / "test" / "data" / "light").glob("*.onnx"))
 
 
-@pytest.mark.parametrize("name", sorted(set(MANIFEST) - RECURRENT))
+@pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_exported_model_matches_onnxruntime(name: str, rng: np.random.Generator) -> None:
     path = REPO / "models" / MANIFEST[name]["file"]
     model = onnxshap.load(path)
