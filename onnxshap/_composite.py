@@ -76,11 +76,15 @@ def linear(f: Callable[..., Array], *args: Any) -> Any:
     return Pair(f(*_side(args, 0)), f(*_side(args, 1)))
 
 
-def rescale(f: Callable[[Array], Array], p: Any) -> Any:
-    """One-input elementwise f: multiplier (f(x) - f(r)) / (x - r), f'((x + r) / 2) where x ~ r."""
+def rescale(f: Callable[[Array], Array], p: Any, values: Any = None) -> Any:
+    """One-input elementwise f: multiplier (f(x) - f(r)) / (x - r), f'((x + r) / 2) where x ~ r.
+
+    `values`: f's two output values when they are computed more stably elsewhere than f(p.x), f(p.r)
+    (the log of a sum that underflowed on one side); the secant of those values keeps the step exact.
+    """
     if not isinstance(p, Pair):
-        return f(p)
-    y_x, y_r = f(p.x), f(p.r)
+        return f(p) if values is None else values
+    y_x, y_r = (f(p.x), f(p.r)) if values is None else values
     m = rescale_slope(f, sg(p.x), sg(p.r), sg(y_x), sg(y_r))
     return Pair(_attach(y_x, [(m, p.x)]), _attach(y_r, [(m, p.r)]))
 
@@ -176,7 +180,8 @@ def composite_rule(forward: PairForward) -> Rule:
 
         def run(*pairs: Pair) -> list[Pair]:
             outs = forward(*_with(ctx, positions, pairs), **attrs)
-            outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+            # A Pair is itself a tuple: a lone Pair is one output, not two.
+            outs = (outs,) if isinstance(outs, Pair) or not isinstance(outs, (tuple, list)) else outs
             wanted.clear()
             wanted.extend(i for i, o in enumerate(outs) if isinstance(o, Pair) and i < len(m_out) and m_out[i] is not None)
             return [outs[i] for i in wanted]

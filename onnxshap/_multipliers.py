@@ -29,7 +29,7 @@ from onnxshap._graph import Node
 
 Array = Any
 
-#: |x - r| below this fraction of max(1, |x|, |r|) counts as "no difference": rescale then uses the
+#: |x - r| below this fraction of max(|x|, |r|) counts as "no difference": rescale then uses the
 #: derivative at the midpoint instead of the secant slope (the two agree as x -> r).
 NEAR_ZERO = 1e-6
 
@@ -98,7 +98,8 @@ def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out
 
 def _near_zero(x: Array, r: Array) -> Array:
     # x == r also covers equal infinities (masked attention scores), where x - r is NaN.
-    scale = jnp.maximum(jnp.maximum(jnp.abs(x), jnp.abs(r)), 1)
+    # Relative to the values themselves (not floored at 1): tiny but distinct values keep their secant.
+    scale = jnp.maximum(jnp.abs(x), jnp.abs(r))
     return (x == r) | (jnp.abs(x - r) <= NEAR_ZERO * scale)
 
 
@@ -261,13 +262,16 @@ def max_shapley_values(x: Array, r: Array) -> Array:
             n - _batched_searchsorted(sorted_vals, thresholds, "left")
         )
 
-    p = count_at_least(sx, upper).astype(dtype)
-    q = count_at_least(sr, upper).astype(dtype)
+    # The weights are ratios of factorials: float32 lgamma is off by ~5e-7 even at 1, so they are
+    # computed in float64 where available and rounded once.
+    wide = jnp.float64 if jax.config.jax_enable_x64 else dtype
+    p = count_at_least(sx, upper).astype(wide)
+    q = count_at_least(sr, upper).astype(wide)
     both = jnp.max(jnp.minimum(x, r), axis=-1, keepdims=True)
     active = upper > both  # no element has both x_i and r_i above t
     lg = lax.lgamma
-    gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0)
-    loss = jnp.where(q > 0, jnp.exp(lg(jnp.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0)
+    gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0).astype(dtype)
+    loss = jnp.where(q > 0, jnp.exp(lg(jnp.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0).astype(dtype)
     ga = jnp.where(active, lengths * gain, 0)
     gb = jnp.where(active, lengths * loss, 0)
     ca = jnp.concatenate([jnp.zeros_like(ga[..., :1]), jnp.cumsum(ga, axis=-1)], axis=-1)

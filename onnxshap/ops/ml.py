@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -75,34 +74,6 @@ def scaler(x: Array, *, offset: list[float] | None = None, scale: list[float] | 
     work = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
     y = (x.astype(work) - jnp.asarray(off, work)) * jnp.asarray(sc, work)
     return y.astype(jnp.float32)
-
-
-def normalizer(x: Array, *, norm: str) -> Array:
-    """Each row divided by its max (MAX), sum of |x| (L1) or Euclidean norm (L2), as float32.
-
-    A row whose divisor is 0 is copied unchanged. MAX skips NaNs, as onnxruntime does.
-    """
-    if norm not in ("MAX", "L1", "L2"):
-        raise unsupported_attribute("Normalizer", "norm", norm, ["MAX", "L1", "L2"])
-    original = jnp.asarray(x)
-    rows = _rows(original, "Normalizer")
-    xf = rows.astype(jnp.float32)
-    if norm == "MAX":
-        lowest = jnp.float32(_FLOAT32_LOWEST)
-        divisor = jnp.max(jnp.where(jnp.isnan(xf), lowest, jnp.maximum(xf, lowest)), axis=1, keepdims=True)
-        y = xf / jnp.where(divisor == 0, 1, divisor)
-    elif norm == "L1":
-        divisor = jnp.sum(jnp.abs(xf), axis=1, keepdims=True)
-        y = xf / jnp.where(divisor == 0, 1, divisor)
-    else:
-        # x * x in the input's precision, then float32, as onnxruntime does.
-        work = jnp.float64 if rows.dtype == jnp.float64 else jnp.float32
-        squares = (rows.astype(work) * rows.astype(work)).astype(jnp.float32)
-        divisor = jnp.sum(squares, axis=1, keepdims=True)
-        magnitude = jnp.sqrt(squares / jnp.where(divisor == 0, 1, divisor))
-        y = jnp.where(xf < 0, -magnitude, magnitude)
-    y = jnp.where(divisor == 0, xf, y)
-    return y.reshape(original.shape)
 
 
 def binarizer(x: Array, *, threshold: float) -> Array:
@@ -240,82 +211,6 @@ def _probit(p: Array) -> Array:
     v = f32(2) / (f32(np.pi) * f32(0.147)) + f32(0.5) * log
     v2 = f32(1) / f32(0.147) * log
     return f32(np.sqrt(2)) * sign * jnp.sqrt(-v + jnp.sqrt(v * v - v2))
-
-
-def _softmax_zero(s: Array) -> Array:
-    """onnxruntime's ComputeSoftmaxZero: softmax over the scores with |s| > 1e-7; the others stay ~0."""
-    v_max = jnp.maximum(jnp.max(s, axis=1, keepdims=True), jnp.float32(_FLOAT32_LOWEST))
-    nonzero = (s > 1e-7) | (s < -1e-7)
-    e = jnp.where(nonzero, jnp.exp(s - v_max), s * jnp.exp(-v_max))
-    return e / jnp.sum(jnp.where(nonzero, e, 0), axis=1, keepdims=True)
-
-
-def _post_transform(scores: Array, post_transform: str) -> Array:
-    """The transform onnxruntime applies to [N, T] scores with T >= 2."""
-    if post_transform == "SOFTMAX":
-        return jax.nn.softmax(scores, axis=1)
-    if post_transform == "LOGISTIC":
-        return jax.nn.sigmoid(scores)
-    if post_transform == "SOFTMAX_ZERO":
-        return _softmax_zero(scores)
-    if post_transform == "PROBIT":
-        return _probit(scores)
-    return scores
-
-
-def linear_classifier(
-    x: Array,
-    *,
-    coefficients: list[float],
-    post_transform: str,
-    multi_class: int,
-    intercepts: list[float] | None = None,
-    classlabels_ints: list[int] | None = None,
-    classlabels_strings: list[str] | None = None,
-) -> tuple[Array, Array]:
-    """(label int64 [N], scores float32 [N, K]); scores = post_transform(X W^T + b), computed in float32.
-
-    With K >= 2 coefficient rows the label is the class of the first maximal raw score. With one
-    row (skl2onnx's binary LogisticRegression) the label is classlabels[1] where the score s > 0, else
-    classlabels[0], and the scores are [1 - p, p] with p = logistic(s) for LOGISTIC and p = s for every
-    other transform (onnxruntime applies no softmax to a single score). multi_class is ignored, as in
-    onnxruntime. String class labels (no string tensors in JAX) and binary PROBIT (onnxruntime's output
-    is undefined) are not supported.
-    """
-    if classlabels_strings:
-        raise UnsupportedOpError(
-            "LinearClassifier with classlabels_strings is not supported: its label output would be a string "
-            "tensor, and JAX has no string dtype. Re-export with integer class labels (encode the classes as "
-            "0..K-1 before training), or drop the label output."
-        )
-    if not classlabels_ints:
-        raise UnsupportedOpError("LinearClassifier needs classlabels_ints (or classlabels_strings).")
-    if post_transform not in _POST_TRANSFORMS:
-        raise unsupported_attribute("LinearClassifier", "post_transform", post_transform, _POST_TRANSFORMS)
-    scores = _linear_scores(_rows(x, "LinearClassifier"), coefficients, intercepts, "LinearClassifier")
-    labels = np.asarray(classlabels_ints, np.int64)
-    n_targets = scores.shape[1]
-    if n_targets == 1:
-        if labels.size != 2:
-            raise UnsupportedOpError(
-                f"LinearClassifier with one coefficient row is a binary classifier and needs 2 class labels, "
-                f"got {labels.size}."
-            )
-        if post_transform == "PROBIT":
-            raise UnsupportedOpError(
-                "LinearClassifier with one coefficient row and post_transform='PROBIT' is not supported: "
-                "onnxruntime leaves half of its scores output uninitialised, so there is no reference to match."
-            )
-        s = scores[:, 0]
-        label = jnp.where(s > 0, labels[1], labels[0])
-        p = _logistic(s) if post_transform == "LOGISTIC" else s
-        return label, jnp.stack([1 - p, p], axis=1)
-    if labels.size != n_targets:
-        raise UnsupportedOpError(
-            f"LinearClassifier has {n_targets} coefficient rows but {labels.size} class labels."
-        )
-    label = jnp.asarray(labels)[jnp.argmax(scores, axis=1)]
-    return label, _post_transform(scores, post_transform)
 
 
 def linear_regressor(

@@ -18,7 +18,7 @@ import numpy as np
 from jax import lax
 
 from onnxshap._errors import UnsupportedOpError
-from onnxshap.ops._common import needs_output_count, normalize_axis, onnx_dtype, unsupported_attribute
+from onnxshap.ops._common import needs_output_count, normalize_axis, unsupported_attribute
 
 Array = Any
 
@@ -298,31 +298,6 @@ def batch_normalization(
     return ((x.astype(acc) - param(mean)) * factor + param(b)).astype(dtype)
 
 
-def instance_normalization(x: Array, scale: Array, b: Array, *, epsilon: float) -> Array:
-    """Per sample and channel, normalize over the spatial axes, then scale and shift per channel."""
-    dtype = jnp.result_type(x)
-    acc = _accumulation_dtype(x)
-    xs = x.astype(acc)
-    axes = tuple(range(2, x.ndim))
-    centred = xs - jnp.mean(xs, axis=axes, keepdims=True)
-    var = jnp.mean(centred * centred, axis=axes, keepdims=True)
-    shape = (-1,) + (1,) * (x.ndim - 2)
-    y = centred * lax.rsqrt(var + jnp.asarray(epsilon, acc))
-    return (y * jnp.reshape(scale, shape).astype(acc) + jnp.reshape(b, shape).astype(acc)).astype(dtype)
-
-
-def lrn(x: Array, *, alpha: float, beta: float, bias: float, size: int) -> Array:
-    """Local response normalization across channels: x / (bias + alpha/size * sum x^2)^beta."""
-    dtype = jnp.result_type(x)
-    acc = _accumulation_dtype(x)
-    xs = x.astype(acc)
-    before = (size - 1) // 2
-    window = (1, size) + (1,) * (x.ndim - 2)
-    padding = [(0, 0), (before, size - 1 - before)] + [(0, 0)] * (x.ndim - 2)
-    square_sum = lax.reduce_window(xs * xs, jnp.asarray(0, acc), lax.add, window, (1,) * x.ndim, padding)
-    return (xs / (bias + (alpha / size) * square_sum) ** beta).astype(dtype)
-
-
 # --- pooling -------------------------------------------------------------------------------------
 
 
@@ -375,7 +350,11 @@ class _PoolGeometry:
             self.window_pads.append((lo, max((out - 1) * s + span - size - lo, 0)))
 
     def reduce(self, x: Array, init: Any, op: Any) -> Array:
-        """One reduce_window over the spatial windows, cut to the output size."""
+        """One reduce_window over the spatial windows, cut to the output size.
+
+        Pass `init` as a numpy value: then JAX recognises the sum/max monoid, which it can differentiate
+        (a jnp constant is a tracer under jit and makes the window a generic, non-differentiable reduce).
+        """
         # A negative begin padding (SAME with a stride beyond the window) skips leading elements.
         crop = (slice(None), slice(None), *(slice(max(-lo, 0), None) for lo, _ in self.window_pads))
         operands = tuple(part[crop] for part in x) if isinstance(x, tuple) else x[crop]
@@ -428,7 +407,7 @@ def average_pool(
     )
     dtype = jnp.result_type(x)
     acc = _accumulation_dtype(x)
-    total = geo.reduce(x.astype(acc), jnp.asarray(0, acc), lax.add)
+    total = geo.reduce(x.astype(acc), np.zeros((), acc), lax.add)
     return (total / jnp.asarray(geo.counts(count_include_pad), acc)).astype(dtype)
 
 
@@ -458,7 +437,7 @@ def max_pool(
         dilations=dilations, ceil_mode=ceil_mode,
     )
     dtype = jnp.result_type(x)
-    lowest = jnp.asarray(_lowest(dtype), dtype)
+    lowest = np.asarray(_lowest(dtype), dtype)
     y = geo.reduce(x, lowest, lax.max)
     if output_count < 2:
         return y
@@ -486,28 +465,6 @@ def _max_pool_indices(x: Array, geo: _PoolGeometry, lowest: Array, storage_order
     return row_major.astype(jnp.int64) + offset
 
 
-def lp_pool(
-    x: Array,
-    *,
-    auto_pad: str,
-    p: float,
-    kernel_shape: Sequence[int] | None = None,
-    strides: Sequence[int] | None = None,
-    pads: Sequence[int] | None = None,
-    ceil_mode: int = 0,
-    dilations: Sequence[int] | None = None,
-) -> Array:
-    """(sum over the window of |x|^p)^(1/p); padding contributes zeros."""
-    geo = _PoolGeometry(
-        "LpPool", x, auto_pad=auto_pad, kernel_shape=kernel_shape, strides=strides, pads=pads,
-        dilations=dilations, ceil_mode=ceil_mode,
-    )
-    dtype = jnp.result_type(x)
-    acc = _accumulation_dtype(x)
-    total = geo.reduce(jnp.abs(x.astype(acc)) ** p, jnp.asarray(0, acc), lax.add)
-    return (total ** (1.0 / p)).astype(dtype)
-
-
 def global_average_pool(x: Array) -> Array:
     dtype = jnp.result_type(x)
     return jnp.mean(x.astype(_accumulation_dtype(x)), axis=tuple(range(2, x.ndim)), keepdims=True).astype(dtype)
@@ -515,12 +472,6 @@ def global_average_pool(x: Array) -> Array:
 
 def global_max_pool(x: Array) -> Array:
     return jnp.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)
-
-
-def global_lp_pool(x: Array, *, p: float) -> Array:
-    dtype = jnp.result_type(x)
-    xs = jnp.abs(x.astype(_accumulation_dtype(x)))
-    return (jnp.sum(xs**p, axis=tuple(range(2, x.ndim)), keepdims=True) ** (1.0 / p)).astype(dtype)
 
 
 # --- softmax family ------------------------------------------------------------------------------

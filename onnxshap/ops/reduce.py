@@ -1,5 +1,6 @@
-"""Reductions: ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2,
-ReduceSumSquare, ReduceLogSum, ReduceLogSumExp.
+"""Reductions: ReduceSum, ReduceMean, ReduceMax, ReduceMin. The composite reductions (ReduceProd,
+ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp) are pair forwards in
+onnxshap/ops/composites.py and share `_axes` and the conventions below.
 
 Axes are an attribute in old versions and a static input in new ones (ReduceSum from 13, the others
 from 18); every function takes both, so one function serves all versions of an op. No axes reduce
@@ -77,37 +78,6 @@ def _min(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
     return jnp.min(x, axis=axis, keepdims=keepdims, initial=_highest(x.dtype))
 
 
-def _prod(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
-    return jnp.prod(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
-
-
-def _l1(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
-    return _sum(jnp.abs(x), axis, keepdims)
-
-
-def _sum_square(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
-    return _sum(x * x, axis, keepdims)
-
-
-def _l2(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
-    s = _sum_square(x, axis, keepdims)
-    if jnp.issubdtype(x.dtype, jnp.integer):
-        return jnp.sqrt(s.astype(jnp.float64)).astype(x.dtype)
-    return jnp.sqrt(s)
-
-
-def _log_sum(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
-    return jnp.log(_sum(x, axis, keepdims)).astype(x.dtype)
-
-
-def _log_sum_exp(x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
-    # Shift by the maximum for stability; an empty or all -inf slice has no finite shift.
-    m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
-    m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m)))
-    out = jnp.log(_sum(jnp.exp(x - m), axis, True)) + m
-    return (out if keepdims else jnp.squeeze(out, axis=axis)).astype(x.dtype)
-
-
 def reduce_sum(
     data: Array,
     axes_input: Array | None = None,
@@ -154,75 +124,3 @@ def reduce_min(
 ) -> Array:
     """ReduceMin; an empty reduction gives +inf (the type's maximum for integers, True for bool)."""
     return _reduce(_min, data, axes_input, axes, keepdims, noop_with_empty_axes)
-
-
-def reduce_prod(
-    data: Array,
-    axes_input: Array | None = None,
-    *,
-    keepdims: int,
-    axes: Sequence[int] | None = None,
-    noop_with_empty_axes: int = 0,
-) -> Array:
-    """ReduceProd; an empty reduction gives 1."""
-    return _reduce(_prod, data, axes_input, axes, keepdims, noop_with_empty_axes)
-
-
-def reduce_l1(
-    data: Array,
-    axes_input: Array | None = None,
-    *,
-    keepdims: int,
-    axes: Sequence[int] | None = None,
-    noop_with_empty_axes: int = 0,
-) -> Array:
-    """ReduceL1: sum of absolute values."""
-    return _reduce(_l1, data, axes_input, axes, keepdims, noop_with_empty_axes)
-
-
-def reduce_l2(
-    data: Array,
-    axes_input: Array | None = None,
-    *,
-    keepdims: int,
-    axes: Sequence[int] | None = None,
-    noop_with_empty_axes: int = 0,
-) -> Array:
-    """ReduceL2: square root of the sum of squares."""
-    return _reduce(_l2, data, axes_input, axes, keepdims, noop_with_empty_axes)
-
-
-def reduce_sum_square(
-    data: Array,
-    axes_input: Array | None = None,
-    *,
-    keepdims: int,
-    axes: Sequence[int] | None = None,
-    noop_with_empty_axes: int = 0,
-) -> Array:
-    """ReduceSumSquare: sum of squares."""
-    return _reduce(_sum_square, data, axes_input, axes, keepdims, noop_with_empty_axes)
-
-
-def reduce_log_sum(
-    data: Array,
-    axes_input: Array | None = None,
-    *,
-    keepdims: int,
-    axes: Sequence[int] | None = None,
-    noop_with_empty_axes: int = 0,
-) -> Array:
-    """ReduceLogSum: log of the sum; an empty reduction gives -inf."""
-    return _reduce(_log_sum, data, axes_input, axes, keepdims, noop_with_empty_axes)
-
-
-def reduce_log_sum_exp(
-    data: Array,
-    axes_input: Array | None = None,
-    *,
-    keepdims: int,
-    axes: Sequence[int] | None = None,
-    noop_with_empty_axes: int = 0,
-) -> Array:
-    """ReduceLogSumExp: log of the sum of exponentials, shifted by the maximum."""
-    return _reduce(_log_sum_exp, data, axes_input, axes, keepdims, noop_with_empty_axes)
