@@ -188,6 +188,21 @@ def _modules() -> Any:
     return torch, TwoHeads, Named, Sneaky
 
 
+def test_explainer_takes_a_torch_module(rng: np.random.Generator) -> None:
+    torch = _torch()
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the onnxshap[torch] extra)")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    background = rng.standard_normal((32, 6)).astype(np.float32)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    explainer = onnxshap.Explainer(net, background, sample=torch.from_numpy(x[:1]))
+    assert isinstance(explainer.conversion, ParityReport)
+    e = explainer.explain(x)
+    np.testing.assert_allclose(e.prediction, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert e.values.shape == (4, 6, 3)
+    assert e.max_relative_residual < 1e-5
+
+
 def test_torch_module_in_memory(rng: np.random.Generator) -> None:
     pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the onnxshap[torch] extra)")
     torch, TwoHeads, Named, Sneaky = _modules()
