@@ -27,7 +27,7 @@ from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, rule_for,
 Array = Any
 
 #: Bytes of multiplier work one background chunk may take (per sample), to bound memory.
-DEFAULT_CHUNK_BYTES = 256 * 2**20
+DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
