@@ -94,6 +94,9 @@ class AttributionPass:
         for node in self.nodes:
             self.keep |= {t for t in (*node.inputs, *node.outputs) if t}
         self.trace_count = 0
+        # Shape-only traces, keyed by the per-sample (name, shape, dtype) of the feeds: explain() needs
+        # both on every call, and retracing the graph costs more than the attribution of a small model.
+        self._shape_cache: dict[tuple[Any, ...], Any] = {}
         self._jitted = jax.jit(self._attribute, static_argnames=("n_chunks", "chunk"))
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
@@ -263,7 +266,16 @@ class AttributionPass:
                 slots.append(OutputSlot(name, index, label))
         return slots
 
+    def _cached(self, kind: str, sample_feeds: Mapping[str, np.ndarray], compute: Callable[[], Any]) -> Any:
+        key = (kind, *sorted((k, v.shape[1:], str(v.dtype)) for k, v in sample_feeds.items()))
+        if key not in self._shape_cache:
+            self._shape_cache[key] = compute()
+        return self._shape_cache[key]
+
     def output_shapes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+        return self._cached("outputs", sample_feeds, lambda: self._output_shapes(sample_feeds))  # type: ignore[no-any-return]
+
+    def _output_shapes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
         feeds = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in sample_feeds.items()}
 
         def shapes(f: Mapping[str, Array]) -> dict[str, Array]:
@@ -284,6 +296,9 @@ class AttributionPass:
         return math.ceil(n_background / chunk), chunk
 
     def _pair_bytes(self, sample_feeds: Mapping[str, np.ndarray]) -> int:
+        return self._cached("pair_bytes", sample_feeds, lambda: self._compute_pair_bytes(sample_feeds))  # type: ignore[no-any-return]
+
+    def _compute_pair_bytes(self, sample_feeds: Mapping[str, np.ndarray]) -> int:
         feeds = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in sample_feeds.items()}
 
         def env(f: Mapping[str, Array]) -> dict[str, Array]:

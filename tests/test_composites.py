@@ -418,7 +418,7 @@ def _model(nodes: list[onnx.NodeProto], x: np.ndarray, inits: dict[str, np.ndarr
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=8)
 
 
-def _explain_both(op_model: onnx.ModelProto, naive: onnx.ModelProto, x: np.ndarray, what: str, outputs: str | None = None) -> float:
+def _assert_explanations_agree(op_model: onnx.ModelProto, naive: onnx.ModelProto, x: np.ndarray, what: str, outputs: str | None = None) -> float:
     background = _background(x, np.random.default_rng(6))
     got = onnxshap.Explainer(op_model, background, outputs=outputs).explain(x)
     want = onnxshap.Explainer(naive, background, outputs=outputs).explain(x)
@@ -448,7 +448,7 @@ def test_instance_normalization_agrees_with_naive_graph() -> None:
         helper.make_node("Mul", ["n", "s4"], ["ns"]),
         helper.make_node("Add", ["ns", "b4"], ["y"]),
     ], x, naive_inits)
-    _explain_both(op, naive, x, "InstanceNormalization")
+    _assert_explanations_agree(op, naive, x, "InstanceNormalization")
 
 
 @pytest.mark.parametrize("size", [3, pytest.param(4, marks=pytest.mark.slow)])
@@ -475,7 +475,7 @@ def test_lrn_agrees_with_naive_graph(size: int) -> None:
         helper.make_node("Pow", ["base", "beta"], ["d"]),
         helper.make_node("Div", ["x", "d"], ["y"]),
     ]
-    _explain_both(op, _model(nodes, x, inits), x, f"LRN size {size}")
+    _assert_explanations_agree(op, _model(nodes, x, inits), x, f"LRN size {size}")
 
 
 @pytest.mark.parametrize("p", [pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(3, marks=pytest.mark.slow)])
@@ -493,7 +493,7 @@ def test_lp_pool_agrees_with_naive_graph(p: int) -> None:
         helper.make_node("Mul", ["avg", "k"], ["total"]),
         helper.make_node("Pow", ["total", "inv_p"], ["y"]),
     ], x, {"p": _c(p), "k": _c(6.0), "inv_p": _c(1.0 / p)})
-    _explain_both(op, naive, x, f"LpPool p={p}")
+    _assert_explanations_agree(op, naive, x, f"LpPool p={p}")
 
 
 def test_global_lp_pool_agrees_with_naive_graph() -> None:
@@ -506,7 +506,7 @@ def test_global_lp_pool_agrees_with_naive_graph() -> None:
         helper.make_node("ReduceSum", ["ap", "ax"], ["total"], keepdims=1),
         helper.make_node("Pow", ["total", "inv_p"], ["y"]),
     ], x, {"p": _c(3.0), "ax": _c([2, 3], np.int64), "inv_p": _c(1 / 3)})
-    _explain_both(op, naive, x, "GlobalLpPool")
+    _assert_explanations_agree(op, naive, x, "GlobalLpPool")
 
 
 def test_reduce_prod_chain_agrees_with_mul_chain() -> None:
@@ -523,7 +523,7 @@ def test_reduce_prod_chain_agrees_with_mul_chain() -> None:
         out = "y" if j == k - 1 else f"p{j}"
         nodes.append(helper.make_node("Mul", [acc, f"f{j}"], [out]))
         acc = out
-    _explain_both(op, _model(nodes, x, inits), x, "ReduceProd chain")
+    _assert_explanations_agree(op, _model(nodes, x, inits), x, "ReduceProd chain")
 
 
 def _shapley_of_product(x: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -569,7 +569,7 @@ def test_normalizer_agrees_with_naive_graph(norm: str) -> None:
                helper.make_node("Sqrt", ["s"], ["d"])],
     }[norm]
     naive = _model([*divisor, helper.make_node("Div", ["x", "d"], ["y"])], x, inits)
-    _explain_both(op, naive, x, f"Normalizer {norm}")
+    _assert_explanations_agree(op, naive, x, f"Normalizer {norm}")
 
 
 @pytest.mark.parametrize(
@@ -601,7 +601,7 @@ def test_linear_classifier_agrees_with_naive_graph(post_transform: str) -> None:
         inits["one"] = np.ones((1, 1), np.float32)
     else:
         nodes.append(helper.make_node("Identity", [score], ["y"]))
-    _explain_both(op, _model(nodes, x, inits), x, f"LinearClassifier {post_transform}", outputs="y")
+    _assert_explanations_agree(op, _model(nodes, x, inits), x, f"LinearClassifier {post_transform}", outputs="y")
 
 
 # --- 3. end to end ---------------------------------------------------------------------------------------

@@ -350,8 +350,7 @@ def test_convert_command_writes_whole_files_only(tmp_path: Path, capsys: pytest.
     out = tmp_path / "m.onnx"
     code, stdout, err = run_main(capsys, "convert", FRAMEWORKS / "torch_cnn.pt", "--input-shape", "1,8,8",
                                  "--rtol", "0", "--atol", "0", "-o", out)
-    if code == 0:  # the exporter happened to be bit-exact on this input
-        pytest.skip("no difference to detect with a zero tolerance")
+    # The seeded test input gives a nonzero difference (2.98e-08) for this committed model: zero tolerance fails.
     assert code == 1 and "does not reproduce" in err and "MISMATCH" in stdout
     assert not list(tmp_path.iterdir())
     code, stdout, err = run_main(capsys, "convert", FRAMEWORKS / "torch_cnn.pt", "--input-shape", "1,8,8", "-o", out)

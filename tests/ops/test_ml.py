@@ -50,7 +50,7 @@ def _ml(op: str, feeds: dict[str, np.ndarray], outputs: tuple[str, ...] = ("y",)
     return _graph_model([node], feeds, list(outputs))
 
 
-def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, np.ndarray]:
+def _assert_matches_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, np.ndarray]:
     got = onnxshap.load(model).run(feeds)
     assert_outputs_close(got, run_ort(model, feeds), rtol=rtol, atol=atol)
     return got
@@ -70,7 +70,7 @@ def _check_cases(
         outs = [case] if n_outputs == 1 else [f"{case}:{k}" for k in range(n_outputs)]
         nodes.append(helper.make_node(op, names, outs, domain="ai.onnx.ml", **attrs))
         outputs += outs
-    return _check(_graph_model(nodes, feeds, outputs), feeds, **tolerances)
+    return _assert_matches_onnxruntime(_graph_model(nodes, feeds, outputs), feeds, **tolerances)
 
 
 # Rows chosen to hit the edge cases: a zero row, an all-negative row, a row whose max is 0.
@@ -107,7 +107,7 @@ def test_normalizer() -> None:
 
 def test_binarizer() -> None:
     x = np.array([[1.0, -2.0, 0.5, 0.7], [0.5, 0.49, 3.0, -0.0]], np.float32)
-    _check(_ml("Binarizer", {"x": x}, threshold=0.5), {"x": x})
+    _assert_matches_onnxruntime(_ml("Binarizer", {"x": x}, threshold=0.5), {"x": x})
     # onnxruntime implements float only; integers follow the same comparison.
     xi = np.array([[1, -2, 3], [2, 0, 5]], np.int64)
     got = onnxshap.load(_ml("Binarizer", {"x": xi}, threshold=1.5)).run({"x": xi})["y"]
@@ -132,7 +132,7 @@ def test_array_feature_extractor_static_and_computed_indices() -> None:
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     indices = np.array([3, 0, 0], np.int64)
     node = helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["y"], domain="ai.onnx.ml")
-    _check(_graph_model([node], {"x": x}, ["y"], initializers={"i": indices}), {"x": x})
+    _assert_matches_onnxruntime(_graph_model([node], {"x": x}, ["y"], initializers={"i": indices}), {"x": x})
     # skl2onnx's label lookup: classes (a constant) indexed by an ArgMax computed from the data.
     classes = np.array([5, 7, 9], np.int64)
     nodes = [
@@ -140,7 +140,7 @@ def test_array_feature_extractor_static_and_computed_indices() -> None:
         helper.make_node("ArrayFeatureExtractor", ["classes", "k"], ["y"], domain="ai.onnx.ml"),
     ]
     p = np.array([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]], np.float32)
-    _check(_graph_model(nodes, {"p": p}, ["y"], initializers={"classes": classes}), {"p": p})
+    _assert_matches_onnxruntime(_graph_model(nodes, {"p": p}, ["y"], initializers={"classes": classes}), {"p": p})
 
 
 def test_array_feature_extractor_rejects_out_of_range_constant_index() -> None:
@@ -230,7 +230,7 @@ def test_logistic_regression_pipeline() -> None:
                          intercepts=B3, classlabels_ints=[0, 1, 2], multi_class=1, post_transform="SOFTMAX"),
         helper.make_node("Normalizer", ["raw"], ["probabilities"], domain="ai.onnx.ml", norm="L1"),
     ]
-    _check(_graph_model(nodes, {"x": X}, ["label", "probabilities"]), {"x": X})
+    _assert_matches_onnxruntime(_graph_model(nodes, {"x": X}, ["label", "probabilities"]), {"x": X})
 
 
 # --- ZipMap (host side) ----------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_cast_exotic_types_match_onnxruntime(source: str) -> None:
         nodes.append(helper.make_node("Cast", [f"c{i}"], [f"y{i}"], to=TensorProto.FLOAT))
         outputs.append(f"y{i}")
     model = _graph_model(nodes, feeds, outputs, opsets=CAST_OPSETS, ir_version=11)
-    _check(model, feeds, rtol=0, atol=0)
+    _assert_matches_onnxruntime(model, feeds, rtol=0, atol=0)
 
 
 def test_cast_non_saturating_overflow_follows_spec() -> None:
@@ -344,7 +344,7 @@ def test_castlike_and_string_constant() -> None:
     ]
     initializers = {"like": np.zeros(1, np.int8), "s": np.array(["3.5", "-1e3", "INF"], dtype=object)}
     model = _graph_model(nodes, {"x": x}, ["y", "z"], opsets=CAST_OPSETS, initializers=initializers, ir_version=11)
-    _check(model, {"x": x})
+    _assert_matches_onnxruntime(model, {"x": x})
 
 
 def test_cast_to_float6_is_unsupported() -> None:
@@ -360,7 +360,7 @@ def test_dropout_mask(opset: int) -> None:
     """The mask output keeps the node in the graph; old versions return an unfilled (zero) mask."""
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     node = helper.make_node("Dropout", ["x"], ["y", "mask"], **({} if opset >= 12 else {"ratio": 0.3}))
-    _check(_graph_model([node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", opset)]), {"x": x})
+    _assert_matches_onnxruntime(_graph_model([node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", opset)]), {"x": x})
 
 
 def test_dropout_training_mode() -> None:
@@ -370,7 +370,7 @@ def test_dropout_training_mode() -> None:
         initializers = {"ratio": np.array(ratio, np.float32), "training": np.array(True)}
         model = _graph_model([node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", 13)], initializers=initializers)
         if ratio == 0.0:  # nothing is dropped: deterministic
-            _check(model, {"x": x})
+            _assert_matches_onnxruntime(model, {"x": x})
         else:
             with pytest.raises(UnsupportedOpError, match="training_mode=True draws a random mask"):
                 onnxshap.load(model).run({"x": x})
