@@ -1,5 +1,6 @@
 """onnxshap: exact DeepSHAP attributions for any ONNX model, compiled with JAX."""
 
+from onnxshap._compile_cache import enable_compilation_cache as enable_compilation_cache
 from onnxshap._errors import (
     ConversionError as ConversionError,
     ExternalDataError as ExternalDataError,

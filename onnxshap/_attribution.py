@@ -9,6 +9,7 @@ the attribution of a sample never depends on the other samples.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +27,9 @@ from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, rule_for,
 
 Array = Any
 
-#: Bytes of multiplier work one background chunk may take (per sample), to bound memory.
-DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: Bounds on the bytes of multiplier work one call may take (estimated; see `AttributionPass.plan`).
+MIN_CALL_BYTES = 64 * 2**20
+MAX_CALL_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class AttributionPass:
         # Shape-only traces, keyed by the per-sample (name, shape, dtype) of the feeds: explain() needs
         # both on every call, and retracing the graph costs more than the attribution of a small model.
         self._shape_cache: dict[tuple[Any, ...], Any] = {}
-        self._jitted = jax.jit(self._attribute, static_argnames=("n_chunks", "chunk"))
+        self._jitted_sides = jax.jit(self._sides)
+        self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
         graph = self.model.graph
@@ -122,13 +125,17 @@ class AttributionPass:
     # --- the traced pieces -------------------------------------------------------------------------
 
     def _forward(self, weights: Mapping[str, Array], feeds: Mapping[str, Array], statics: dict[str, Any]) -> dict[str, Array]:
-        """One sample (feeds without batch axis) -> the tensors the multiplier pass needs."""
+        """One sample (feeds without batch axis) -> the tensors the multiplier pass needs.
+
+        Weights are left out: returned from a vmap they would be stacked per row, and every rule
+        reading them (a convolution's kernel) would run with one kernel per pair.
+        """
         env = self.model.evaluate(weights, {k: v[None] for k, v in feeds.items()})
         kept: dict[str, Array] = {}
         for name, value in env.items():
             if is_static(value):
                 statics[name] = value
-            elif name in self.keep:
+            elif name in self.keep and name not in weights:
                 kept[name] = value
         return kept
 
@@ -137,10 +144,13 @@ class AttributionPass:
         ex: Mapping[str, Array],
         er: Mapping[str, Array],
         statics: Mapping[str, Any],
+        weights: Mapping[str, Array],
         seeds: Mapping[str, Array],
         record: dict[str, tuple[Array, Array]] | None = None,
     ) -> dict[str, Array]:
         """Multipliers of the explained tensors for one (sample, reference) pair and one seed.
+
+        `statics` and `weights` hold the tensors both sides share (shape values, initializers).
 
         With `record`, stores per node label (sum m_in * d_in, sum m_out * d_out): the two sides of
         the node's local completeness.
@@ -149,7 +159,9 @@ class AttributionPass:
         def value(env: Mapping[str, Array], name: str) -> Array | None:
             if not name:
                 return None
-            return statics[name] if name in statics else env[name]
+            if name in statics:
+                return statics[name]
+            return weights[name] if name in weights else env[name]
 
         mult: dict[str, Array] = dict(seeds)
         for node in reversed(self.nodes):
@@ -179,66 +191,89 @@ class AttributionPass:
                     mult[name] = mult[name] + m if name in mult else m
         return {t: mult[t] if t in mult else jnp.zeros_like(ex[t]) for t in self.explained}
 
-    def _attribute(
+    def _statics(self, x_feeds: Mapping[str, Array]) -> dict[str, Any]:
+        """The graph's static tensors (shape values) for these feed shapes, from a shape-only trace."""
+        statics: dict[str, Any] = {}
+        spec = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in x_feeds.items()}
+        jax.eval_shape(lambda f: self._forward(self.model._weights, f, statics), spec)
+        return statics
+
+    def _flat_outputs(self, env: Mapping[str, Array]) -> Array:
+        return jnp.concatenate([jnp.reshape(env[o], (-1,)) for o in self.outputs])
+
+    def _sides(
         self,
         weights: Mapping[str, Array],
         x_feeds: Mapping[str, Array],
         r_feeds: Mapping[str, Array],
         r_weight: Array,
         selection: Array,
-        *,
-        n_chunks: int,
-        chunk: int,
-    ) -> tuple[dict[str, Array], Array, Array]:
-        self.trace_count += 1
-        statics: dict[str, Any] = {}
-        held_feeds = {k: v for k, v in x_feeds.items() if k in self.held}
-        env_x = jax.vmap(lambda f: self._forward(weights, f, statics))(x_feeds)
-        if not self.held:
-            env_r_all = jax.vmap(lambda f: self._forward(weights, f, statics))(r_feeds)
-        slots_per_tensor = self._slot_sizes(env_x)
+    ) -> tuple[dict[str, Array], dict[str, Array], Array, Array, dict[str, Array]]:
+        """Both forwards: (sample env, reference env, f(x) (B, n_total), weighted mean f(r) (n_total,),
+        zero totals for `_chunk`).
 
-        def flat_outputs(env: Mapping[str, Array]) -> Array:
-            return jnp.concatenate([jnp.reshape(env[o], (-1,)) for o in self.outputs])
+        With held inputs the reference side depends on the sample, so it runs per chunk instead and
+        the reference env and mean are empty.
+        """
+        self.trace_count += 1
+        statics = self._statics(x_feeds)
+        env_x = jax.vmap(lambda f: self._forward(weights, f, statics))(x_feeds)
+        fx = jax.vmap(self._flat_outputs)(env_x)
+        n_samples, n_sel = selection.shape[:2]
+        # Totals keyed by explained tensor; with held inputs also the per-sample base under "".
+        zeros = {t: jnp.zeros((n_samples, n_sel, *env_x[t].shape[1:]), env_x[t].dtype) for t in self.explained}
+        if self.held:
+            return env_x, {}, fx, jnp.zeros(fx.shape[1:], fx.dtype), {**zeros, "": jnp.zeros_like(fx)}
+        env_r = jax.vmap(lambda f: self._forward(weights, f, statics))(r_feeds)
+        return env_x, env_r, fx, jnp.tensordot(r_weight, jax.vmap(self._flat_outputs)(env_r), axes=1), zeros
+
+    def _chunk(
+        self,
+        total: dict[str, Array],
+        weights: Mapping[str, Array],
+        x_feeds: Mapping[str, Array],
+        env_x: Mapping[str, Array],
+        selection: Array,
+        source: Mapping[str, Array],
+        r_weight: Array,
+        start: Array,
+        *,
+        chunk: int,
+    ) -> dict[str, Array]:
+        """`total` plus the weighted attributions (and held-input base) of background rows [start, start + chunk).
+
+        `source` is the reference env (or, with held inputs, the reference feeds); one call per chunk
+        from the host keeps every convolution in XLA's entry computation, where XLA:CPU gives it its
+        fast channels-last kernel (inside a loop body it ran several times slower).
+        """
+        statics = self._statics(x_feeds)
+        held_feeds = {k: v for k, v in x_feeds.items() if k in self.held}
+        sizes = self._slot_sizes(env_x)
+        rows = jax.tree_util.tree_map(lambda v: lax.dynamic_slice_in_dim(v, start, chunk), dict(source))
+        w = lax.dynamic_slice_in_dim(r_weight, start, chunk)
 
         def per_sample(ex: Mapping[str, Array], held: Mapping[str, Array], sel: Array) -> tuple[dict[str, Array], Array]:
             # sel: (n_sel, n_total) one-hot rows choosing the explained scalar outputs.
-            seeds = self._seeds(sel, slots_per_tensor, ex)
+            seeds = self._seeds(sel, sizes, ex)
 
             def pair(er: Mapping[str, Array]) -> dict[str, Array]:
-                m = jax.vmap(lambda s: self._backward(ex, er, statics, s))(seeds)
+                m = jax.vmap(lambda s: self._backward(ex, er, statics, weights, s))(seeds)
                 return {t: m[t] * (ex[t] - er[t])[None] for t in self.explained}
 
-            def chunk_sum(args: tuple[Mapping[str, Array], Array]) -> tuple[dict[str, Array], Array]:
-                feeds_chunk, w = args
-                if self.held:
-                    feeds_chunk = {**feeds_chunk, **{k: jnp.broadcast_to(v, (chunk, *v.shape)) for k, v in held.items()}}
-                    er_chunk = jax.vmap(lambda f: self._forward(weights, f, statics))(feeds_chunk)
-                    base = jnp.sum(jax.vmap(flat_outputs)(er_chunk) * w[:, None], axis=0)
-                else:
-                    er_chunk = feeds_chunk
-                    base = jnp.zeros(())
-                phis = jax.vmap(pair)(er_chunk)
-                return {t: jnp.tensordot(w, phis[t], axes=1) for t in self.explained}, base
-
-            source = r_feeds if self.held else env_r_all
-            chunks = jax.tree_util.tree_map(lambda v: v.reshape(n_chunks, chunk, *v.shape[1:]), source)
-            weights_c = r_weight.reshape(n_chunks, chunk)
-            if n_chunks == 1:
-                total, base = chunk_sum((jax.tree_util.tree_map(lambda v: v[0], chunks), weights_c[0]))
+            if self.held:
+                feeds = {**rows, **{k: jnp.broadcast_to(v, (chunk, *v.shape)) for k, v in held.items()}}
+                er_rows = jax.vmap(lambda f: self._forward(weights, f, statics))(feeds)
+                base = jnp.tensordot(w, jax.vmap(self._flat_outputs)(er_rows), axes=1)
             else:
-                parts, bases = lax.map(chunk_sum, (chunks, weights_c))
-                total = {t: jnp.sum(v, axis=0) for t, v in parts.items()}
-                base = jnp.sum(bases, axis=0)
-            return total, base
+                er_rows, base = rows, None
+            phis = jax.vmap(pair)(er_rows)
+            return {t: jnp.tensordot(w, phis[t], axes=1) for t in self.explained}, base
 
-        phi, held_base = jax.vmap(per_sample)(env_x, held_feeds, selection)
-        fx = jax.vmap(flat_outputs)(env_x)
+        phi, base = jax.vmap(per_sample)(env_x, held_feeds, selection)
+        out = {t: total[t] + phi[t] for t in self.explained}
         if self.held:
-            base = held_base
-        else:
-            base = jnp.tensordot(r_weight, jax.vmap(flat_outputs)(env_r_all), axes=1)[None].repeat(fx.shape[0], 0)
-        return phi, fx, base
+            out[""] = total[""] + base
+        return out
 
     def _slot_sizes(self, env_x: Mapping[str, Array]) -> list[tuple[str, tuple[int, ...]]]:
         return [(o, tuple(env_x[o].shape[1:])) for o in self.outputs]
@@ -286,14 +321,29 @@ class AttributionPass:
             out = jax.eval_shape(shapes, feeds)
         return {k: tuple(v.shape) for k, v in out.items()}
 
-    def chunking(self, n_background: int, n_selected: int, sample_feeds: Mapping[str, np.ndarray]) -> tuple[int, int]:
-        """(n_chunks, chunk) for the background axis; memory per chunk bounded by DEFAULT_CHUNK_BYTES."""
+    def plan(
+        self, n_samples: int, n_background: int, n_selected: int, sample_feeds: Mapping[str, np.ndarray], n_devices: int = 1
+    ) -> tuple[int, int, int]:
+        """(samples per block, n_chunks, chunk): how `run` splits the B x K pairs into calls.
+
+        One call covers a block of samples against a chunk of background rows; its estimated memory
+        (pairs x bytes per pair x selected outputs x 4 for rule intermediates) stays within
+        `call_budget()` per device. Sample blocks are bucketed (1, 2, 3, 4, 6, 8, 12, ...) so a new batch
+        size reuses a compiled pass; chunks are balanced (64 rows at most 49 per call: 2 x 32, not
+        2 x 49 with 34 padded rows).
+        """
+        block = _bucket(n_samples)
         if self.chunk_size is not None:
-            chunk = max(1, min(self.chunk_size, n_background))
+            largest = max(1, min(self.chunk_size, n_background))
         else:
-            per_pair = self._pair_bytes(sample_feeds) * max(n_selected, 1) * 4
-            chunk = max(1, min(n_background, DEFAULT_CHUNK_BYTES // max(per_pair, 1)))
-        return math.ceil(n_background / chunk), chunk
+            per_pair = max(self._pair_bytes(sample_feeds) * max(n_selected, 1) * 4, 1)
+            pairs = max(1, call_budget() * n_devices // per_pair)
+            if block > pairs:
+                block = max(1, pairs)
+            largest = max(1, min(n_background, pairs // block))
+        block = -(-block // n_devices) * n_devices  # each device takes the same share
+        n_chunks = math.ceil(n_background / largest)
+        return block, n_chunks, math.ceil(n_background / n_chunks)
 
     def _pair_bytes(self, sample_feeds: Mapping[str, np.ndarray]) -> int:
         return self._cached("pair_bytes", sample_feeds, lambda: self._compute_pair_bytes(sample_feeds))  # type: ignore[no-any-return]
@@ -303,7 +353,7 @@ class AttributionPass:
 
         def env(f: Mapping[str, Array]) -> dict[str, Array]:
             e = self.model.evaluate(self.model._weights, f)
-            return {k: v for k, v in e.items() if k in self.keep and not is_static(v)}
+            return {k: v for k, v in e.items() if k in self.keep and not is_static(v) and k not in self.model._weights}
 
         with jax.enable_x64(True):
             shapes = jax.eval_shape(env, feeds)
@@ -325,7 +375,7 @@ class AttributionPass:
             sel = np.zeros((1, n_total), _float_dtype(x_feeds))
             sel[0, slot] = 1
             seeds = {k: v[0] for k, v in self._seeds(jnp.asarray(sel), self._slot_sizes({k: v[None] for k, v in ex.items()}), ex).items()}
-            self._backward(ex, er, statics, seeds, record)
+            self._backward(ex, er, statics, self.model._weights, seeds, record)
         return [(label, float(a), float(b)) for label, (a, b) in record.items()]
 
     def run(
@@ -341,27 +391,73 @@ class AttributionPass:
         number); every sample's computation is independent, so results match one device's.
         """
         n_background = next(iter(r_feeds.values())).shape[0]
-        n_chunks, chunk = self.chunking(n_background, selection.shape[1], x_feeds)
+        n_samples = selection.shape[0]
+        n_devices = len(devices) if devices is not None else 1
+        block, n_chunks, chunk = self.plan(n_samples, n_background, selection.shape[1], x_feeds, n_devices)
         padded = n_chunks * chunk
         if padded != n_background:
             r_feeds = {k: np.concatenate([v, np.repeat(v[:1], padded - n_background, 0)]) for k, v in r_feeds.items()}
         dtype = _float_dtype(x_feeds)
         weight = np.zeros(padded, dtype)
         weight[:n_background] = 1.0 / n_background
-        n_samples = selection.shape[0]
+        # Padded samples repeat the last one; every sample's computation is independent of the others.
         x_args: Any = (dict(x_feeds), selection.astype(dtype))
-        if devices is not None and len(devices) > 1:
-            extra = -n_samples % len(devices)
-            if extra:
-                x_args = jax.tree_util.tree_map(lambda v: np.concatenate([v, np.repeat(v[-1:], extra, 0)]), x_args)
+        extra = -n_samples % block
+        if extra:
+            x_args = jax.tree_util.tree_map(lambda v: np.concatenate([v, np.repeat(v[-1:], extra, 0)]), x_args)
+        sharding = None
+        if n_devices > 1:
             mesh = jax.sharding.Mesh(np.asarray(devices), ("samples",))
-            x_args = jax.device_put(x_args, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("samples")))
-        with jax.enable_x64(True):
-            phi, fx, base = self._jitted(
-                self.model._weights, x_args[0], dict(r_feeds), weight, x_args[1], n_chunks=n_chunks, chunk=chunk,
-            )
+            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("samples"))
+        parts: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
+        with jax.enable_x64(True):  # float64 models stay float64
+            r_args = jax.device_put((dict(r_feeds), weight))
+            for first in range(0, n_samples + extra, block):
+                rows = jax.tree_util.tree_map(lambda v: v[first:first + block], x_args)
+                parts.append(self._run_block(jax.device_put(rows, sharding), r_args, padded, chunk))
         trim = slice(0, n_samples)
-        return {k: np.asarray(v)[trim] for k, v in phi.items()}, np.asarray(fx)[trim], np.asarray(base)[trim]
+        phi = {t: np.concatenate([p[0][t] for p in parts])[trim] for t in self.explained}
+        return phi, np.concatenate([p[1] for p in parts])[trim], np.concatenate([p[2] for p in parts])[trim]
+
+    def _run_block(
+        self, x_args: Any, r_args: Any, padded: int, chunk: int
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        weights = self.model._weights
+        x_feeds, selection = x_args
+        env_x, source, fx, base, total = self._jitted_sides(weights, x_feeds, *r_args, selection)
+        if self.held:
+            source = r_args[0]
+        for start in range(0, padded, chunk):
+            total = self._jitted_chunk(total, weights, x_feeds, env_x, selection, source, r_args[1], np.int32(start), chunk=chunk)
+        fx = np.asarray(fx)
+        base = np.asarray(total.pop("")) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
+        return {k: np.asarray(v) for k, v in total.items()}, fx, base
+
+
+def _bucket(n: int) -> int:
+    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^k and 3 * 2^(k-2)) that is >= n."""
+    power = 1
+    while power < n:
+        power *= 2
+    return power * 3 // 4 if power >= 4 and power * 3 // 4 >= n else power
+
+
+def call_budget() -> int:
+    """Bytes one multiplier call may take per device: an eighth of the memory available now, within
+    [MIN_CALL_BYTES, MAX_CALL_BYTES]. Device memory on accelerators, host memory on CPU."""
+    available = None
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        available = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    else:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = None
+    if available is None:
+        return MIN_CALL_BYTES
+    return int(min(max(available // 8, MIN_CALL_BYTES), MAX_CALL_BYTES))
 
 
 def _delta(x: Array, r: Array) -> Array:

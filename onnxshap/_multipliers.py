@@ -233,53 +233,19 @@ def bilinear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | No
 
 
 #: Windows up to this size enumerate their 2^n coalitions (dense elementwise work, fastest for pooling
-#: windows); larger ones use the O(n log n) threshold integral.
+#: windows); larger ones merge the two sides' sorted values, O(n log n).
 MAX_ENUMERATION_SIZE = 5
 
 
 def max_shapley_values(x: Array, r: Array) -> Array:
     """Exact Shapley values of y = max over the last axis, players taking x_i (present) or r_i.
 
-    Small windows (n <= MAX_ENUMERATION_SIZE): `_max_shapley_enumerated`; larger: the integral below.
-
-    Writes max(z) as an integral of indicators over thresholds t. Between consecutive breakpoints of
-    the sorted 2n values, let A = {i: x_i > t}, B = {i: r_i > t}, p = |A|, q = |B|. Where A and B
-    intersect the indicator is constant; otherwise each i in A gains q!(p-1)!/(p+q)! per unit of t and
-    each i in B loses (q-1)!p!/(p+q)!. O(n log n) per window with sorting and prefix sums.
+    Small windows (n <= MAX_ENUMERATION_SIZE): `_max_shapley_enumerated`; larger: `_max_shapley_merged`.
     The values sum to max(x) - max(r) exactly.
     """
-    n = x.shape[-1]
-    if n <= MAX_ENUMERATION_SIZE:
+    if x.shape[-1] <= MAX_ENUMERATION_SIZE:
         return _max_shapley_enumerated(x, r)
-    dtype = x.dtype
-    breaks = jnp.sort(jnp.concatenate([x, r], axis=-1), axis=-1)  # (..., 2n)
-    lengths = jnp.diff(breaks, axis=-1)  # segment s spans (breaks[s], breaks[s+1])
-    upper = breaks[..., 1:]
-    sx, sr = jnp.sort(x, axis=-1), jnp.sort(r, axis=-1)
-
-    def count_at_least(sorted_vals: Array, thresholds: Array) -> Array:
-        return jnp.sum(sorted_vals[..., None, :] >= thresholds[..., :, None], axis=-1) if n <= 16 else (
-            n - _batched_searchsorted(sorted_vals, thresholds, "left")
-        )
-
-    # The weights are ratios of factorials: float32 lgamma is off by ~5e-7 even at 1, so they are
-    # computed in float64 where available and rounded once.
-    wide = jnp.float64 if jax.config.jax_enable_x64 else dtype
-    p = count_at_least(sx, upper).astype(wide)
-    q = count_at_least(sr, upper).astype(wide)
-    both = jnp.max(jnp.minimum(x, r), axis=-1, keepdims=True)
-    active = upper > both  # no element has both x_i and r_i above t
-    lg = lax.lgamma
-    gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0).astype(dtype)
-    loss = jnp.where(q > 0, jnp.exp(lg(jnp.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0).astype(dtype)
-    ga = jnp.where(active, lengths * gain, 0)
-    gb = jnp.where(active, lengths * loss, 0)
-    ca = jnp.concatenate([jnp.zeros_like(ga[..., :1]), jnp.cumsum(ga, axis=-1)], axis=-1)
-    cb = jnp.concatenate([jnp.zeros_like(gb[..., :1]), jnp.cumsum(gb, axis=-1)], axis=-1)
-    # Segment s counts for player i when upper[s] <= x_i (resp. r_i).
-    ix = _batched_searchsorted(upper, x, "right")
-    ir = _batched_searchsorted(upper, r, "right")
-    return jnp.take_along_axis(ca, ix, axis=-1) - jnp.take_along_axis(cb, ir, axis=-1)
+    return _max_shapley_merged(x, r)
 
 
 def _max_shapley_enumerated(x: Array, r: Array) -> Array:
@@ -309,11 +275,83 @@ def _max_shapley_enumerated(x: Array, r: Array) -> Array:
     return jnp.stack(phis, axis=-1)
 
 
+#: Windows up to this size look the max game's weights up in a precomputed (n+1)^2 table.
+MAX_WEIGHT_TABLE_SIZE = 512
+
+
+def _max_game_weights(p: Array, q: Array, n: int, dtype: Any) -> tuple[Array, Array]:
+    """(gain, loss) = (q!(p-1)!/(p+q)!, (q-1)!p!/(p+q)!) at integer arrays p, q in [0, n]; 0 at p = 0 (q = 0).
+
+    Float32 lgamma is off by ~5e-7 even at 1, so the weights come from float64 (a numpy table, or
+    lgamma in float64 where x64 is on) rounded once.
+    """
+    if n <= MAX_WEIGHT_TABLE_SIZE:
+        pt, qt = np.meshgrid(np.arange(n + 1.0), np.arange(n + 1.0), indexing="ij")
+        lg = np.vectorize(math.lgamma)
+        gain = np.where(pt > 0, np.exp(lg(qt + 1) + lg(np.maximum(pt, 1)) - lg(pt + qt + 1)), 0.0)
+        loss = np.where(qt > 0, np.exp(lg(np.maximum(qt, 1)) + lg(pt + 1) - lg(pt + qt + 1)), 0.0)
+        cell = p * (n + 1) + q
+        return jnp.asarray(gain.reshape(-1), dtype)[cell], jnp.asarray(loss.reshape(-1), dtype)[cell]
+    wide = jnp.float64 if jax.config.jax_enable_x64 else dtype
+    p, q = p.astype(wide), q.astype(wide)
+    lg = lax.lgamma
+    gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0)
+    loss = jnp.where(q > 0, jnp.exp(lg(jnp.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0)
+    return gain.astype(dtype), loss.astype(dtype)
+
+
+def _max_shapley_merged(x: Array, r: Array) -> Array:
+    """The same values as an integral of indicators over thresholds t, O(n log n) per window.
+
+    max(z) integrates 1{max z > t}. Between consecutive breakpoints of the 2n values, let
+    A = {i: x_i > t}, B = {i: r_i > t}, p = |A|, q = |B|. Where A and B intersect the indicator is
+    constant; otherwise each i in A gains q!(p-1)!/(p+q)! per unit of t and each i in B loses
+    (q-1)!p!/(p+q)!. So phi_i = (gain over segments ending at or below x_i) - (loss over segments
+    ending at or below r_i).
+
+    Each side is sorted on its own: under the pair vmap that sort runs once per sample or reference,
+    not per pair. Per pair, the two sorted lists are merged by binary search (x before an equal r);
+    a segment ends at each breakpoint and starts at its predecessor in merged order, and its p and q
+    follow from the ranks. Prefix sums per side give the integrals.
+    """
+    n = x.shape[-1]
+    dtype = x.dtype
+    floor = np.asarray(np.finfo(dtype).min / 4, dtype)
+    x, r = jnp.maximum(x, floor), jnp.maximum(r, floor)
+    order_x, order_r = jnp.argsort(x, axis=-1), jnp.argsort(r, axis=-1)
+    sx, sr = jnp.take_along_axis(x, order_x, -1), jnp.take_along_axis(r, order_r, -1)
+    lowest = jnp.asarray(-jnp.inf, dtype)
+    c = _batched_searchsorted(sr, sx, "left")  # number of r before x_a in merged order
+    d = _batched_searchsorted(sx, sr, "right")  # number of x before r_b
+    pad = jnp.full_like(sx[..., :1], lowest)
+    # Predecessor in merged order: the larger of the previous element on the own side and the last
+    # element of the other side before it.
+    pred_x = jnp.maximum(jnp.concatenate([pad, sx[..., :-1]], -1), jnp.take_along_axis(jnp.concatenate([pad, sr], -1), c, -1))
+    pred_r = jnp.maximum(jnp.concatenate([pad, sr[..., :-1]], -1), jnp.take_along_axis(jnp.concatenate([pad, sx], -1), d, -1))
+    both = jnp.max(jnp.minimum(x, r), axis=-1, keepdims=True)
+    # The lowest breakpoint has no segment below it that counts (every player is above t there).
+    len_x = jnp.where((pred_x > lowest) & (sx > both), sx - pred_x, 0)
+    len_r = jnp.where((pred_r > lowest) & (sr > both), sr - pred_r, 0)
+    rank = jnp.arange(n)
+    # On the segment ending at a breakpoint of positive length: p = #{x >= b}, q = #{r >= b}.
+    gain_x, loss_x = _max_game_weights(n - rank, n - c, n, dtype)
+    gain_r, loss_r = _max_game_weights(n - d, n - rank, n, dtype)
+    zero = jnp.zeros_like(sx[..., :1])
+    cum_gx = jnp.cumsum(len_x * gain_x, -1)
+    cum_lx = jnp.concatenate([zero, jnp.cumsum(len_x * loss_x, -1)], -1)
+    cum_gr = jnp.concatenate([zero, jnp.cumsum(len_r * gain_r, -1)], -1)
+    cum_lr = jnp.cumsum(len_r * loss_r, -1)
+    gain_at_x = cum_gx + jnp.take_along_axis(cum_gr, c, -1)
+    loss_at_r = cum_lr + jnp.take_along_axis(cum_lx, d, -1)
+    unsort_x, unsort_r = jnp.argsort(order_x, axis=-1), jnp.argsort(order_r, axis=-1)
+    return jnp.take_along_axis(gain_at_x, unsort_x, -1) - jnp.take_along_axis(loss_at_r, unsort_r, -1)
+
+
 def _batched_searchsorted(sorted_vals: Array, queries: Array, side: str) -> Array:
     lead = sorted_vals.shape[:-1]
     flat_s = sorted_vals.reshape(-1, sorted_vals.shape[-1])
     flat_q = queries.reshape(-1, queries.shape[-1])
-    out = jax.vmap(lambda s, q: jnp.searchsorted(s, q, side=side, method="sort"))(flat_s, flat_q)
+    out = jax.vmap(lambda s, q: jnp.searchsorted(s, q, side=side, method="scan"))(flat_s, flat_q)
     return out.reshape(*lead, queries.shape[-1])
 
 
@@ -331,9 +369,10 @@ MaxValues = Callable[[Array, Array], Array]
 
 def _window_multipliers(xw: Array, rw: Array, m_window: Array, values: MaxValues) -> Array:
     """Per window element: m_out * phi_i / (x_i - r_i), 0 where x_i ~ r_i (a dummy player)."""
-    phi = values(xw, rw)
     near = _near_zero(xw, rw)
-    return jnp.where(near, 0, m_window[..., None] * phi / jnp.where(near, 1, xw - rw))
+    # The slope does not depend on m: written apart, it is computed once per pair, not once per seed.
+    slope = jnp.where(near, 0, values(xw, rw) / jnp.where(near, 1, xw - rw))
+    return m_window[..., None] * slope
 
 
 def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | None]], list[Array | None]]:
@@ -342,7 +381,15 @@ def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | 
         m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
         sign = -1 if ctx.node.op_type == "ReduceMin" else 1
         axes_input = ctx.xin[1] if len(ctx.xin) > 1 else None
-        index = window_index(ctx.node, jnp.shape(x), jnp.shape(ctx.xout[0]), axes_input)
+        in_shape, out_shape = tuple(jnp.shape(x)), tuple(jnp.shape(ctx.xout[0]))
+        blocks = _block_windows(ctx.node, in_shape, out_shape, axes_input)
+        if blocks is not None:
+            to_windows, from_windows = blocks
+            mw = _window_multipliers(to_windows(sign * x), to_windows(sign * r), m.reshape(-1), values)
+            result: list[Array | None] = [None] * len(ctx.xin)
+            result[0] = from_windows(mw)
+            return result
+        index = window_index(ctx.node, in_shape, out_shape, axes_input)
         flat_x = (sign * x).reshape(-1)
         flat_r = (sign * r).reshape(-1)
         pad = jnp.asarray(-jnp.inf, x.dtype)
@@ -358,12 +405,70 @@ def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | 
         rw = jnp.where(valid, rw, low)
         mw = _window_multipliers(xw, rw, m.reshape(-1), values)
         mw = jnp.where(valid, mw, 0)
-        flat = jnp.zeros(flat_x.shape, mw.dtype).at[safe.reshape(-1)].add(mw.reshape(-1))
-        result: list[Array | None] = [None] * len(ctx.xin)
-        result[0] = flat.reshape(jnp.shape(x))
+        result = [None] * len(ctx.xin)
+        result[0] = _scatter_windows(mw.reshape(-1), index, flat_x.shape[0]).reshape(in_shape)
         return result
 
     return rule
+
+
+Reshaper = Callable[[Array], Array]
+
+
+def _block_windows(
+    node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes_input: Any = None
+) -> tuple[Reshaper, Reshaper] | None:
+    """(to_windows, from_windows) by reshapes and transposes where the windows tile the input.
+
+    to_windows maps the input to (n_windows, window) in `window_index`'s order; from_windows maps
+    per-window-element values back, 0 where no window reads. None where windows overlap or pad: a
+    gather on the static `window_index` handles those. Reshapes keep XLA's loops dense; a gather
+    with a scatter back costs several times the max game itself on a pooling layer.
+    """
+    op = node.op_type
+    rank = len(in_shape)
+    if op in ("ReduceMax", "ReduceMin", "GlobalMaxPool"):
+        axes = tuple(range(2, rank)) if op == "GlobalMaxPool" else reduce_axes(node, rank, axes_input)
+        kept = [a for a in range(rank) if a not in axes]
+        order = kept + list(axes)
+        moved = tuple(in_shape[a] for a in order)
+        inverse = np.argsort(order)
+        return (
+            lambda v: jnp.transpose(v, order).reshape(int(np.prod(moved[:len(kept)])), -1),
+            lambda w: jnp.transpose(w.reshape(moved), inverse),
+        )
+    if op != "MaxPool":
+        return None
+    nd = rank - 2
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides") or [1] * nd)
+    dilations = list(node.attrs.get("dilations") or [1] * nd)
+    pads = list(node.attrs.get("pads") or [0] * (2 * nd))
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    spatial_out = list(out_shape[2:])
+    tiled = (
+        strides == kernel and all(d == 1 for d in dilations) and auto_pad in ("NOTSET", "VALID")
+        and (auto_pad == "VALID" or not any(pads))
+        and all(o * k <= i for o, k, i in zip(spatial_out, kernel, in_shape[2:]))
+    )
+    if not tiled:
+        return None
+    lead = list(in_shape[:2])
+    split = lead + [d for o, k in zip(spatial_out, kernel) for d in (o, k)]
+    # (N, C, O1, k1, O2, k2, ...) -> (N, C, O1, O2, ..., k1, k2, ...)
+    order = [0, 1] + [2 + 2 * i for i in range(nd)] + [3 + 2 * i for i in range(nd)]
+    inverse = np.argsort(order)
+    used = tuple(slice(0, o * k) for o, k in zip(spatial_out, kernel))
+    tail = [(0, i - o * k) for o, k, i in zip(spatial_out, kernel, in_shape[2:])]
+
+    def to_windows(v: Array) -> Array:
+        return jnp.transpose(v[(slice(None), slice(None), *used)].reshape(split), order).reshape(-1, int(np.prod(kernel)))
+
+    def from_windows(w: Array) -> Array:
+        block = jnp.transpose(w.reshape([split[a] for a in order]), inverse)
+        return jnp.pad(block.reshape(lead + [o * k for o, k in zip(spatial_out, kernel)]), [(0, 0), (0, 0), *tail])
+
+    return to_windows, from_windows
 
 
 def window_index(

@@ -594,6 +594,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be at least 1.")
     if args.background_size is not None and args.background_size < 1:
         raise UsageError("--background-size must be at least 1.")
+    if args.compilation_cache is not None:
+        onnxshap.enable_compilation_cache(args.compilation_cache or None)
     model = onnxshap.load(path)
     loaded = _load_inputs(args.input, model, args, "input")
     x = loaded.data
@@ -826,6 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when attributions do not sum to f(x) - mean f(background) (default raise: exit 1)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                    help=f"samples per explain call (default {DEFAULT_BATCH_SIZE}); lower it if memory runs out")
+    p.add_argument("--compilation-cache", nargs="?", const="", metavar="DIR",
+                   help="keep compiled passes on disk so the next run with the same model and shapes skips "
+                        "compiling (JAX's persistent cache; DIR default ~/.cache/onnxshap/jax)")
     p.add_argument("--progress", action="store_true",
                    help="show progress over batches on stderr (default: only on a terminal, for several batches)")
     p.add_argument("--plot", metavar="OUT.png",

@@ -193,6 +193,32 @@ def test_compiles_once_per_shape(rng: np.random.Generator) -> None:
     assert ex._pass.trace_count == 1
 
 
+def test_batch_sizes_share_a_bucket(rng: np.random.Generator) -> None:
+    bg = rng.normal(size=(8, 6)).astype(np.float32)
+    x = rng.normal(size=(6, 6)).astype(np.float32)
+    ex = onnxshap.Explainer(_relu_net(), bg)
+    six = ex.explain(x)
+    five = ex.explain(x[:5])  # padded to the bucket of 6: no new compilation
+    assert ex._pass.trace_count == 1
+    np.testing.assert_allclose(five.values, six.values[:5], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(five.prediction, six.prediction[:5])
+
+
+def test_small_call_budget_splits_samples_and_background(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxshap import _attribution
+
+    bg = rng.normal(size=(10, 6)).astype(np.float32)
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    whole = onnxshap.Explainer(_relu_net(), bg).explain(x)
+    ex = onnxshap.Explainer(_relu_net(), bg)
+    per_pair = ex._pass._pair_bytes({"x": x}) * 3 * 4
+    monkeypatch.setattr(_attribution, "call_budget", lambda: 2 * per_pair)
+    assert ex._pass.plan(5, 10, 3, {"x": x}) == (2, 10, 1)  # 2 samples x 1 background row per call
+    split = ex.explain(x)
+    np.testing.assert_allclose(split.values, whole.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(split.base_values, whole.base_values, rtol=1e-6)
+
+
 def test_a_broken_rule_is_reported_by_node(rng: np.random.Generator) -> None:
     bg = rng.normal(size=(8, 6)).astype(np.float32)
     ex = onnxshap.Explainer(_relu_net(), bg, rules={"the_relu": "zero"})

@@ -135,7 +135,7 @@ def test_max_rule_worked_example_from_design() -> None:
     np.testing.assert_allclose(cross, [0.0, 0.5, 0.0], atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6, 8, 11])
 def test_max_rule_matches_enumeration(n: int, rng: np.random.Generator) -> None:
     xs = rng.normal(size=(20, n))
     rs = rng.normal(size=(20, n))
@@ -147,6 +147,27 @@ def test_max_rule_matches_enumeration(n: int, rng: np.random.Generator) -> None:
         want = brute_force_max(xs[row], rs[row])
         np.testing.assert_allclose(got[row], want, atol=1e-10, err_msg=f"row {row}")
         assert got[row].sum() == pytest.approx(xs[row].max() - rs[row].max(), abs=1e-10)
+
+
+@pytest.mark.parametrize("n", [4, 9])
+def test_max_rule_masked_positions_get_nothing(n: int, rng: np.random.Generator) -> None:
+    # -inf on both sides (masked attention scores): finite values, zero credit to the masked players.
+    x, r = rng.normal(size=(6, n)), rng.normal(size=(6, n))
+    x[:, :2] = r[:, :2] = -np.inf
+    x[0, 2:] = r[0, 2:] = -np.inf  # a fully masked window
+    phi = np.asarray(M.max_shapley_values(jnp.asarray(x), jnp.asarray(r)))
+    assert np.all(np.isfinite(phi))
+    np.testing.assert_array_equal(phi[:, :2], 0)
+    for row in range(1, 6):
+        np.testing.assert_allclose(phi[row, 2:], brute_force_max(x[row, 2:], r[row, 2:]), atol=1e-10)
+
+
+def test_max_game_weight_table_equals_lgamma(monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator) -> None:
+    x, r = rng.normal(size=(5, 40)), rng.normal(size=(5, 40))
+    table = np.asarray(M.max_shapley_values(jnp.asarray(x), jnp.asarray(r)))
+    monkeypatch.setattr(M, "MAX_WEIGHT_TABLE_SIZE", 0)
+    direct = np.asarray(M.max_shapley_values(jnp.asarray(x), jnp.asarray(r)))
+    np.testing.assert_allclose(table, direct, rtol=1e-12, atol=1e-14)
 
 
 def test_max_rule_large_window_is_complete(rng: np.random.Generator) -> None:

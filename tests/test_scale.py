@@ -1,4 +1,5 @@
-"""Scale: bounded memory over a large background, and the sample axis sharded over several devices.
+"""Scale: bounded memory over a large background, the sample axis sharded over several devices, and
+the persistent compilation cache.
 
 Both run in a fresh interpreter: peak RSS must not include other tests' allocations, and the host
 device count is fixed when JAX starts.
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -47,8 +49,12 @@ print(json.dumps({
 
 
 def _run(script: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    return _run_args(script, [], env)
+
+
+def _run_args(script: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, object]:
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -68,3 +74,31 @@ def test_sharding_over_four_host_devices_matches_one_device() -> None:
     assert report["shape_equal"]
     # Per-sample work is independent; only XLA's per-shard vectorisation may reorder float sums.
     assert report["max_abs_diff"] <= 1e-6 * report["max_abs"], report  # type: ignore[operator]
+
+
+CACHE_SCRIPT = """
+import json, sys
+import jax
+import numpy as np
+import onnxshap
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+onnxshap.enable_compilation_cache(sys.argv[1])
+x = np.load("models/data/digits_samples.npy")[:3]
+e = onnxshap.Explainer("models/torch_cnn_digits_ts.onnx", x).explain(x)
+print(json.dumps({
+    "hits": events.count("/jax/compilation_cache/cache_hits"),
+    "misses": events.count("/jax/compilation_cache/cache_misses"),
+    "values": e.values.ravel()[:50].tolist(),
+}))
+"""
+
+
+def test_compilation_cache_is_reused_by_a_new_process(tmp_path: Path) -> None:
+    folder = str(tmp_path)
+    first = _run_args(CACHE_SCRIPT, [folder])
+    second = _run_args(CACHE_SCRIPT, [folder])
+    assert first["hits"] == 0 and first["misses"] >= 2  # the forward sides and the chunk pass
+    assert second["hits"] == first["misses"] and second["misses"] == 0
+    assert second["values"] == first["values"]
+    assert os.listdir(folder)
