@@ -471,6 +471,26 @@ def _block_windows(
     return to_windows, from_windows
 
 
+def _scatter_windows(values: Array, index: np.ndarray, size: int) -> Array:
+    """Sum window values (flat over `index`'s shape) back onto `size` input positions.
+
+    A gather with a static inverse table, not a scatter-add: XLA:CPU runs scatters element by element,
+    and an input position lies in only a few windows.
+    """
+    flat_index = index.reshape(-1)
+    valid = flat_index >= 0
+    owners = np.bincount(flat_index[valid], minlength=size)
+    depth = max(int(owners.max(initial=0)), 1)
+    order = np.argsort(np.where(valid, flat_index, size), kind="stable")[: int(valid.sum())]
+    # Rank of each occurrence among the windows that share its input position.
+    start = np.concatenate([[0], np.cumsum(owners)[:-1]])
+    rank = np.arange(order.size) - start[flat_index[order]]
+    table = np.full((size, depth), -1, np.int64)
+    table[flat_index[order], rank] = order
+    gathered = values[np.maximum(table, 0)]
+    return jnp.sum(jnp.where(table >= 0, gathered, 0), axis=-1)
+
+
 def window_index(
     node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes_input: Any = None
 ) -> np.ndarray:

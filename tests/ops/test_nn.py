@@ -282,3 +282,41 @@ def test_softmax_11_coerces_to_2d_while_13_is_per_axis() -> None:
         assert not np.allclose(results[op, 11], results[op, 13])
     np.testing.assert_allclose(results["Softmax", 11].reshape(2, -1).sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(results["Softmax", 13].sum(axis=1), 1.0, rtol=1e-5)
+
+
+MAX_WINDOWS = [
+    # (op, opset, input shape, attributes)
+    ("MaxPool", 12, (1, 2, 5, 6), dict(kernel_shape=[2, 2], strides=[2, 2])),  # tiles; last row unread
+    ("MaxPool", 12, (1, 1, 4, 4), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),  # overlapping, padded
+    ("MaxPool", 12, (1, 1, 7), dict(kernel_shape=[3], strides=[2], dilations=[2], ceil_mode=1)),
+    ("MaxPool", 12, (1, 1, 4, 2, 4), dict(kernel_shape=[2, 2, 2], strides=[2, 2, 2])),  # 3-D tiles
+    ("GlobalMaxPool", 1, (1, 2, 3, 3), {}),  # 9 players: the merged-sort path
+    ("ReduceMax", 13, (1, 4, 3), dict(axes=[1], keepdims=1)),
+]
+
+
+@pytest.mark.parametrize(("op", "opset", "shape", "attrs"), MAX_WINDOWS, ids=[f"{c[0]}-{i}" for i, c in enumerate(MAX_WINDOWS)])
+@pytest.mark.parametrize("layout", ["blocks", "gather"])
+def test_max_rule_is_the_shapley_value_of_each_window(
+    op: str, opset: int, shape: tuple[int, ...], attrs: dict[str, Any], layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxshap import _multipliers
+    from tests.test_multipliers import brute_force_max
+
+    if layout == "gather":  # the general path, also where windows tile the input
+        monkeypatch.setattr(_multipliers, "_block_windows", lambda *args, **kwargs: None)
+    x = np.round(_x(shape, 1, np.float64) * 4) / 4  # ties within windows
+    background = np.concatenate([np.round(_x(shape, s, np.float64) * 4) / 4 for s in (2, 3, 4)])
+    model = _model(op, {"x": x}, attrs, opset)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    e = onnxshap.Explainer(model, background).explain(x)
+    loaded = onnxshap.load(model)
+    out_shape = loaded.run({"x": x})["y"].shape
+    windows = _multipliers.window_index(loaded.graph.nodes[0], shape, out_shape)
+    got = e.values[0].reshape(-1, windows.shape[0])
+    for j, window in enumerate(windows):
+        players = window[window >= 0]
+        want = np.zeros(int(np.prod(shape)))
+        for r in background:
+            want[players] += brute_force_max(x.reshape(-1)[players], r.reshape(-1)[players]) / len(background)
+        np.testing.assert_allclose(got[:, j], want, atol=1e-12, err_msg=f"output element {j}")
