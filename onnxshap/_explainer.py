@@ -228,7 +228,8 @@ class Explainer:
         rules: overrides of the rule table by op type or node name, e.g. {"MaxPool": "cross_max"}.
         check: what to do when attributions do not sum to f(x) - mean f(background): "raise"
             (AdditivityError, default), "warn", or "off".
-        chunk_size: background rows per chunk of the multiplier pass (default: from a memory budget).
+        chunk_size: background rows per call of the multiplier pass (default: from a memory budget of an
+            eighth of the available memory, 64-512 MiB per device; see `AttributionPass.plan`).
         baseline_token: for token-id inputs, one reference: every position holds this id (e.g. the pad
             id) instead of background rows; float inputs still take `background`.
         allow_gradient_fallback: ops whose composite rule is not written yet use plain gradients
