@@ -318,8 +318,7 @@ def _max_shapley_merged(x: Array, r: Array) -> Array:
     dtype = x.dtype
     floor = np.asarray(np.finfo(dtype).min / 4, dtype)
     x, r = jnp.maximum(x, floor), jnp.maximum(r, floor)
-    order_x, order_r = jnp.argsort(x, axis=-1), jnp.argsort(r, axis=-1)
-    sx, sr = jnp.take_along_axis(x, order_x, -1), jnp.take_along_axis(r, order_r, -1)
+    (sx, rank_x), (sr, rank_r) = _sort_with_ranks(x), _sort_with_ranks(r)
     lowest = jnp.asarray(-jnp.inf, dtype)
     c = _batched_searchsorted(sr, sx, "left")  # number of r before x_a in merged order
     d = _batched_searchsorted(sx, sr, "right")  # number of x before r_b
@@ -343,8 +342,26 @@ def _max_shapley_merged(x: Array, r: Array) -> Array:
     cum_lr = jnp.cumsum(len_r * loss_r, -1)
     gain_at_x = cum_gx + jnp.take_along_axis(cum_gr, c, -1)
     loss_at_r = cum_lr + jnp.take_along_axis(cum_lx, d, -1)
-    unsort_x, unsort_r = jnp.argsort(order_x, axis=-1), jnp.argsort(order_r, axis=-1)
-    return jnp.take_along_axis(gain_at_x, unsort_x, -1) - jnp.take_along_axis(loss_at_r, unsort_r, -1)
+    return jnp.take_along_axis(gain_at_x, rank_x, -1) - jnp.take_along_axis(loss_at_r, rank_r, -1)
+
+
+#: Up to this length a window is sorted by counting (n^2 comparisons, dense); beyond, by XLA's sort,
+#: which on CPU costs microseconds per short row.
+MAX_COUNTING_SORT_SIZE = 32
+
+
+def _sort_with_ranks(v: Array) -> tuple[Array, Array]:
+    """(v sorted along the last axis, rank of each element in that order); ties keep their order."""
+    n = v.shape[-1]
+    if n > MAX_COUNTING_SORT_SIZE:
+        order = jnp.argsort(v, axis=-1, stable=True)
+        return jnp.take_along_axis(v, order, -1), jnp.argsort(order, axis=-1)
+    before = (v[..., None, :] < v[..., :, None]) | (
+        (v[..., None, :] == v[..., :, None]) & (np.arange(n)[None, :] < np.arange(n)[:, None])
+    )  # [i, j]: element j comes before element i
+    rank = jnp.sum(before, axis=-1)
+    placed = rank[..., None, :] == np.arange(n)[:, None]  # [k, i]: element i goes to position k
+    return jnp.sum(jnp.where(placed, v[..., None, :], 0), axis=-1), rank
 
 
 def _batched_searchsorted(sorted_vals: Array, queries: Array, side: str) -> Array:
