@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,17 @@ Array = Any
 #: Bounds on the bytes of multiplier work one call may take (estimated; see `AttributionPass.plan`).
 MIN_CALL_BYTES = 64 * 2**20
 MAX_CALL_BYTES = 512 * 2**20
+#: Key of the per-sample base in the chunk totals when inputs are held: no tensor is named "".
+_HELD_BASE = ""
+
+
+@dataclass(frozen=True)
+class _ShapeTrace:
+    """What a shape-only trace of the sample side gives: static tensors, output shapes, kept bytes."""
+
+    statics: dict[str, Any]
+    outputs: dict[str, tuple[int, ...]]
+    pair_bytes: int  # bytes of the tensors one side of one pair keeps for the multiplier pass
 
 
 @dataclass(frozen=True)
@@ -96,9 +107,8 @@ class AttributionPass:
         for node in self.nodes:
             self.keep |= {t for t in (*node.inputs, *node.outputs) if t}
         self.trace_count = 0
-        # Shape-only traces, keyed by the per-sample (name, shape, dtype) of the feeds: explain() needs
-        # both on every call, and retracing the graph costs more than the attribution of a small model.
-        self._shape_cache: dict[tuple[Any, ...], Any] = {}
+        # See `_shape_trace`.
+        self._shape_cache: dict[tuple[Any, ...], _ShapeTrace] = {}
         self._jitted_sides = jax.jit(self._sides)
         self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
 
@@ -191,13 +201,6 @@ class AttributionPass:
                     mult[name] = mult[name] + m if name in mult else m
         return {t: mult[t] if t in mult else jnp.zeros_like(ex[t]) for t in self.explained}
 
-    def _statics(self, x_feeds: Mapping[str, Array]) -> dict[str, Any]:
-        """The graph's static tensors (shape values) for these feed shapes, from a shape-only trace."""
-        statics: dict[str, Any] = {}
-        spec = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in x_feeds.items()}
-        jax.eval_shape(lambda f: self._forward(self.model._weights, f, statics), spec)
-        return statics
-
     def _flat_outputs(self, env: Mapping[str, Array]) -> Array:
         return jnp.concatenate([jnp.reshape(env[o], (-1,)) for o in self.outputs])
 
@@ -216,14 +219,14 @@ class AttributionPass:
         the reference env and mean are empty.
         """
         self.trace_count += 1
-        statics = self._statics(x_feeds)
+        statics = dict(self._shape_trace(x_feeds).statics)
         env_x = jax.vmap(lambda f: self._forward(weights, f, statics))(x_feeds)
         fx = jax.vmap(self._flat_outputs)(env_x)
         n_samples, n_sel = selection.shape[:2]
-        # Totals keyed by explained tensor; with held inputs also the per-sample base under "".
+        # Totals keyed by explained tensor; with held inputs also the per-sample base (_HELD_BASE).
         zeros = {t: jnp.zeros((n_samples, n_sel, *env_x[t].shape[1:]), env_x[t].dtype) for t in self.explained}
         if self.held:
-            return env_x, {}, fx, jnp.zeros(fx.shape[1:], fx.dtype), {**zeros, "": jnp.zeros_like(fx)}
+            return env_x, {}, fx, jnp.zeros(fx.shape[1:], fx.dtype), {**zeros, _HELD_BASE: jnp.zeros_like(fx)}
         env_r = jax.vmap(lambda f: self._forward(weights, f, statics))(r_feeds)
         return env_x, env_r, fx, jnp.tensordot(r_weight, jax.vmap(self._flat_outputs)(env_r), axes=1), zeros
 
@@ -246,7 +249,7 @@ class AttributionPass:
         from the host keeps every convolution in XLA's entry computation, where XLA:CPU gives it its
         fast channels-last kernel (inside a loop body it ran several times slower).
         """
-        statics = self._statics(x_feeds)
+        statics = dict(self._shape_trace(x_feeds).statics)
         held_feeds = {k: v for k, v in x_feeds.items() if k in self.held}
         sizes = self._slot_sizes(env_x)
         rows = jax.tree_util.tree_map(lambda v: lax.dynamic_slice_in_dim(v, start, chunk), dict(source))
@@ -272,7 +275,7 @@ class AttributionPass:
         phi, base = jax.vmap(per_sample)(env_x, held_feeds, selection)
         out = {t: total[t] + phi[t] for t in self.explained}
         if self.held:
-            out[""] = total[""] + base
+            out[_HELD_BASE] = total[_HELD_BASE] + base
         return out
 
     def _slot_sizes(self, env_x: Mapping[str, Array]) -> list[tuple[str, tuple[int, ...]]]:
@@ -301,25 +304,28 @@ class AttributionPass:
                 slots.append(OutputSlot(name, index, label))
         return slots
 
-    def _cached(self, kind: str, sample_feeds: Mapping[str, np.ndarray], compute: Callable[[], Any]) -> Any:
-        key = (kind, *sorted((k, v.shape[1:], str(v.dtype)) for k, v in sample_feeds.items()))
+    def _shape_trace(self, sample_feeds: Mapping[str, Any]) -> _ShapeTrace:
+        """One shape-only trace of the sample side per (name, per-sample shape, dtype) of the feeds.
+
+        explain() needs output shapes and pair sizes on every call, and each traced pass needs the
+        static tensors: retracing the graph for each would cost more than attributing a small model.
+        """
+        key = tuple(sorted((k, tuple(v.shape[1:]), str(v.dtype)) for k, v in sample_feeds.items()))
         if key not in self._shape_cache:
-            self._shape_cache[key] = compute()
+            statics: dict[str, Any] = {}
+            spec = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in sample_feeds.items()}
+            with jax.enable_x64(True):
+                kept = jax.eval_shape(lambda f: self._forward(self.model._weights, f, statics), spec)
+            self._shape_cache[key] = _ShapeTrace(
+                statics=statics,
+                outputs={o: tuple(kept[o].shape) for o in self.outputs},
+                pair_bytes=int(sum(np.prod(v.shape) * v.dtype.itemsize for v in kept.values())),
+            )
         return self._shape_cache[key]
 
     def output_shapes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-        return self._cached("outputs", sample_feeds, lambda: self._output_shapes(sample_feeds))  # type: ignore[no-any-return]
-
-    def _output_shapes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-        feeds = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in sample_feeds.items()}
-
-        def shapes(f: Mapping[str, Array]) -> dict[str, Array]:
-            env = self.model.evaluate(self.model._weights, f)
-            return {o: env[o] for o in self.outputs}
-
-        with jax.enable_x64(True):
-            out = jax.eval_shape(shapes, feeds)
-        return {k: tuple(v.shape) for k, v in out.items()}
+        """Shape of each explained output for one sample (batch axis 1)."""
+        return self._shape_trace(sample_feeds).outputs
 
     def plan(
         self, n_samples: int, n_background: int, n_selected: int, sample_feeds: Mapping[str, np.ndarray], n_devices: int = 1
@@ -336,7 +342,7 @@ class AttributionPass:
         if self.chunk_size is not None:
             largest = max(1, min(self.chunk_size, n_background))
         else:
-            per_pair = max(self._pair_bytes(sample_feeds) * max(n_selected, 1) * 4, 1)
+            per_pair = max(self._shape_trace(sample_feeds).pair_bytes * max(n_selected, 1) * 4, 1)
             pairs = max(1, call_budget() * n_devices // per_pair)
             if block > pairs:
                 block = max(1, pairs)
@@ -344,20 +350,6 @@ class AttributionPass:
         block = -(-block // n_devices) * n_devices  # each device takes the same share
         n_chunks = math.ceil(n_background / largest)
         return block, n_chunks, math.ceil(n_background / n_chunks)
-
-    def _pair_bytes(self, sample_feeds: Mapping[str, np.ndarray]) -> int:
-        return self._cached("pair_bytes", sample_feeds, lambda: self._compute_pair_bytes(sample_feeds))  # type: ignore[no-any-return]
-
-    def _compute_pair_bytes(self, sample_feeds: Mapping[str, np.ndarray]) -> int:
-        feeds = {k: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype) for k, v in sample_feeds.items()}
-
-        def env(f: Mapping[str, Array]) -> dict[str, Array]:
-            e = self.model.evaluate(self.model._weights, f)
-            return {k: v for k, v in e.items() if k in self.keep and not is_static(v) and k not in self.model._weights}
-
-        with jax.enable_x64(True):
-            shapes = jax.eval_shape(env, feeds)
-        return int(sum(np.prod(s.shape) * s.dtype.itemsize for s in shapes.values()))
 
     def diagnose(
         self, x_feeds: Mapping[str, np.ndarray], r_feeds: Mapping[str, np.ndarray], slot: int, n_total: int
@@ -430,7 +422,7 @@ class AttributionPass:
         for start in range(0, padded, chunk):
             total = self._jitted_chunk(total, weights, x_feeds, env_x, selection, source, r_args[1], np.int32(start), chunk=chunk)
         fx = np.asarray(fx)
-        base = np.asarray(total.pop("")) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
+        base = np.asarray(total.pop(_HELD_BASE)) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
         return {k: np.asarray(v) for k, v in total.items()}, fx, base
 
 

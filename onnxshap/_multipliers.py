@@ -13,6 +13,7 @@ None where the input does not vary.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -286,18 +287,25 @@ def _max_game_weights(p: Array, q: Array, n: int, dtype: Any) -> tuple[Array, Ar
     lgamma in float64 where x64 is on) rounded once.
     """
     if n <= MAX_WEIGHT_TABLE_SIZE:
-        pt, qt = np.meshgrid(np.arange(n + 1.0), np.arange(n + 1.0), indexing="ij")
-        lg = np.vectorize(math.lgamma)
-        gain = np.where(pt > 0, np.exp(lg(qt + 1) + lg(np.maximum(pt, 1)) - lg(pt + qt + 1)), 0.0)
-        loss = np.where(qt > 0, np.exp(lg(np.maximum(qt, 1)) + lg(pt + 1) - lg(pt + qt + 1)), 0.0)
+        gain, loss = _max_game_weight_table(n)
         cell = p * (n + 1) + q
-        return jnp.asarray(gain.reshape(-1), dtype)[cell], jnp.asarray(loss.reshape(-1), dtype)[cell]
+        return jnp.asarray(gain, dtype)[cell], jnp.asarray(loss, dtype)[cell]
     wide = jnp.float64 if jax.config.jax_enable_x64 else dtype
     p, q = p.astype(wide), q.astype(wide)
     lg = lax.lgamma
     gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0)
     loss = jnp.where(q > 0, jnp.exp(lg(jnp.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0)
     return gain.astype(dtype), loss.astype(dtype)
+
+
+@functools.cache
+def _max_game_weight_table(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 weights of `_max_game_weights` for every p, q in [0, n], flat over p * (n+1) + q."""
+    p, q = np.meshgrid(np.arange(n + 1.0), np.arange(n + 1.0), indexing="ij")
+    lg = np.vectorize(math.lgamma)
+    gain = np.where(p > 0, np.exp(lg(q + 1) + lg(np.maximum(p, 1)) - lg(p + q + 1)), 0.0)
+    loss = np.where(q > 0, np.exp(lg(np.maximum(q, 1)) + lg(p + 1) - lg(p + q + 1)), 0.0)
+    return gain.reshape(-1), loss.reshape(-1)
 
 
 def _max_shapley_merged(x: Array, r: Array) -> Array:
@@ -444,14 +452,12 @@ def _block_windows(
     """
     op = node.op_type
     rank = len(in_shape)
-    if op in ("ReduceMax", "ReduceMin", "GlobalMaxPool"):
-        axes = tuple(range(2, rank)) if op == "GlobalMaxPool" else reduce_axes(node, rank, axes_input)
-        kept = [a for a in range(rank) if a not in axes]
-        order = kept + list(axes)
+    if op in REDUCING_MAX_OPS:
+        order, n_kept = _reduce_order(node, rank, axes_input)
         moved = tuple(in_shape[a] for a in order)
         inverse = np.argsort(order)
         return (
-            lambda v: jnp.transpose(v, order).reshape(int(np.prod(moved[:len(kept)])), -1),
+            lambda v: jnp.transpose(v, order).reshape(int(np.prod(moved[:n_kept])), -1),
             lambda w: jnp.transpose(w.reshape(moved), inverse),
         )
     if op != "MaxPool":
@@ -515,17 +521,23 @@ def window_index(
     op = node.op_type
     rank = len(in_shape)
     ids = np.arange(int(np.prod(in_shape)), dtype=np.int64).reshape(in_shape)
-    if op in ("ReduceMax", "ReduceMin", "GlobalMaxPool"):
-        if op == "GlobalMaxPool":
-            axes = tuple(range(2, rank))
-        else:
-            axes = reduce_axes(node, rank, axes_input)
-        kept = [a for a in range(rank) if a not in axes]
-        windows = np.transpose(ids, kept + list(axes)).reshape(int(np.prod([in_shape[a] for a in kept])), -1)
-        return windows
+    if op in REDUCING_MAX_OPS:
+        order, n_kept = _reduce_order(node, rank, axes_input)
+        return np.transpose(ids, order).reshape(int(np.prod([in_shape[a] for a in order[:n_kept]])), -1)
     if op == "MaxPool":
         return _pool_windows(node, in_shape, out_shape)
     raise UnsupportedOpError(f"The max rule does not know how to form windows for {op}.")
+
+
+#: Ops whose max windows are whole axes: the kept axes index the windows, the reduced ones span them.
+REDUCING_MAX_OPS = ("ReduceMax", "ReduceMin", "GlobalMaxPool")
+
+
+def _reduce_order(node: Node, rank: int, axes_input: Any = None) -> tuple[list[int], int]:
+    """(kept axes then reduced axes, number of kept axes) for a node in REDUCING_MAX_OPS."""
+    axes = tuple(range(2, rank)) if node.op_type == "GlobalMaxPool" else reduce_axes(node, rank, axes_input)
+    kept = [a for a in range(rank) if a not in axes]
+    return kept + list(axes), len(kept)
 
 
 def reduce_axes(node: Node, rank: int, axes_input: Any = None) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ Spec: https://onnx.ai/onnx/operators/onnx__LSTM.html (GRU, RNN alike).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -243,10 +243,37 @@ def _states_in_layout0(states: Sequence[Any], layout: int) -> list[Any]:
     return [s if s is None or layout == 0 else linear(lambda v: jnp.swapaxes(v, 0, 1), s) for s in states]
 
 
-def _common(
-    op: str, X: Any, W: Array, R: Array, direction: str, hidden_size: int | None, gates: int
-) -> tuple[int, list[bool]]:
-    """(hidden size, reverse flag per direction); checks W and R against them."""
+class _Prepared(NamedTuple):
+    hidden: int
+    reverse: list[bool]
+    activations: list[Activation]
+    dtype: Any  # of the outputs; the recurrence runs in `_work_dtype(dtype)`
+    X: Any
+    W: Array
+    R: Array
+    B: Any
+    states: list[Any]
+
+
+def _prepare(
+    op: str,
+    X: Any,
+    W: Array,
+    R: Array,
+    B: Any,
+    states: Sequence[Any],
+    *,
+    gates: int,
+    hidden_size: int | None,
+    direction: str,
+    activations: Sequence[str] | None,
+    activation_alpha: Sequence[float] | None,
+    activation_beta: Sequence[float] | None,
+    default_activations: Sequence[str],
+    clip: float | None,
+) -> _Prepared:
+    """What LSTM, GRU and RNN share before their cells: W and R checked against the hidden size and
+    the directions, the activations resolved, and every operand in the working dtype."""
     reverse = _reverse_flags(op, direction)
     hidden = int(hidden_size) if hidden_size is not None else int(jnp.shape(R)[-1])
     for name, value, last in (("W", W, jnp.shape(x_side(X))[-1]), ("R", R, hidden)):
@@ -255,7 +282,13 @@ def _common(
                 f"{op}: {name} has shape {tuple(jnp.shape(value))}, but direction={direction!r} and hidden_size="
                 f"{hidden} need {(len(reverse), gates * hidden, last)}. The model is malformed."
             )
-    return hidden, reverse
+    acts = _activations(op, activations, activation_alpha, activation_beta, default_activations, len(reverse), clip)
+    dtype = jnp.result_type(x_side(X))
+    work = _work_dtype(dtype)
+    return _Prepared(
+        hidden, reverse, acts, dtype, _cast(X, work), jnp.asarray(W).astype(work), jnp.asarray(R).astype(work),
+        _cast(B, work), [_cast(v, work) for v in states],
+    )
 
 
 def _mul(a: Array, b: Array) -> Array:
@@ -296,16 +329,13 @@ def lstm(
     ignored: the node's outputs say what is computed.
     """
     del output_sequence
-    H, reverse = _common("LSTM", X, W, R, direction, hidden_size, 4)
-    f_act, g_act, h_act = _activations(
-        "LSTM", activations, activation_alpha, activation_beta, ("Sigmoid", "Tanh", "Tanh"), len(reverse), clip
+    H, reverse, (f_act, g_act, h_act), dtype, X, W, R, B, (initial_h, initial_c) = _prepare(
+        "LSTM", X, W, R, B, [initial_h, initial_c], gates=4, hidden_size=hidden_size, direction=direction,
+        activations=activations, activation_alpha=activation_alpha, activation_beta=activation_beta,
+        default_activations=("Sigmoid", "Tanh", "Tanh"), clip=clip,
     )
-    dtype = jnp.result_type(x_side(X))
-    work = _work_dtype(dtype)
-    X, B, initial_h, initial_c = (_cast(v, work) for v in (X, B, initial_h, initial_c))
-    W, R = (jnp.asarray(v).astype(work) for v in (W, R))
     # Peepholes [dirs, 3 * hidden] (i, o, f), broadcast over the batch.
-    peep = None if P is None else jnp.asarray(P).astype(work)[:, None, :]
+    peep = None if P is None else jnp.asarray(P).astype(W.dtype)[:, None, :]
     p_i, p_o, p_f = (None if peep is None else peep[..., k * H:(k + 1) * H] for k in range(3))
 
     def peephole(z: Any, c: Any, p: Array | None) -> Any:
@@ -354,14 +384,11 @@ def gru(
     g(Xh + r ⊙ (H₋·Rhᵀ + Rbh)); H = (1 − z) ⊙ h̃ + z ⊙ H₋.
     """
     del output_sequence
-    H, reverse = _common("GRU", X, W, R, direction, hidden_size, 3)
-    f_act, g_act = _activations(
-        "GRU", activations, activation_alpha, activation_beta, ("Sigmoid", "Tanh"), len(reverse), clip
+    H, reverse, (f_act, g_act), dtype, X, W, R, B, (initial_h,) = _prepare(
+        "GRU", X, W, R, B, [initial_h], gates=3, hidden_size=hidden_size, direction=direction,
+        activations=activations, activation_alpha=activation_alpha, activation_beta=activation_beta,
+        default_activations=("Sigmoid", "Tanh"), clip=clip,
     )
-    dtype = jnp.result_type(x_side(X))
-    work = _work_dtype(dtype)
-    X, B, initial_h = (_cast(v, work) for v in (X, B, initial_h))
-    W, R = (jnp.asarray(v).astype(work) for v in (W, R))
     r_zr, r_h = R[:, : 2 * H], R[:, 2 * H:]
     # With linear_before_reset, Rbh sits inside the reset product: keep it out of the folded bias.
     rb_h = None if B is None or not linear_before_reset else linear(lambda b: b[:, None, 5 * H:], B)
@@ -411,12 +438,11 @@ def rnn(
 ) -> tuple[Any, Any]:
     """RNN (versions 1, 7, 14, 22) -> (Y, Y_h): H = f(X·Wᵀ + H₋·Rᵀ + Wb + Rb), default f=Tanh."""
     del output_sequence
-    H, reverse = _common("RNN", X, W, R, direction, hidden_size, 1)
-    (f_act,) = _activations("RNN", activations, activation_alpha, activation_beta, ("Tanh",), len(reverse), clip)
-    dtype = jnp.result_type(x_side(X))
-    work = _work_dtype(dtype)
-    X, B, initial_h = (_cast(v, work) for v in (X, B, initial_h))
-    W, R = (jnp.asarray(v).astype(work) for v in (W, R))
+    H, reverse, (f_act,), dtype, X, W, R, B, (initial_h,) = _prepare(
+        "RNN", X, W, R, B, [initial_h], gates=1, hidden_size=hidden_size, direction=direction,
+        activations=activations, activation_alpha=activation_alpha, activation_beta=activation_beta,
+        default_activations=("Tanh",), clip=clip,
+    )
 
     def cell(xw_t: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
         (h,) = carry
