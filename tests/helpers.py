@@ -1,8 +1,11 @@
-"""Shared test helpers: onnxruntime as the oracle, random feeds from a graph's declared inputs."""
+"""Shared test helpers: onnxruntime as the oracle, random feeds from a graph's declared inputs,
+brute-force Shapley values."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_dtypes
@@ -64,3 +67,20 @@ def assert_outputs_close(
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=name)
         else:
             np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+def player_shapley(game: Callable[[np.ndarray], float], x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Brute-force Shapley values of game(z), z_i = x_i (player i present) or r_i (absent): 2^n coalitions."""
+    n = len(x)
+    phi = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for subset in itertools.combinations(others, size):
+                z = r.astype(np.float64, copy=True)
+                z[list(subset)] = x[list(subset)]
+                without = game(z)
+                z[i] = x[i]
+                phi[i] += weight * (game(z) - without)
+    return phi

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +30,7 @@ from onnxshap._multipliers import NodeContext
 from onnxshap._registry import registry
 from onnxshap.ops.composites import PROD_SHAPLEY_MAX
 from tests.conftest import REPO
+from tests.helpers import player_shapley
 
 ML = "ai.onnx.ml"
 COMPOSITE_OPS = [
@@ -526,23 +525,6 @@ def test_reduce_prod_chain_agrees_with_mul_chain() -> None:
     _assert_explanations_agree(op, _model(nodes, x, inits), x, "ReduceProd chain")
 
 
-def _shapley_of_product(x: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Brute-force Shapley values of prod(z) with z_i = x_i (present) or r_i (absent), 2^k coalitions."""
-    k = len(x)
-    phi = np.zeros(k)
-    for i in range(k):
-        others = [j for j in range(k) if j != i]
-        for size in range(k):
-            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
-            for subset in itertools.combinations(others, size):
-                z = r.copy()
-                z[list(subset)] = x[list(subset)]
-                without = np.prod(z)
-                z[i] = x[i]
-                phi[i] += weight * (np.prod(z) - without)
-    return phi
-
-
 @pytest.mark.parametrize("k", [3, pytest.param(PROD_SHAPLEY_MAX, marks=pytest.mark.slow)])
 def test_reduce_prod_gives_exact_shapley_values(k: int) -> None:
     rng = np.random.default_rng(12)
@@ -552,7 +534,7 @@ def test_reduce_prod_gives_exact_shapley_values(k: int) -> None:
     background[0, 1] = x[0, 1]
     model = _model([helper.make_node("ReduceProd", ["x"], ["y"], axes=[1], keepdims=0)], x, {}, opsets=(("", 13),))
     e = onnxshap.Explainer(model, background).explain(x)
-    want = np.array([np.mean([_shapley_of_product(xi, ri) for ri in background], axis=0) for xi in x])
+    want = np.array([np.mean([player_shapley(np.prod, xi, ri) for ri in background], axis=0) for xi in x])
     np.testing.assert_allclose(e.values[..., 0], want, rtol=1e-9, atol=1e-12)
 
 

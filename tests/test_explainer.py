@@ -211,7 +211,7 @@ def test_small_call_budget_splits_samples_and_background(rng: np.random.Generato
     x = rng.normal(size=(5, 6)).astype(np.float32)
     whole = onnxshap.Explainer(_relu_net(), bg).explain(x)
     ex = onnxshap.Explainer(_relu_net(), bg)
-    per_pair = ex._pass._pair_bytes({"x": x}) * 3 * 4
+    per_pair = ex._pass._shape_trace({"x": x}).pair_bytes * 3 * 4
     monkeypatch.setattr(_attribution, "call_budget", lambda: 2 * per_pair)
     assert ex._pass.plan(5, 10, 3, {"x": x}) == (2, 10, 1)  # 2 samples x 1 background row per call
     split = ex.explain(x)

@@ -19,6 +19,7 @@ import pytest
 from onnxshap import _multipliers as M
 from onnxshap._graph import Node
 from onnxshap.ops import elementwise as E
+from tests.helpers import player_shapley
 
 
 @pytest.fixture(autouse=True)
@@ -113,19 +114,7 @@ def test_bilinear_matmul_is_exact_two_player_shapley(rng: np.random.Generator) -
 
 
 def brute_force_max(x: np.ndarray, r: np.ndarray) -> np.ndarray:
-    n = len(x)
-    phi = np.zeros(n)
-    for i in range(n):
-        others = [p for p in range(n) if p != i]
-        for size in range(n):
-            w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
-            for s in itertools.combinations(others, size):
-                z = np.where(np.isin(np.arange(n), s), x, r)
-                z_with = z.copy()
-                z_with[i] = x[i]
-                z[i] = r[i]
-                phi[i] += w * (z_with.max() - z.max())
-    return phi
+    return player_shapley(np.max, x, r)
 
 
 def test_max_rule_worked_example_from_design() -> None:

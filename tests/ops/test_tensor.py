@@ -53,7 +53,7 @@ def _model(specs: Sequence[NodeSpec], feeds: dict[str, np.ndarray], opset: int) 
     return model
 
 
-def _check(
+def _assert_matches_onnxruntime(
     specs: Sequence[NodeSpec], feeds: dict[str, np.ndarray], opset: int, *, rtol: float = 1e-5, atol: float = 1e-6
 ) -> None:
     model = _model(specs, feeds, opset)
@@ -139,7 +139,7 @@ def _resize_specs(opset: int, exhaustive: bool) -> list[NodeSpec]:
 
 
 def test_resize_matches_onnxruntime() -> None:
-    _check(_resize_specs(19, exhaustive=False), {"x": _x(X_SHAPE)}, 19, atol=1e-5)
+    _assert_matches_onnxruntime(_resize_specs(19, exhaustive=False), {"x": _x(X_SHAPE)}, 19, atol=1e-5)
 
 
 def test_resize_11_matches_onnxruntime() -> None:
@@ -153,27 +153,27 @@ def test_resize_11_matches_onnxruntime() -> None:
         specs.append(_resize(dict(mode=mode, coordinate_transformation_mode="align_corners"), None, up_sizes, 11))
     crop = dict(mode="linear", coordinate_transformation_mode="tf_crop_and_resize")
     specs.append(_resize(crop, down_scales, None, 11, ROI))
-    _check(specs, {"x": _x(X_SHAPE)}, 11, atol=1e-5)
+    _assert_matches_onnxruntime(specs, {"x": _x(X_SHAPE)}, 11, atol=1e-5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("opset", [11, 13, 18, 19])
 def test_resize_matches_onnxruntime_exhaustive(opset: int) -> None:
-    _check(_resize_specs(opset, exhaustive=True), {"x": _x(X_SHAPE)}, opset, atol=1e-5)
+    _assert_matches_onnxruntime(_resize_specs(opset, exhaustive=True), {"x": _x(X_SHAPE)}, opset, atol=1e-5)
 
 
 def test_resize_10_and_upsample_match_onnxruntime() -> None:
     up, down = _f([1, 1, 2.5, 3]), _f([1, 1, 0.6, 0.45])
     x = {"x": _x(X_SHAPE)}
     modes = ("nearest", "linear")
-    _check([("Resize", ["x", s], dict(mode=m)) for m in modes for s in (up, down)], x, 10)
-    _check([("Upsample", ["x", up], dict(mode=m)) for m in modes], x, 9)
-    _check([("Upsample", ["x"], dict(mode=m, scales=[1.0, 1.0, 2.0, 1.5])) for m in modes], x, 7)
+    _assert_matches_onnxruntime([("Resize", ["x", s], dict(mode=m)) for m in modes for s in (up, down)], x, 10)
+    _assert_matches_onnxruntime([("Upsample", ["x", up], dict(mode=m)) for m in modes], x, 9)
+    _assert_matches_onnxruntime([("Upsample", ["x"], dict(mode=m, scales=[1.0, 1.0, 2.0, 1.5])) for m in modes], x, 7)
 
 
 def test_resize_nearest_keeps_integer_dtype() -> None:
     x = np.arange(35, dtype=np.int32).reshape(1, 1, 5, 7)
-    _check([_resize(dict(mode="nearest"), _f([1, 1, 1.6, 0.5]), None, 13)], {"x": x}, 13)
+    _assert_matches_onnxruntime([_resize(dict(mode="nearest"), _f([1, 1, 1.6, 0.5]), None, 13)], {"x": x}, 13)
 
 
 # --- Slice, Pad and the attribute versions of the shape ops -----------------------------------------
@@ -193,8 +193,8 @@ def test_slice_negative_steps_and_clamping() -> None:
     ]
     specs: list[NodeSpec] = [("Slice", ["x", _i(s), _i(e), _i(a), _i(t)], {}) for s, e, a, t in cases]
     specs.append(("Slice", ["x", _i([1, -1]), _i([big, -big])], {}))  # default axes and steps
-    _check(specs, {"x": _x((4, 6, 5, 7))}, 13)
-    _check([("Slice", ["x"], dict(starts=[1, -3], ends=[100, -1], axes=[0, 2]))], {"x": _x((4, 6, 5))}, 9)
+    _assert_matches_onnxruntime(specs, {"x": _x((4, 6, 5, 7))}, 13)
+    _assert_matches_onnxruntime([("Slice", ["x"], dict(starts=[1, -3], ends=[100, -1], axes=[0, 2]))], {"x": _x((4, 6, 5))}, 9)
 
 
 def test_pad_modes_and_versions() -> None:
@@ -203,7 +203,7 @@ def test_pad_modes_and_versions() -> None:
     specs: list[NodeSpec] = []
     for mode, p in itertools.product(["constant", "reflect", "edge"], pads):
         specs.append(("Pad", ["x", _i(p), _f([1.5]) if mode == "constant" else None], dict(mode=mode)))
-    _check(specs, x, 11)
+    _assert_matches_onnxruntime(specs, x, 11)
     specs = [("Pad", ["x", _i(p), _f([-2.0]), _i(axes)], dict(mode=m)) for m, p, axes in [
         ("constant", [1, 2, 0, 3], [2, 0]),
         ("reflect", [1, 2], [-1]),
@@ -212,9 +212,9 @@ def test_pad_modes_and_versions() -> None:
         ("wrap", [2, 3], [-1]),
     ]]
     specs.append(("Pad", ["x", _i([0, 2, 1, 0, 1, 3])], dict(mode="wrap")))
-    _check(specs, x, 19)
+    _assert_matches_onnxruntime(specs, x, 19)
     pad_2 = [("Pad", ["x"], dict(mode=m, pads=[0, 1, 2, 1, 0, 1], value=0.5)) for m in ("constant", "reflect", "edge")]
-    _check(pad_2, x, 2)
+    _assert_matches_onnxruntime(pad_2, x, 2)
 
 
 def test_shape_ops_attribute_versions() -> None:
@@ -233,8 +233,8 @@ def test_shape_ops_attribute_versions() -> None:
     split.output.append("y3b")
     model.graph.output.append(helper.make_empty_tensor_value_info("y3b"))
     assert_outputs_close(onnxshap.load(model).run(x), run_ort(model, x), rtol=1e-6, atol=0)
-    _check([("Squeeze", ["x"], dict(axes=[1])), ("Unsqueeze", ["x"], dict(axes=[0]))], x, 1)
-    _check([("DepthToSpace", ["x"], dict(blocksize=2))], {"x": _x((1, 8, 2, 3))}, 1)
+    _assert_matches_onnxruntime([("Squeeze", ["x"], dict(axes=[1])), ("Unsqueeze", ["x"], dict(axes=[0]))], x, 1)
+    _assert_matches_onnxruntime([("DepthToSpace", ["x"], dict(blocksize=2))], {"x": _x((1, 8, 2, 3))}, 1)
 
 
 def test_split_equal_parts_without_sizes() -> None:
@@ -265,14 +265,14 @@ def test_reductions_with_axes_attribute(opset: int) -> None:
         if axes is not None:
             attrs["axes"] = axes if opset == 1 else [a - 3 for a in axes]
         specs.append((op, ["x"], attrs))
-    _check(specs, x, opset, rtol=1e-5, atol=1e-5)
+    _assert_matches_onnxruntime(specs, x, opset, rtol=1e-5, atol=1e-5)
 
 
 def test_reductions_noop_with_empty_axes() -> None:
     x = {"x": np.abs(_x((2, 3))) + 0.5}
     specs: list[NodeSpec] = [(op, ["x", _i([])], dict(noop_with_empty_axes=1)) for op in REDUCE_OPS]
     specs += [(op, ["x"], dict(keepdims=0)) for op in REDUCE_OPS]
-    _check(specs, x, 18, rtol=1e-5, atol=1e-5)
+    _assert_matches_onnxruntime(specs, x, 18, rtol=1e-5, atol=1e-5)
 
 
 def test_constant_value_attributes() -> None:
@@ -284,7 +284,7 @@ def test_constant_value_attributes() -> None:
         ("Constant", [], dict(value=numpy_helper.from_array(np.arange(6, dtype=np.int32).reshape(2, 3)))),
         ("Identity", ["x"], {}),
     ]
-    _check(specs, {"x": _x((2,))}, 13)
+    _assert_matches_onnxruntime(specs, {"x": _x((2,))}, 13)
 
 
 @pytest.mark.parametrize("opset", [11, 13, 16])
