@@ -109,7 +109,8 @@ class AttributionPass:
         self.trace_count = 0
         # See `_shape_trace`.
         self._shape_cache: dict[tuple[Any, ...], _ShapeTrace] = {}
-        self._jitted_sides = jax.jit(self._sides)
+        self._jitted_sample_side = jax.jit(self._sample_side)
+        self._jitted_reference_side = jax.jit(self._reference_side)
         self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
@@ -204,20 +205,10 @@ class AttributionPass:
     def _flat_outputs(self, env: Mapping[str, Array]) -> Array:
         return jnp.concatenate([jnp.reshape(env[o], (-1,)) for o in self.outputs])
 
-    def _sides(
-        self,
-        weights: Mapping[str, Array],
-        x_feeds: Mapping[str, Array],
-        r_feeds: Mapping[str, Array],
-        r_weight: Array,
-        selection: Array,
-    ) -> tuple[dict[str, Array], dict[str, Array], Array, Array, dict[str, Array]]:
-        """Both forwards: (sample env, reference env, f(x) (B, n_total), weighted mean f(r) (n_total,),
-        zero totals for `_chunk`).
-
-        With held inputs the reference side depends on the sample, so it runs per chunk instead and
-        the reference env and mean are empty.
-        """
+    def _sample_side(
+        self, weights: Mapping[str, Array], x_feeds: Mapping[str, Array], selection: Array
+    ) -> tuple[dict[str, Array], Array, dict[str, Array]]:
+        """The samples' forward: (env, f(x) (B, n_total), zero totals for `_chunk`)."""
         self.trace_count += 1
         statics = dict(self._shape_trace(x_feeds).statics)
         env_x = jax.vmap(lambda f: self._forward(weights, f, statics))(x_feeds)
@@ -226,9 +217,19 @@ class AttributionPass:
         # Totals keyed by explained tensor; with held inputs also the per-sample base (_HELD_BASE).
         zeros = {t: jnp.zeros((n_samples, n_sel, *env_x[t].shape[1:]), env_x[t].dtype) for t in self.explained}
         if self.held:
-            return env_x, {}, fx, jnp.zeros(fx.shape[1:], fx.dtype), {**zeros, _HELD_BASE: jnp.zeros_like(fx)}
+            zeros[_HELD_BASE] = jnp.zeros_like(fx)
+        return env_x, fx, zeros
+
+    def _reference_side(
+        self, weights: Mapping[str, Array], r_feeds: Mapping[str, Array], r_weight: Array
+    ) -> tuple[dict[str, Array], Array]:
+        """The background's forward, once for all sample blocks: (env, weighted mean f(r) (n_total,)).
+
+        Not used with held inputs: the reference side then depends on the sample and runs per chunk.
+        """
+        statics = dict(self._shape_trace(r_feeds).statics)
         env_r = jax.vmap(lambda f: self._forward(weights, f, statics))(r_feeds)
-        return env_x, env_r, fx, jnp.tensordot(r_weight, jax.vmap(self._flat_outputs)(env_r), axes=1), zeros
+        return env_r, jnp.tensordot(r_weight, jax.vmap(self._flat_outputs)(env_r), axes=1)
 
     def _chunk(
         self,
@@ -403,27 +404,25 @@ class AttributionPass:
             sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("samples"))
         parts: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
         with jax.enable_x64(True):  # float64 models stay float64
-            r_args = jax.device_put((dict(r_feeds), weight))
+            weights = self.model._weights
+            r_feeds_d, r_weight = jax.device_put((dict(r_feeds), weight))
+            if self.held:
+                source, base = r_feeds_d, None
+            else:
+                source, base = self._jitted_reference_side(weights, r_feeds_d, r_weight)
             for first in range(0, n_samples + extra, block):
-                rows = jax.tree_util.tree_map(lambda v: v[first:first + block], x_args)
-                parts.append(self._run_block(jax.device_put(rows, sharding), r_args, padded, chunk))
+                rows = jax.device_put(jax.tree_util.tree_map(lambda v: v[first:first + block], x_args), sharding)
+                env_x, fx, total = self._jitted_sample_side(weights, *rows)
+                for start in range(0, padded, chunk):
+                    total = self._jitted_chunk(
+                        total, weights, rows[0], env_x, rows[1], source, r_weight, np.int32(start), chunk=chunk
+                    )
+                fx = np.asarray(fx)
+                block_base = np.asarray(total.pop(_HELD_BASE)) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
+                parts.append(({k: np.asarray(v) for k, v in total.items()}, fx, block_base))
         trim = slice(0, n_samples)
         phi = {t: np.concatenate([p[0][t] for p in parts])[trim] for t in self.explained}
         return phi, np.concatenate([p[1] for p in parts])[trim], np.concatenate([p[2] for p in parts])[trim]
-
-    def _run_block(
-        self, x_args: Any, r_args: Any, padded: int, chunk: int
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        weights = self.model._weights
-        x_feeds, selection = x_args
-        env_x, source, fx, base, total = self._jitted_sides(weights, x_feeds, *r_args, selection)
-        if self.held:
-            source = r_args[0]
-        for start in range(0, padded, chunk):
-            total = self._jitted_chunk(total, weights, x_feeds, env_x, selection, source, r_args[1], np.int32(start), chunk=chunk)
-        fx = np.asarray(fx)
-        base = np.asarray(total.pop(_HELD_BASE)) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
-        return {k: np.asarray(v) for k, v in total.items()}, fx, base
 
 
 def _bucket(n: int) -> int:
