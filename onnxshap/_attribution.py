@@ -2,8 +2,10 @@
 
 For B samples and K background rows, the sample-side forward runs on B rows and the reference-side
 forward on K rows; only the multiplier pass covers the B x K pairs, chunked over the background so
-memory stays bounded whatever K is. Each model evaluation is per sample (batch axis of size 1), so
-the attribution of a sample never depends on the other samples.
+memory stays bounded whatever K is. Each model evaluation is one example (the feeds exactly as the
+graph takes one sample: a batch of one where it has a batch axis; see `_layout`), so the
+attribution of a sample never depends on the other samples, and the graph's batch layout matters
+only at the edges.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class _ShapeTrace:
 
 @dataclass(frozen=True)
 class OutputSlot:
-    """One explained scalar output: tensor name and flat index within one sample's tensor."""
+    """One explained scalar output: tensor name and flat index within one example's output tensor."""
 
     tensor: str
     index: int
@@ -58,6 +60,7 @@ class AttributionPass:
     Attributes:
         explained: tensors attributions are computed for (graph inputs or intermediate tensors).
         held: graph inputs that are not explained: both sides use the sample's values.
+        fixed: graph inputs with one value for every sample and reference (read like initializers).
         outputs: the explained output tensors; `slots` flattens them per sample.
         nodes: the nodes the multiplier pass visits, in topological order.
     """
@@ -71,6 +74,7 @@ class AttributionPass:
         rules: Mapping[str, str] | None = None,
         chunk_size: int | None = None,
         gradient_fallback: bool = False,
+        fixed: Mapping[str, np.ndarray] | None = None,
     ):
         self.model = model
         graph = model.graph
@@ -81,7 +85,17 @@ class AttributionPass:
         # Inputs upstream of an explained tensor take the background's values on the reference side;
         # the others (attention masks, segment ids) are held at the sample's values on both sides.
         upstream = self._ancestors(self.explained)
-        self.held = [i.name for i in graph.inputs if i.name not in upstream]
+        self.fixed = dict(fixed or {})
+        explained_fixed = [name for name in self.fixed if name in upstream]
+        if explained_fixed:
+            raise GraphError(
+                f"Input(s) {explained_fixed} are fixed, but the explained tensors {self.explained} are computed from "
+                "them, so they need background rows: pass them with the samples and the background instead."
+            )
+        self.held = [i.name for i in graph.inputs if i.name not in upstream and i.name not in self.fixed]
+        with jax.enable_x64(True):  # float64 values stay float64
+            #: Initializers and fixed inputs: read by both sides of every pair, never stacked per row.
+            self.weights = {**model._weights, **{k: jax.device_put(v) for k, v in self.fixed.items()}}
         self.varying = graph.descendants_of(self.explained)
         missing = [o for o in self.outputs if o not in self.varying]
         if missing:
@@ -111,6 +125,7 @@ class AttributionPass:
         self._shape_cache: dict[tuple[Any, ...], _ShapeTrace] = {}
         self._jitted_sample_side = jax.jit(self._sample_side)
         self._jitted_reference_side = jax.jit(self._reference_side)
+        self._jitted_predict = jax.jit(self._predict)
         self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
@@ -136,12 +151,13 @@ class AttributionPass:
     # --- the traced pieces -------------------------------------------------------------------------
 
     def _forward(self, weights: Mapping[str, Array], feeds: Mapping[str, Array], statics: dict[str, Any]) -> dict[str, Array]:
-        """One sample (feeds without batch axis) -> the tensors the multiplier pass needs.
+        """One example (feeds with the shapes the graph takes for one sample) -> the tensors the
+        multiplier pass needs.
 
         Weights are left out: returned from a vmap they would be stacked per row, and every rule
         reading them (a convolution's kernel) would run with one kernel per pair.
         """
-        env = self.model.evaluate(weights, {k: v[None] for k, v in feeds.items()})
+        env = self.model.evaluate(weights, feeds)
         kept: dict[str, Array] = {}
         for name, value in env.items():
             if is_static(value):
@@ -204,6 +220,11 @@ class AttributionPass:
 
     def _flat_outputs(self, env: Mapping[str, Array]) -> Array:
         return jnp.concatenate([jnp.reshape(env[o], (-1,)) for o in self.outputs])
+
+    def _predict(self, weights: Mapping[str, Array], x_feeds: Mapping[str, Array]) -> Array:
+        """f(x) (B, n_total): the explained outputs of each example, flattened."""
+        statics = dict(self._shape_trace(x_feeds).statics)
+        return jax.vmap(lambda f: self._flat_outputs(self._forward(weights, f, statics)))(x_feeds)
 
     def _sample_side(
         self, weights: Mapping[str, Array], x_feeds: Mapping[str, Array], selection: Array
@@ -295,15 +316,26 @@ class AttributionPass:
     # --- host side --------------------------------------------------------------------------------
 
     def output_slots(self, sample_feeds: Mapping[str, np.ndarray]) -> list[OutputSlot]:
-        """The flattened explained outputs of one sample, with readable labels."""
-        shapes = self.output_shapes(sample_feeds)
+        """Every element of each explained output of one example, flattened in C order, with labels.
+
+        A leading axis of 1 (the batch of one) is left out of the labels: "probs[3]" for [1, 10],
+        "out[2,4]" for [1, 8, 8]; an output whose batch sits elsewhere is labelled by its full
+        index ("logits[12,0,5]" for [20, 1, 37]); an output of one element by its name.
+        """
         slots: list[OutputSlot] = []
-        for name, shape in shapes.items():
-            size = int(np.prod(shape[1:]))
+        for name, shape in self.output_shapes(sample_feeds).items():
+            size = int(np.prod(shape))
+            shown = shape[1:] if shape[:1] == (1,) else shape
             for index in range(size):
-                label = name if size == 1 else f"{name}[{index}]"
+                where = np.unravel_index(index, shown) if size > 1 else ()
+                label = f"{name}[{','.join(str(int(i)) for i in where)}]" if size > 1 else name
                 slots.append(OutputSlot(name, index, label))
         return slots
+
+    def predict(self, x_feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(B, n_total): the explained outputs of each example, flattened as `output_slots` orders them."""
+        with jax.enable_x64(True):
+            return np.asarray(self._jitted_predict(self.weights, dict(x_feeds)))
 
     def _shape_trace(self, sample_feeds: Mapping[str, Any]) -> _ShapeTrace:
         """One shape-only trace of the sample side per (name, per-sample shape, dtype) of the feeds.
@@ -316,7 +348,7 @@ class AttributionPass:
             statics: dict[str, Any] = {}
             spec = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in sample_feeds.items()}
             with jax.enable_x64(True):
-                kept = jax.eval_shape(lambda f: self._forward(self.model._weights, f, statics), spec)
+                kept = jax.eval_shape(lambda f: self._forward(self.weights, f, statics), spec)
             self._shape_cache[key] = _ShapeTrace(
                 statics=statics,
                 outputs={o: tuple(kept[o].shape) for o in self.outputs},
@@ -325,7 +357,7 @@ class AttributionPass:
         return self._shape_cache[key]
 
     def output_shapes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-        """Shape of each explained output for one sample (batch axis 1)."""
+        """Shape of each explained output for one example (as the graph computes it for one sample)."""
         return self._shape_trace(sample_feeds).outputs
 
     def plan(
@@ -362,13 +394,13 @@ class AttributionPass:
         record: dict[str, tuple[Array, Array]] = {}
         with jax.enable_x64(True):
             statics: dict[str, Any] = {}
-            ex = self._forward(self.model._weights, {k: jnp.asarray(v) for k, v in x_feeds.items()}, statics)
+            ex = self._forward(self.weights, {k: jnp.asarray(v) for k, v in x_feeds.items()}, statics)
             held = {k: x_feeds[k] for k in self.held}
-            er = self._forward(self.model._weights, {**{k: jnp.asarray(v) for k, v in r_feeds.items()}, **held}, statics)
+            er = self._forward(self.weights, {**{k: jnp.asarray(v) for k, v in r_feeds.items()}, **held}, statics)
             sel = np.zeros((1, n_total), _float_dtype(x_feeds))
             sel[0, slot] = 1
             seeds = {k: v[0] for k, v in self._seeds(jnp.asarray(sel), self._slot_sizes({k: v[None] for k, v in ex.items()}), ex).items()}
-            self._backward(ex, er, statics, self.model._weights, seeds, record)
+            self._backward(ex, er, statics, self.weights, seeds, record)
         return [(label, float(a), float(b)) for label, (a, b) in record.items()]
 
     def run(
@@ -404,7 +436,7 @@ class AttributionPass:
             sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("samples"))
         parts: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
         with jax.enable_x64(True):  # float64 models stay float64
-            weights = self.model._weights
+            weights = self.weights
             r_feeds_d, r_weight = jax.device_put((dict(r_feeds), weight))
             if self.held:
                 source, base = r_feeds_d, None

@@ -13,7 +13,8 @@ from onnxshap._attribution import AttributionPass
 from onnxshap._convert import convert_object, framework_of
 from onnxshap._errors import InputError, OnnxShapError
 from onnxshap._graph import ModelLike, TensorInfo
-from onnxshap._model import Model, load, validate_feeds
+from onnxshap._layout import Feeds, Reading, read_feeds
+from onnxshap._model import Model, load
 from onnxshap._tokens import check_ids, default_token_input, find_embeddings, resolve_token_inputs
 
 #: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
@@ -47,20 +48,27 @@ class Explanation:
 
     Attributes:
         values: (n_samples, *input_shape, n_outputs) per explained input; a dict by input name when
-            several inputs are explained, else one array. input_shape excludes the batch axis.
+            several inputs are explained, else one array. input_shape is the shape of one row of the
+            array the samples were given in (see `readings`): the declared shape without its batch
+            axis for ordinary exports, the whole declared shape for a graph without a batch axis.
         base_values: (n_samples, n_outputs): mean model output over the background.
         data: the explained inputs' values, like `values` without the output axis.
         prediction: (n_samples, n_outputs): the model's explained outputs at the samples.
         residual: (n_samples, n_outputs): sum(values) - (prediction - base_values).
         input_names: names of the explained tensors.
-        output_names: labels of the explained outputs ("probs[3]"); for output="predicted" the label
-            of each sample's class is in `output_indices`.
+        output_names: labels of the explained outputs ("probs[3]", "logits[12,0,5]" where the batch
+            axis is not axis 0); for output="predicted" the label of each sample's class is in
+            `output_indices`.
         output_indices: (n_samples, n_outputs): flat index of each explained output.
-        all_output_names: labels of every output slot of one sample.
+        all_output_names: labels of every output slot of one sample: every element of each explained
+            output tensor of one example, in C order.
         embedding_values: for token-id inputs, per embedding dimension (n_samples, *ids_shape, *emb,
             n_outputs) by input name; `values` holds their sums per token.
         gradient_nodes: nodes attributed with plain gradients (a user's choice or
             allow_gradient_fallback); empty when every rule is complete.
+        readings: how each graph input's samples were read: "rows" (axis 0 indexes samples, each row
+            fed as a batch of one), "examples" (each row a whole example, for graphs without a batch
+            axis) or "fixed" (one value for every sample). See docs/real-exports.md.
     """
 
     values: np.ndarray | dict[str, np.ndarray]
@@ -74,6 +82,7 @@ class Explanation:
     all_output_names: list[str] = field(default_factory=list)
     embedding_values: dict[str, np.ndarray] = field(default_factory=dict)
     gradient_nodes: list[str] = field(default_factory=list)
+    readings: dict[str, str] = field(default_factory=dict)
 
     def values_for(self, name: str) -> np.ndarray:
         if isinstance(self.values, dict):
@@ -124,6 +133,7 @@ class Explanation:
             "output_names": np.array(self.output_names),
             "all_output_names": np.array(self.all_output_names),
             "gradient_nodes": np.array(self.gradient_nodes, dtype=str),
+            "readings": np.array([f"{k}={v}" for k, v in self.readings.items()], dtype=str),
         }
         for name, array in self.embedding_values.items():
             arrays[f"embedding_values/{name}"] = array
@@ -156,6 +166,7 @@ class Explanation:
                 all_output_names=[str(n) for n in f["all_output_names"]],
                 embedding_values={k.split("/", 1)[1]: f[k] for k in f.files if k.startswith("embedding_values/")},
                 gradient_nodes=[str(n) for n in f["gradient_nodes"]] if "gradient_nodes" in f.files else [],
+                readings=dict(str(r).rsplit("=", 1) for r in f["readings"]) if "readings" in f.files else {},
             )
 
 
@@ -167,6 +178,29 @@ def _as_feeds(value: Any, names: Sequence[str], what: str) -> dict[str, np.ndarr
             f"The model has {len(names)} inputs {list(names)}; pass the {what} as a dict {{input_name: array}}."
         )
     return {names[0]: np.asarray(value)}
+
+
+def _fixed_in_background(
+    background: Any, inputs: Mapping[str, TensorInfo], fixed: Mapping[str, np.ndarray], requested: set[str]
+) -> dict[str, np.ndarray]:
+    """Background arrays given once with their input's declared shape (recurrent state beside rows of
+    a signal): one value for every sample and reference, as if passed in `fixed=`."""
+    if not isinstance(background, Mapping):
+        return {}
+    present = [inputs[k] for k in background if k in inputs and k not in fixed]
+    if len(present) < 2:
+        return {}
+    arrays = {i.name: background[i.name] for i in present}
+    candidates = [i.name for i in present if i.name not in requested]
+    return read_feeds(present, arrays, what="background input", fixed_ok=candidates).fixed
+
+
+def _drop_batch(array: np.ndarray, axis: int, rows: bool | None) -> np.ndarray:
+    """`array` without the batch-of-one axis at `axis` that reading rows added (rows=True), as it is
+    (False), or, for an intermediate tensor (None), without that axis where it has size 1."""
+    if rows is None:
+        rows = array.shape[axis:axis + 1] == (1,)
+    return np.take(array, 0, axis=axis) if rows else array
 
 
 def _check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
@@ -220,7 +254,8 @@ class Explainer:
             framework model (`torch.nn.Module`, Keras model, scikit-learn estimator; needs `sample`),
             exported in memory by the framework's exporter and checked against it (`conversion`).
         background: reference rows, shape (n_background, *input_shape); a dict by input name when
-            the model has several inputs. Attributions are averaged over these rows (DeepSHAP).
+            the model has several inputs. Attributions are averaged over these rows (DeepSHAP). Read
+            like the samples (see `explain`): rows fed as a batch of one, or whole examples.
         inputs: tensors to attribute to (graph inputs or intermediate tensors, e.g. an embedding
             output). Default: the graph's float inputs.
         outputs: tensors to explain (e.g. the logits instead of the softmax). Default: the graph's
@@ -239,6 +274,9 @@ class Explainer:
             tuple of tensors; Keras: an array or dict; scikit-learn: a 2-D array).
         devices: shard the samples over several devices: a list of `jax.Device`, a count (the
             first n of `jax.devices()`), or "all". Default: one device. Results equal one device's.
+        fixed: inputs with one value for every sample and reference (recurrent state, a sample
+            rate, a threshold), by name, each with the shape the graph declares for it, e.g.
+            {"h0": np.zeros((2, 1, 16), np.float32)}. Not explained; not given with the samples.
 
     Token ids: an integer input that feeds an embedding lookup is explained at the lookup's output;
     `values` then holds per-token values (n, *ids_shape, n_outputs) under the input's name and
@@ -261,6 +299,7 @@ class Explainer:
         allow_gradient_fallback: bool = False,
         devices: Sequence[Any] | int | str | None = None,
         sample: Any = None,
+        fixed: Mapping[str, Any] | None = None,
     ):
         #: For a framework model: the ParityReport of its in-memory export (framework vs onnxruntime).
         self.conversion: Any = None
@@ -274,8 +313,20 @@ class Explainer:
         graph = self.model.graph
         known = set(graph.producer) | {i.name for i in graph.inputs}
         found = find_embeddings(self.model)
+        by_name = {i.name: i for i in graph.inputs}
+        fixed = {k: np.asarray(v) for k, v in (fixed or {}).items()}
+        not_inputs = [k for k in fixed if k not in by_name]
+        if not_inputs:
+            raise InputError(
+                f"fixed= names {not_inputs}, which are not graph inputs: " + ", ".join(i.describe() for i in graph.inputs) + "."
+            )
+        requested_inputs = {inputs} if isinstance(inputs, str) else set(inputs or ())
+        in_background = _fixed_in_background(background, by_name, fixed, requested_inputs)
+        fixed |= in_background
         if inputs is None:
-            explained = [i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f"]
+            explained = [
+                i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f" and i.name not in fixed
+            ]
             self.embeddings = default_token_input(found)
             explained += [e.tensor for e in self.embeddings]
             if not explained:
@@ -293,20 +344,32 @@ class Explainer:
             explained += [e.tensor for e in self.embeddings]
         _require_tensors(explained, known, "Input", [i.name for i in graph.inputs])
         if outputs is None:
-            floats = [o.name for o in graph.outputs if o.dtype is None or o.dtype.kind == "f"]
+            # A ZipMap's maps are computed on the host from a probability tensor: that tensor is explained.
+            floats = [
+                self.model.tensor_behind(o.name) for o in graph.outputs
+                if o.dtype is None or o.dtype.kind == "f" or self.model.tensor_behind(o.name) != o.name
+            ]
             if not floats:
                 raise InputError(f"The model has no float outputs to explain: {[o.describe() for o in graph.outputs]}.")
             chosen = floats[:1]
         else:
-            chosen = [outputs] if isinstance(outputs, str) else list(outputs)
+            chosen = [self.model.tensor_behind(o) for o in ([outputs] if isinstance(outputs, str) else outputs)]
         _require_tensors(chosen, known, "Output", self.model.output_names)
         self.inputs = explained
         self.outputs = chosen
+        explained_fixed = [k for k in fixed if k in explained]
+        if explained_fixed:
+            raise InputError(f"Input(s) {explained_fixed} are explained, so they cannot be fixed: give them rows instead.")
         self._pass = AttributionPass(
-            self.model, explained, chosen, rules=rules, chunk_size=chunk_size, gradient_fallback=allow_gradient_fallback
+            self.model, explained, chosen, rules=rules, chunk_size=chunk_size, gradient_fallback=allow_gradient_fallback,
+            fixed=fixed,
         )
         self.held_inputs = list(self._pass.held)
-        self.background_inputs: list[TensorInfo] = [i for i in graph.inputs if i.name not in self.held_inputs]
+        #: Inputs with one value for every sample and reference (`fixed=`), by name.
+        self.fixed: dict[str, np.ndarray] = fixed
+        self.background_inputs: list[TensorInfo] = [
+            i for i in graph.inputs if i.name not in self.held_inputs and i.name not in fixed
+        ]
         self.baseline_token = baseline_token
         if baseline_token is not None:
             if not self.embeddings:
@@ -323,48 +386,63 @@ class Explainer:
         bg = _as_feeds(background, [i.name for i in self.background_inputs], "background")
         # Held inputs (attention masks) take the sample's values: rows given for them are not used.
         bg = {k: v for k, v in bg.items() if k not in self.held_inputs}
-        self.background = validate_feeds(self.background_inputs, bg, what="background input")
+        # Values found fixed in the background (`_fixed_in_background`) are read as fixed, not as rows.
+        bg = {k: v for k, v in bg.items() if k not in in_background}
+        read = read_feeds(
+            [*self.background_inputs, *(by_name[k] for k in fixed)], bg, what="background input", given_fixed=fixed
+        )
+        #: Reference examples by input name: (n_background, *example shape); see `_layout`.
+        self.background: dict[str, np.ndarray] = read.examples
+        #: How each background array was read ("rows" or "examples").
+        self.background_readings: dict[str, Reading] = {k: v for k, v in read.readings.items() if k not in fixed}
         check_ids(self.background, self.embeddings, "background")
-        if any(v.ndim == 0 or v.shape[0] == 0 for v in self.background.values()) or (
-            not self.background and baseline_token is None
-        ):
+        if read.n == 0 and (self.background or baseline_token is None):
             raise InputError("The background is empty: pass at least one reference row (shape (n_background, ...)).")
-        sizes = {v.shape[0] for v in self.background.values()}
-        if len(sizes) > 1:
-            raise InputError(f"Background inputs disagree on the number of rows: {sizes}.")
         _check_finite(self.background, "background")
 
     def explain(self, x: Any, output: int | Sequence[int] | str | None = None) -> Explanation:
         """Attribute the explained outputs at samples `x` to the explained inputs.
 
         Args:
-            x: samples, shape (n_samples, *input_shape), or a dict by graph input name.
+            x: samples, or a dict by graph input name (inputs given as `fixed=` are left out). Each
+                array is read by its rank (see `Explanation.readings`): with the input's rank, axis 0
+                indexes the samples and each row is fed as a batch of one (also where the graph fixes
+                its batch at 1); with one more axis, each row is a whole example (graphs without a
+                batch axis). A held input (not explained, e.g. recurrent state) given with its
+                declared shape instead of one row per sample is one value for every sample.
             output: None (all explained outputs), an int or list of ints (flat indices over the
-                explained outputs of one sample), or "predicted" (each sample's arg-max output).
+                explained outputs of one sample: every element of each output tensor of one example,
+                in C order), or "predicted" (each sample's arg-max over those).
 
         Returns:
             An `Explanation`; completeness is checked according to `check`.
         """
         graph_inputs = self.model.inputs
-        feeds = _as_feeds(x, [i.name for i in graph_inputs], "samples")
-        feeds = validate_feeds(graph_inputs, feeds, what="input")
-        if any(v.ndim == 0 or v.shape[0] == 0 for v in feeds.values()):
+        feeds_in = _as_feeds(x, [i.name for i in graph_inputs if i.name not in self.fixed], "samples")
+        for name in [k for k in feeds_in if k in self.fixed]:
+            if not np.array_equal(feeds_in.pop(name), self.fixed[name]):
+                raise InputError(
+                    f"Input {name!r} was given one fixed value for every sample and reference (fixed=, or once in "
+                    "the background), and the samples hold another value for it. Leave it out of the samples, or "
+                    "build an Explainer with its new value."
+                )
+        read = read_feeds(graph_inputs, feeds_in, what="input", fixed_ok=self.held_inputs, given_fixed=self.fixed)
+        if read.n == 0:
             raise InputError("No samples to explain: x must have shape (n_samples, ...) with n_samples >= 1.")
+        feeds = self._sample_examples(read)
         _check_finite(feeds, "samples")
         check_ids(feeds, self.embeddings, "samples")
         slots = self._pass.output_slots(feeds)
         labels = [s.label for s in slots]
         n_total = len(slots)
-        n_samples = next(iter(feeds.values())).shape[0]
+        n_samples = read.n
         predicted = isinstance(output, str)
         if predicted and output != "predicted":
             raise InputError(f"output must be None, an int, a list of ints or 'predicted', not {output!r}.")
         if output is None:
             indices = np.tile(np.arange(n_total), (n_samples, 1))
         elif predicted:
-            fx = self.model.run(feeds, self.outputs)
-            flat = np.concatenate([fx[o].reshape(n_samples, -1) for o in self.outputs], axis=1)
-            indices = np.argmax(flat, axis=1)[:, None]
+            indices = np.argmax(self._pass.predict(feeds), axis=1)[:, None]
         else:
             chosen = [output] if isinstance(output, (int, np.integer)) else list(output)
             bad = [i for i in chosen if not -n_total <= int(i) < n_total]
@@ -378,7 +456,10 @@ class Explainer:
         np.put_along_axis(selection, indices[:, :, None], 1.0, axis=2)
         background = self._references(feeds)
         phi, fx_all, base_all = self._pass.run(feeds, background, selection, devices=self.devices)
-        values = {t: np.moveaxis(v[:, :, 0, ...] if v.shape[2:3] == (1,) else v, 1, -1) for t, v in phi.items()}
+        # Values take the layout of the user's arrays: a batch-of-one axis added to rows is dropped.
+        rows = {t: r == "rows" for t, r in read.readings.items()}
+        rows |= {e.tensor: read.readings.get(e.input) == "rows" for e in self.embeddings}
+        values = {t: np.moveaxis(_drop_batch(v, 2, rows.get(t)), 1, -1) for t, v in phi.items()}
         embedding_values: dict[str, np.ndarray] = {}
         for emb in self.embeddings:
             # Several lookups of one input (tied tables) add up per token.
@@ -390,7 +471,7 @@ class Explainer:
         total = sum(v.reshape(n_samples, -1, v.shape[-1]).sum(axis=1) for v in values.values())
         residual = total - (prediction - base)
         names = list(values)
-        data = {t: (feeds[t] if t in feeds else None) for t in names}
+        data = {t: (_drop_batch(feeds[t], 1, rows.get(t)) if t in feeds else None) for t in names}
         single = len(names) == 1
         explanation = Explanation(
             values=values[names[0]] if single else values,
@@ -404,9 +485,26 @@ class Explainer:
             all_output_names=labels,
             embedding_values=embedding_values,
             gradient_nodes=list(self._pass.incomplete_nodes),
+            readings={k: v for k, v in read.readings.items() if k not in self.fixed},
         )
         self._check(explanation, feeds, indices)
         return explanation
+
+    def _sample_examples(self, read: Feeds) -> dict[str, np.ndarray]:
+        """The samples' examples for the pass: held inputs given once are repeated per sample, and the
+        background's examples must have the samples' shapes (every pair is evaluated together)."""
+        feeds = dict(read.examples)
+        for name, value in read.fixed.items():
+            if name not in self.fixed:
+                feeds[name] = np.broadcast_to(value, (read.n, *value.shape))
+        for name, ref in self.background.items():
+            if ref.shape[1:] != feeds[name].shape[1:]:
+                raise InputError(
+                    f"Input {name!r}: one sample is fed as {list(feeds[name].shape[1:])} but one background row as "
+                    f"{list(ref.shape[1:])} ({read.describe()}; background: {self.background_readings[name]}). Each "
+                    "sample is evaluated against every background row, so both must have the same example shape."
+                )
+        return feeds
 
     def _references(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The background rows, with the baseline token filled in to the samples' id shapes."""

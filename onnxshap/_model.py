@@ -11,20 +11,18 @@ import numpy as np
 from onnxshap._errors import InputError
 from onnxshap._graph import Graph, LoadedModel, ModelLike, TensorInfo, load_graph
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
+from onnxshap._layout import dims_text, is_unknown_dim
 
 
 #: Ops whose output is not a tensor; supported only as graph outputs, evaluated on the host.
 HOST_OPS = frozenset({("ai.onnx.ml", "ZipMap")})
 
 
-def _dims_text(shape: Sequence[Any]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
 def validate_feeds(inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, what: str = "input") -> dict[str, np.ndarray]:
     """Check names, dtypes, ranks and fixed dims of `feeds` against `inputs`; return numpy arrays.
 
-    Symbolic dimensions (e.g. a batch dim named "N") must agree across all inputs that share the name.
+    Symbolic dimensions (e.g. a batch dim named "N") must agree across all inputs that share the name;
+    names that only say "unknown" ("?", "", "unk__3") tie nothing.
     """
     expected = {i.name: i for i in inputs}
     unknown = [k for k in feeds if k not in expected]
@@ -53,16 +51,16 @@ def validate_feeds(inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, wh
             if array.ndim != len(info.shape):
                 raise InputError(
                     f"{what.capitalize()} {name!r} has shape {list(array.shape)} (rank {array.ndim}), but the model "
-                    f"expects rank {len(info.shape)}: {_dims_text(info.shape)}."
+                    f"expects rank {len(info.shape)}: {dims_text(info.shape)}."
                     + (" Add a batch axis with x[None]." if array.ndim + 1 == len(info.shape) else "")
                 )
             for axis, (got, want) in enumerate(zip(array.shape, info.shape)):
                 if isinstance(want, int) and want > 0 and got != want:
                     raise InputError(
                         f"{what.capitalize()} {name!r} has shape {list(array.shape)}, but the model expects "
-                        f"{_dims_text(info.shape)} (axis {axis} must be {want})."
+                        f"{dims_text(info.shape)} (axis {axis} must be {want})."
                     )
-                if isinstance(want, str):
+                if isinstance(want, str) and not is_unknown_dim(want):
                     if want in symbols and symbols[want][0] != got:
                         other_size, other = symbols[want]
                         raise InputError(
@@ -117,6 +115,11 @@ class Model:
     @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    def tensor_behind(self, name: str) -> str:
+        """The tensor a graph output is computed from on the host (a ZipMap's probabilities), else `name`."""
+        node = self._host_nodes.get(name)
+        return node.inputs[0] if node is not None else name
 
     def constant_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         """(shape, dtype) of every tensor known before any input arrives (initializers, folded constants)."""

@@ -329,10 +329,13 @@ class Progress:
 
 def _per_sample_fields(e: Any) -> list[str]:
     """Fields of an Explanation with a leading sample axis: arrays, and dicts of arrays (by input)."""
-    return [
-        f.name for f in dataclasses.fields(e)
-        if isinstance(getattr(e, f.name), (np.ndarray, dict))
-    ]
+
+    def per_sample(value: Any) -> bool:
+        if isinstance(value, dict):
+            return all(v is None or isinstance(v, np.ndarray) for v in value.values())
+        return isinstance(value, np.ndarray)
+
+    return [f.name for f in dataclasses.fields(e) if per_sample(getattr(e, f.name))]
 
 
 def _concat(parts: Sequence[Any]) -> Any:
@@ -580,9 +583,22 @@ def _parse_output(text: str | None) -> Any:
         raise UsageError(f"--output {text!r}: use all, predicted, an index such as 3, or a list such as 0,2.") from None
 
 
+def _fixed_files(pairs: Sequence[tuple[str, str]], model: Any) -> dict[str, np.ndarray]:
+    """--fixed NAME=FILE.npy: one value per input, cast to the model's dtype."""
+    fixed: dict[str, np.ndarray] = {}
+    for name, file in pairs:
+        data = _read_array_file(_require_file(file, "--fixed file"), "--fixed")
+        if isinstance(data, dict):
+            if len(data) != 1:
+                raise UsageError(f"--fixed {name}={file}: give one array (.npy), not {len(data)} arrays.")
+            data = next(iter(data.values()))
+        fixed[name] = _cast_to_model({name: data}, model)[name]
+    return fixed
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     import onnxshap
-    from onnxshap._model import validate_feeds
+    from onnxshap._layout import read_feeds
 
     path = _require_onnx(args.model)
     out = _require_output_dir(args.o, "-o")
@@ -605,17 +621,34 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"The model has {len(model.inputs)} inputs ({', '.join(i.describe() for i in model.inputs)}): pass an "
             ".npz file with one array per input name, e.g. np.savez('x.npz', " + ", ".join(f"{i.name}=..." for i in model.inputs) + ")."
         )
-    validate_feeds(model.inputs, x if isinstance(x, dict) else {model.input_names[0]: x}, what="input")
+    fixed = _fixed_files(args.fixed or [], model)
+    feeds = x if isinstance(x, dict) else {n: x for n in model.input_names if n not in fixed}
+    if not isinstance(x, dict) and len(feeds) != 1:
+        raise UsageError(f"--input {args.input[0]!r} holds one array, but the model has several inputs to feed.")
+    # Read the samples as the explainer will (rows, whole examples, or one value for every sample),
+    # so that values given once (recurrent state) are passed as fixed, not cut into batches.
+    read = read_feeds(model.inputs, feeds, what="input", fixed_ok=list(feeds), given_fixed=fixed)
+    fixed = dict(read.fixed)
+    x = {k: v for k, v in feeds.items() if k not in fixed} if isinstance(x, dict) else x
     if args.background:
         background = _load_inputs(args.background, model, args, "background").data
+        if isinstance(background, dict):
+            for name in [k for k in background if k in fixed]:
+                if not np.array_equal(background.pop(name), fixed[name]):
+                    raise UsageError(f"Input {name!r} is one fixed value for every sample, but the background file "
+                                     "holds another value for it; leave it out of the background.")
         if args.background_size is not None:
             background = _sample_rows(background, args.background_size, args.seed)
     else:
         background = _sample_rows(x, args.background_size or DEFAULT_BACKGROUND_SIZE, args.seed)
     explainer = onnxshap.Explainer(
         model, background, inputs=args.inputs_from, outputs=args.outputs_from, rules=dict(args.rule or []),
-        check=args.check,
+        check=args.check, fixed=fixed or None,
     )
+    if any(r != "rows" for r in read.readings.values()) or any(
+        i.shape and i.shape[0] == 1 for i in model.inputs
+    ):
+        print(f"inputs: {read.describe()}")
     n = _rows(x)
     size = min(args.batch_size, max(n, 1))
     batches = [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
@@ -698,6 +731,13 @@ def _plot(e: Any, path: Path, args: argparse.Namespace, loaded: InputFiles) -> N
 
 
 # ----------------------------------------------------------------------------- argument parsing
+
+
+def _fixed_pair(text: str) -> tuple[str, str]:
+    name, sep, file = text.partition("=")
+    if not sep or not name or not file:
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=FILE.npy, e.g. h0=h0.npy")
+    return name, file
 
 
 def _rule_pair(text: str) -> tuple[str, str]:
@@ -817,6 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="WHICH",
                    help="which outputs to explain: all (default), an index such as 3, a list such as 0,2 (flat "
                         "indices over the explained outputs of one sample), or predicted (each sample's arg-max)")
+    p.add_argument("--fixed", action="append", type=_fixed_pair, metavar="NAME=FILE.npy",
+                   help="an input with one value for every sample and reference, e.g. --fixed h0=h0.npy for "
+                        "recurrent state, with the shape the model declares (repeatable). An array in --input "
+                        "that has its input's declared shape instead of one row per sample is taken as fixed too")
     p.add_argument("--outputs-from", action="append", metavar="TENSOR",
                    help="explain this tensor instead of the model output, e.g. the logits before a softmax "
                         "(repeatable; names from `onnxshap inspect --tensors`)")

@@ -27,10 +27,11 @@ def _float_inputs(model: onnxshap.Model, rng: np.random.Generator, n: int, scale
 
 
 def _explainable() -> list[str]:
-    """Every model in models/ with float inputs (token-id models: tests/test_tokens.py)."""
+    """Every model in models/ with float inputs and a batch axis 0 (token-id models: tests/test_tokens.py;
+    other batch layouts and ZipMap: tests/test_layouts.py)."""
     names = []
     for name, entry in sorted(MANIFEST.items()):
-        if name.endswith("zipmap"):
+        if entry.get("family") == "layout" or name.endswith("zipmap"):
             continue
         if all(i["dtype"].startswith("float") for i in entry["inputs"]):
             names.append(name)
@@ -54,8 +55,9 @@ def test_exported_model_attributions_are_complete(name: str, rng: np.random.Gene
     # Per node: every rule's local completeness on one (sample, reference) pair, for the last output,
     # fed in float64 so that rounding does not hide a rule that is off by a little (ops that compute in
     # float32 by specification, like the ai.onnx.ml ones, still round at float32 precision).
-    sample = {k: v[0].astype(np.float64) for k, v in x.items()}
-    reference = {k: v[0].astype(np.float64) for k, v in background.items()}
+    # diagnose() takes examples: one sample with the graph's batch-of-one axis.
+    sample = {k: v[:1].astype(np.float64) for k, v in x.items()}
+    reference = {k: v[:1].astype(np.float64) for k, v in background.items()}
     nodes = explainer._pass.diagnose(sample, reference, len(e.all_output_names) - 1, len(e.all_output_names))
     assert nodes
     for label, inflow, outflow in nodes:
@@ -211,9 +213,10 @@ def test_small_call_budget_splits_samples_and_background(rng: np.random.Generato
     x = rng.normal(size=(5, 6)).astype(np.float32)
     whole = onnxshap.Explainer(_relu_net(), bg).explain(x)
     ex = onnxshap.Explainer(_relu_net(), bg)
-    per_pair = ex._pass._shape_trace({"x": x}).pair_bytes * 3 * 4
+    examples = {"x": x[:, None]}  # the pass takes examples: each row as the batch of one the graph takes
+    per_pair = ex._pass._shape_trace(examples).pair_bytes * 3 * 4
     monkeypatch.setattr(_attribution, "call_budget", lambda: 2 * per_pair)
-    assert ex._pass.plan(5, 10, 3, {"x": x}) == (2, 10, 1)  # 2 samples x 1 background row per call
+    assert ex._pass.plan(5, 10, 3, examples) == (2, 10, 1)  # 2 samples x 1 background row per call
     split = ex.explain(x)
     np.testing.assert_allclose(split.values, whole.values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(split.base_values, whole.base_values, rtol=1e-6)
