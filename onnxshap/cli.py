@@ -615,16 +615,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     model = onnxshap.load(path)
     loaded = _load_inputs(args.input, model, args, "input")
     x = loaded.data
-    # Check the samples before the background is sampled from them (errors then name the input).
-    if not isinstance(x, dict) and len(model.inputs) > 1:
-        raise UsageError(
-            f"The model has {len(model.inputs)} inputs ({', '.join(i.describe() for i in model.inputs)}): pass an "
-            ".npz file with one array per input name, e.g. np.savez('x.npz', " + ", ".join(f"{i.name}=..." for i in model.inputs) + ")."
-        )
     fixed = _fixed_files(args.fixed or [], model)
-    feeds = x if isinstance(x, dict) else {n: x for n in model.input_names if n not in fixed}
-    if not isinstance(x, dict) and len(feeds) != 1:
-        raise UsageError(f"--input {args.input[0]!r} holds one array, but the model has several inputs to feed.")
+    # Check the samples before the background is sampled from them (errors then name the input).
+    fed = [i for i in model.inputs if i.name not in fixed]
+    if not isinstance(x, dict) and len(fed) > 1:
+        raise UsageError(
+            f"The model has {len(fed)} inputs besides --fixed ones ({', '.join(i.describe() for i in fed)}): pass an "
+            ".npz file with one array per input name, e.g. np.savez('x.npz', " + ", ".join(f"{i.name}=..." for i in fed) + ")."
+        )
+    feeds = x if isinstance(x, dict) else {i.name: x for i in fed}
     # Read the samples as the explainer will (rows, whole examples, or one value for every sample),
     # so that values given once (recurrent state) are passed as fixed, not cut into batches.
     read = read_feeds(model.inputs, feeds, what="input", fixed_ok=list(feeds), given_fixed=fixed)
@@ -645,10 +644,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         model, background, inputs=args.inputs_from, outputs=args.outputs_from, rules=dict(args.rule or []),
         check=args.check, fixed=fixed or None,
     )
-    if any(r != "rows" for r in read.readings.values()) or any(
-        i.shape and i.shape[0] == 1 for i in model.inputs
-    ):
-        print(f"inputs: {read.describe()}")
+    print(f"inputs: {read.describe()}")
     n = _rows(x)
     size = min(args.batch_size, max(n, 1))
     batches = [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
