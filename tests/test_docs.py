@@ -104,7 +104,7 @@ def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert (tmp_path / name).is_file(), f"the README example should write {name}"
 
 
-@pytest.mark.parametrize("page", ["getting-started.md", "rules/max.md"])
+@pytest.mark.parametrize("page", ["getting-started.md", "real-exports.md", "rules/max.md"])
 def test_doc_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = DOCS / page
     blocks = _blocks(path.read_text(encoding="utf-8"))
@@ -114,7 +114,7 @@ def test_doc_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_every_python_example_is_tested() -> None:
-    tested = {"getting-started.md", "rules/max.md"}
+    tested = {"getting-started.md", "real-exports.md", "rules/max.md"}
     pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
     untested = [p for p in pages if p not in tested and _blocks((DOCS / p).read_text(encoding="utf-8"))]
     assert not untested, f"add these pages to test_doc_examples_run: {untested}"

@@ -114,6 +114,10 @@ def test_no_batch_axis_reads_whole_examples_and_says_which(rng: np.random.Genera
     e = explainer.explain(one[None])
     assert e.readings == {"x": "examples"} and e.values.shape == (1, 24, 16, 24)
     assert e.max_relative_residual <= 1e-5
+    # The model scores each frame from its own bins: vad[t] is attributed to frame t alone.
+    off_frame = ~np.eye(24, dtype=bool)[:, None, :]  # (frame, 1, output)
+    assert np.all(np.where(np.broadcast_to(off_frame, e.values.shape[1:]), e.values[0], 0) == 0)
+    assert np.all(np.abs(e.values[0]).sum(axis=1)[np.eye(24, dtype=bool)] > 0)
 
 
 def test_dynamic_axis_zero_is_read_as_rows_and_recorded(rng: np.random.Generator) -> None:
