@@ -182,7 +182,11 @@ def read_feeds(
         rows = array.ndim == len(declared) and array.ndim > 0 and not (isinstance(declared[0], int) and declared[0] > 1)
         rows = rows and _fits(array.shape[1:], declared[1:])
         whole = array.ndim == len(declared) + 1 and _fits(array.shape[1:], declared)
-        fixed = name in fixed_ok and _fits(array.shape, declared)
+        # Given once: the declared shape, with every dynamic dim 1 (a batch of one), never a count
+        # of rows that merely differs from the samples'.
+        fixed = name in fixed_ok and _fits(array.shape, declared) and all(
+            got == 1 for got, want in zip(array.shape, declared) if not (isinstance(want, int) and want > 0)
+        )
         if fixed and not rows:
             readings[name] = "fixed"
         elif rows and fixed:

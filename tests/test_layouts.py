@@ -194,6 +194,17 @@ def test_fixed_and_ambiguous_inputs_fail_clearly(rng: np.random.Generator) -> No
         explained.explain({"x": bg[:3], "h0": np.zeros((1, 1, 16), np.float32), "c0": np.zeros((1, 1, 16), np.float32)})
 
 
+def test_rows_that_merely_disagree_in_count_are_not_taken_as_fixed(rng: np.random.Generator) -> None:
+    model = onnxshap.load(MODELS / "layout_lstm_state_ts.onnx")  # x [batch, 20, 5], h0 / c0 [1, batch, 16]
+    x = rng.standard_normal((8, 20, 5)).astype(np.float32)
+    explainer = onnxshap.Explainer(model, {"x": x}, inputs="x")  # h0, c0 held at the samples' values
+    state = rng.standard_normal((3, 1, 16)).astype(np.float32)  # 3 rows for 4 samples: a mistake, not a value
+    with pytest.raises(onnxshap.InputError, match="disagree on the number of samples"):
+        explainer.explain({"x": x[:4], "h0": state, "c0": state})
+    once = np.zeros((1, 1, 16), np.float32)  # the declared shape with batch 1: one value for every sample
+    assert explainer.explain({"x": x[:4], "h0": once, "c0": once}).readings["h0"] == "fixed"
+
+
 def test_background_and_samples_must_share_the_example_shape(rng: np.random.Generator) -> None:
     model = onnxshap.load(MODELS / "layout_unknown_dims.onnx")
     explainer = onnxshap.Explainer(model, rng.standard_normal((4, 3, 16, 24)).astype(np.float32))
@@ -271,3 +282,16 @@ def test_cli_explains_the_zipmap_classifier(tmp_path: Path, rng: np.random.Gener
     code = cli.main(["explain", str(MODELS / "sklearn_mlp_zipmap.onnx"), "--input", str(tmp_path / "x.npy"), "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     assert onnxshap.Explanation.load(out).values.shape == (5, 6, 3)
+
+
+def test_token_ids_with_a_batch_fixed_at_one(rng: np.random.Generator) -> None:
+    # The same text CNN with its batch declared [1, 30]: explained per token as with a dynamic batch.
+    proto = onnx.load(MODELS / "seq_text_cnn_ts.onnx")
+    dynamic = onnxshap.Explainer(proto.SerializeToString(), baseline_token=0)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    static = onnxshap.Explainer(proto, baseline_token=0)
+    ids = rng.integers(1, 100, (3, 30)).astype(np.int64)
+    e = static.explain(ids)
+    assert e.values.shape == (3, 30, 2) and e.readings == {"x": "rows"}
+    np.testing.assert_allclose(e.values, dynamic.explain(ids).values, rtol=1e-5, atol=1e-6)
+    assert e.max_relative_residual <= 1e-5
