@@ -15,7 +15,7 @@ from onnxshap._errors import InputError, OnnxShapError
 from onnxshap._graph import ModelLike, TensorInfo
 from onnxshap._layout import Feeds, Reading, read_feeds
 from onnxshap._model import Model, load
-from onnxshap._tokens import check_ids, default_token_input, find_embeddings, resolve_token_inputs
+from onnxshap._tokens import check_ids, default_token_input, find_embeddings, float_id_inputs, resolve_token_inputs
 
 #: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
 #: outputs that barely change are judged at the precision of the dtype: f(x) and the background mean
@@ -62,8 +62,9 @@ class Explanation:
         output_indices: (n_samples, n_outputs): flat index of each explained output.
         all_output_names: labels of every output slot of one sample: every element of each explained
             output tensor of one example, in C order.
-        embedding_values: for token-id inputs, per embedding dimension (n_samples, *ids_shape, *emb,
-            n_outputs) by input name; `values` holds their sums per token.
+        embedding_values: for id inputs, per embedding dimension (n_samples, *ids_shape, *emb,
+            n_outputs), or for one-hot encoded ids per channel (n_samples, *one-hot shape, n_outputs),
+            by input name; `values` holds their sums per id position.
         gradient_nodes: nodes attributed with plain gradients (a user's choice or
             allow_gradient_fallback); empty when every rule is complete.
         readings: how each graph input's samples were read: "rows" (axis 0 indexes samples, each row
@@ -282,7 +283,10 @@ class Explainer:
     `values` then holds per-token values (n, *ids_shape, n_outputs) under the input's name and
     `embedding_values` the per-dimension ones. By default the integer input with the largest table is
     explained and other integer inputs (attention mask, segment ids) are held at the sample's values;
-    name integer inputs in `inputs=` to choose.
+    name integer inputs in `inputs=` to choose. The same holds for float inputs used only as ids
+    (cast to integers before the lookup; they must hold whole numbers) and for ids that are one-hot
+    encoded (OneHot, or Equal against a constant range, then Cast): those are explained at the
+    one-hot channels, summed per position in `values`, per channel in `embedding_values`.
     """
 
     def __init__(
@@ -324,15 +328,19 @@ class Explainer:
         in_background = _fixed_in_background(background, by_name, fixed, requested_inputs)
         fixed |= in_background
         if inputs is None:
+            # Floats used only as ids (`ids.long()`) cannot carry attributions either: like integer
+            # ids they are explained at their lookup, or held.
+            float_ids = set(float_id_inputs(graph))
             explained = [
-                i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f" and i.name not in fixed
+                i.name for i in graph.inputs
+                if i.dtype is not None and i.dtype.kind == "f" and i.name not in fixed and i.name not in float_ids
             ]
             self.embeddings = default_token_input(found)
             explained += [e.tensor for e in self.embeddings]
             if not explained:
                 raise InputError(
-                    "The model has no float inputs to attribute to and no integer input that feeds an embedding "
-                    "lookup ("
+                    "The model has no float inputs to attribute to and no id input (integers, or floats used only "
+                    "as ids) that feeds an embedding lookup or a one-hot encoding ("
                     + ", ".join(i.describe() for i in graph.inputs)
                     + "). Name the tensors to explain from with inputs=..., e.g. an embedding output."
                 )
@@ -395,10 +403,10 @@ class Explainer:
         self.background: dict[str, np.ndarray] = read.examples
         #: How each background array was read ("rows" or "examples").
         self.background_readings: dict[str, Reading] = {k: v for k, v in read.readings.items() if k not in fixed}
-        check_ids(self.background, self.embeddings, "background")
         if read.n == 0 and (self.background or baseline_token is None):
             raise InputError("The background is empty: pass at least one reference row (shape (n_background, ...)).")
         _check_finite(self.background, "background")
+        check_ids(self.background, self.embeddings, "background")
 
     def explain(self, x: Any, output: int | Sequence[int] | str | None = None) -> Explanation:
         """Attribute the explained outputs at samples `x` to the explained inputs.
@@ -458,14 +466,20 @@ class Explainer:
         phi, fx_all, base_all = self._pass.run(feeds, background, selection, devices=self.devices)
         # Values take the layout of the user's arrays: a batch-of-one axis added to rows is dropped.
         rows = {t: r == "rows" for t, r in read.readings.items()}
-        rows |= {e.tensor: read.readings.get(e.input) == "rows" for e in self.embeddings}
-        values = {t: np.moveaxis(_drop_batch(v, 2, rows.get(t)), 1, -1) for t, v in phi.items()}
+        lookups = {e.tensor for e in self.embeddings}
+        values = {t: np.moveaxis(_drop_batch(v, 2, rows.get(t)), 1, -1) for t, v in phi.items() if t not in lookups}
         embedding_values: dict[str, np.ndarray] = {}
         for emb in self.embeddings:
+            # (n, *example of the lookup, k): summed per id position of one example of the input,
+            # then the batch-of-one axis of rows is dropped from both.
+            full = np.moveaxis(phi[emb.tensor], 1, -1)
+            from_rows = read.readings.get(emb.input) == "rows"
+            per_dim = _drop_batch(full, 1, from_rows and full.shape[1:2] == (1,))
+            per_position = _drop_batch(emb.per_position(full, feeds[emb.input].shape[1:]), 1, from_rows)
             # Several lookups of one input (tied tables) add up per token.
-            per_dim = values.pop(emb.tensor)
-            embedding_values[emb.input] = embedding_values.get(emb.input, 0) + per_dim
-            values[emb.input] = values.get(emb.input, 0) + emb.per_token(per_dim)
+            key = emb.input if np.shape(embedding_values.get(emb.input, per_dim)) == per_dim.shape else emb.tensor
+            embedding_values[key] = embedding_values.get(key, 0) + per_dim
+            values[emb.input] = values.get(emb.input, 0) + per_position
         prediction = np.take_along_axis(fx_all, indices, axis=1)
         base = np.take_along_axis(base_all, indices, axis=1)
         total = sum(v.reshape(n_samples, -1, v.shape[-1]).sum(axis=1) for v in values.values())

@@ -457,11 +457,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for o in graph.outputs:
         print(f"  {o.describe()}")
     nodes = list(graph.all_nodes())
-    explained = [i.name for i in graph.inputs if i.dtype is None or i.dtype.kind == "f"]
+    lookups = _index_lookups(graph)
+    embeddings = [e.tensor for e in lookups]
+    ids = {e.input for e in lookups if e.float_ids}
+    explained = [i.name for i in graph.inputs if (i.dtype is None or i.dtype.kind == "f") and i.name not in ids]
     what = "the float inputs"
-    embeddings = _embedding_outputs(graph)
     if not explained and embeddings:
-        explained, what = embeddings, "the embedding outputs"
+        explained, what = embeddings, "the embedding and one-hot outputs"
     varying = graph.descendants_of(explained)
     counts = Counter((n.domain, n.op_type, _node_rule(n, varying)) for n in nodes)
     print(f"ops ({len(nodes)} nodes; rules as applied when explaining {what}):")
@@ -476,11 +478,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     info = graph.value_info.get(o)
                     text = info.describe() if info is not None else f"{o}: ?"
                     print(f"  {text}  <- {n.label}")
-    if embeddings:
+    plain = [e.tensor for e in lookups if e.kind == "embedding" and not e.float_ids]
+    if plain:
         print(
-            f"token ids: integer inputs feed the embedding lookup(s) {', '.join(embeddings)}; explain attributes to "
+            f"token ids: integer inputs feed the embedding lookup(s) {', '.join(plain)}; explain attributes to "
             "the looked-up vectors and reports per-token values"
         )
+    for e in lookups:
+        if e.kind != "embedding" or e.float_ids:
+            print(f"index input: {e.describe()}; explained there, values summed per position")
     problems = graph.unsupported()
     if problems:
         print("unsupported:")
@@ -492,14 +498,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedding_outputs(graph: Any) -> list[str]:
-    """Outputs of Gather nodes that look up integer graph inputs (token ids) in a table."""
-    ints = graph.descendants_of(i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind in "iu")
-    found = []
-    for n in graph.nodes:
-        if n.op_type == "Gather" and len(n.inputs) > 1 and n.inputs[1] in ints and n.inputs[0] in graph.initializers:
-            found.append(n.outputs[0])
-    return found
+def _index_lookups(graph: Any) -> list[Any]:
+    """Every lookup (embedding or one-hot) of an id input: integers, or floats used only as ids."""
+    from onnxshap._errors import OnnxShapError
+    from onnxshap._interpreter import fold_constants
+    from onnxshap._tokens import find_lookups
+
+    try:
+        constants: dict[str, Any] = fold_constants(graph)
+    except OnnxShapError:  # an unsupported op among the constants: inspect still lists what it can
+        constants = dict(graph.initializers)
+    return [e for found in find_lookups(graph, constants).values() for e in found]
 
 
 def _node_rule(node: Any, varying: set[str]) -> str:
@@ -693,6 +702,8 @@ def _tokens(e: Any, vocab_path: Path) -> list[list[str]]:
 
     vocab = vocab_path.read_text(encoding="utf-8").splitlines()
     ids = e.data if not isinstance(e.data, dict) else e.data.get(e.input_names[0])
+    if ids is not None and ids.dtype.kind == "f" and e.input_names[0] in e.embedding_values:
+        ids = ids.astype(np.int64)  # float ids (checked whole when explained)
     if ids is None or ids.dtype.kind not in "iu" or ids.ndim != 2:
         raise InputError("--vocab applies to token-id inputs (integer arrays of shape (n_samples, seq_len)).")
     if ids.size and (ids.min() < -len(vocab) or ids.max() >= len(vocab)):

@@ -31,7 +31,7 @@ def _explainable() -> list[str]:
     other batch layouts and ZipMap: tests/test_layouts.py)."""
     names = []
     for name, entry in sorted(MANIFEST.items()):
-        if entry.get("family") == "layout" or name.endswith("zipmap"):
+        if entry.get("family") in ("layout", "index") or name.endswith("zipmap"):
             continue
         if all(i["dtype"].startswith("float") for i in entry["inputs"]):
             names.append(name)
