@@ -23,7 +23,7 @@ from jax import lax
 
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
-from onnxshap._interpreter import is_static, node_function
+from onnxshap._interpreter import guard_closed, is_static, node_function, select_choice
 from onnxshap._model import Model
 from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, rule_for, rule_name
 
@@ -103,6 +103,9 @@ class AttributionPass:
                 f"Output(s) {missing} do not depend on the explained input(s) {self.explained}, so every attribution "
                 "would be zero. Choose outputs downstream of the inputs (outputs=...) or other inputs (inputs=...)."
             )
+        #: What the forward evaluates: the outputs and the explained tensors, nothing downstream.
+        self.evaluated = list(dict.fromkeys([*self.outputs, *self.explained]))
+        model.check_needed(self.evaluated)
         needed = self._ancestors(self.outputs)
         self.nodes: list[Node] = [
             n for n in graph.nodes
@@ -112,8 +115,8 @@ class AttributionPass:
         #: Labels of the nodes whose rule does not guarantee completeness (plain gradients).
         self.incomplete_nodes: list[str] = []
         for node in self.nodes:
-            if node.subgraphs:
-                raise UnsupportedOpError(f"{node.label} has subgraphs; attribution through control flow is not supported.")
+            if node.subgraphs:  # control flow is lowered at load; one that could not be has raised above
+                raise UnsupportedOpError(f"{node.label} has subgraphs; attribution through it is not supported.")
             self.node_rules[node.index] = rule_for(node, self.rules, gradient_fallback)
             if rule_name(node, self.rules, gradient_fallback) in INCOMPLETE_RULES:
                 self.incomplete_nodes.append(node.label)
@@ -129,12 +132,7 @@ class AttributionPass:
         self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
-        graph = self.model.graph
-        needed = set(tensors)
-        for node in reversed(graph.nodes):
-            if any(o in needed for o in node.outputs if o):
-                needed |= {i for i in node.inputs if i}
-        return needed
+        return self.model.graph.ancestors(tensors)
 
     def _check_vary_positions(self, node: Node, varying: Sequence[bool]) -> None:
         # Checked while tracing: a tensor downstream of the inputs may still be static (a shape).
@@ -157,7 +155,7 @@ class AttributionPass:
         Weights are left out: returned from a vmap they would be stacked per row, and every rule
         reading them (a convolution's kernel) would run with one kernel per pair.
         """
-        env = self.model.evaluate(weights, feeds)
+        env = self.model.evaluate(weights, feeds, self.evaluated)
         kept: dict[str, Array] = {}
         for name, value in env.items():
             if is_static(value):
@@ -195,6 +193,22 @@ class AttributionPass:
             m_out = [mult.get(o) if o else None for o in node.outputs]
             if all(m is None for m in m_out):
                 continue
+            if node.control is not None:
+                # Lowered control flow: a branch or iteration known not to run has no values; a select
+                # whose choice is known passes the multipliers of its output to the chosen input.
+                if guard_closed(node.control, statics):
+                    continue
+                choice = select_choice(
+                    node, statics.get(node.inputs[0]), lambda t: t in statics or t in weights or t in ex
+                )
+                if choice is not None:
+                    chosen = node.inputs[choice]
+                    if chosen in self.varying and chosen in ex and m_out[0] is not None:
+                        mult[chosen] = mult[chosen] + m_out[0] if chosen in mult else m_out[0]
+                        if record is not None:
+                            flow = _flow(m_out[0], ex[chosen], er[chosen])
+                            record[node.label] = (flow, flow)
+                    continue
             xin = [value(ex, i) for i in node.inputs]
             rin = [value(er, i) for i in node.inputs]
             xout = [value(ex, o) if o in ex or o in statics else None for o in node.outputs]
@@ -208,10 +222,8 @@ class AttributionPass:
             ctx = NodeContext(node, node_function(node), xin, rin, xout, rout, varying)
             m_in = self.node_rules[node.index](ctx, m_out)
             if record is not None:
-                inflow = sum(jnp.sum(m * _delta(x, r)) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None)
-                outflow = sum(
-                    jnp.sum(m * _delta(x, r)) for m, x, r in zip(m_out, xout, rout) if m is not None and x is not None
-                )
+                inflow = sum(_flow(m, x, r) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None)
+                outflow = sum(_flow(m, x, r) for m, x, r in zip(m_out, xout, rout) if m is not None and x is not None)
                 record[node.label] = (inflow, outflow)
             for position, (name, m) in enumerate(zip(node.inputs, m_in)):
                 if m is not None and varying[position]:
@@ -484,8 +496,17 @@ def call_budget() -> int:
 
 
 def _delta(x: Array, r: Array) -> Array:
-    """x - r, and 0 where x == r (equal infinities, as in masked attention scores, give no NaN)."""
+    """x - r, and 0 where x == r (equal infinities, as in masked attention scores, give no NaN).
+    Booleans are read as 0/1, as their multipliers are (onnxshap._multipliers.numeric)."""
+    if jnp.result_type(x) == jnp.bool_:
+        x, r = jnp.asarray(x, jnp.int8), jnp.asarray(r, jnp.int8)
     return jnp.where(x == r, 0, x - r)
+
+
+def _flow(m: Array, x: Array, r: Array) -> Array:
+    """sum m * (x - r), elements with m == 0 left out: a difference that is not finite (the 0/0 branch a
+    Where does not select) carries nothing when nothing flows through it."""
+    return jnp.sum(jnp.where(m == 0, 0, m * _delta(x, r)))
 
 
 def _float_dtype(feeds: Mapping[str, np.ndarray]) -> np.dtype[Any]:

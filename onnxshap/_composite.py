@@ -15,7 +15,15 @@ The primitives and their families (see docs/rules/):
     bilinear(f, *args)   f multilinear in its varying inputs: each at the others' midpoints
                          (exact two-player Shapley value for two)
     max_over(p, axis)    max along an axis: exact Shapley value of the max game
+    compare(cmp, a, b)   a comparison (a step of a - b): linear, then the step's secant (exact)
+    select(c, a, b)      Where(c, a, b): exact 3-player Shapley value when c varies
 Arguments that are not pairs are constants (the same on both sides).
+
+Booleans carry multipliers as numbers: a boolean pair holds 0/1 in a float dtype (what `compare`
+returns, and how `composite_rule` passes a varying boolean or integer input), so its difference
+x - r is in {-1, 0, 1}, as the pass reads it (`onnxshap._multipliers.numeric`). Every primitive
+accepts such pairs; a boolean-valued f (rescale(jnp.logical_not, p), shapley(jnp.logical_and, p, q))
+gives 0/1 numbers with the step's multipliers attached.
 """
 
 from __future__ import annotations
@@ -32,9 +40,13 @@ from onnxshap._multipliers import (
     NodeContext,
     Rule,
     _near_zero,
+    is_discrete,
     max_shapley_values,
+    numeric,
     rescale_slope,
     shapley_slopes,
+    step_slope,
+    where_slopes,
 )
 
 Array = Any
@@ -155,6 +167,52 @@ def max_over(p: Any, axis: int, keepdims: bool = False) -> Any:
     return Pair(side(p.x), side(p.r))
 
 
+def _float_dtype(*values: Any) -> Any:
+    """The widest float dtype among `values` (float32 if none is a float)."""
+    floats = [jnp.result_type(v) for v in values if v is not None and not is_discrete(v)]
+    return jnp.result_type(*floats) if floats else jnp.float32
+
+
+def compare(cmp: Callable[[Array, Array], Array], a: Any, b: Any) -> Any:
+    """cmp(a, b) for a comparison (jnp.less, jnp.equal, ...): a step function of d = a - b, so linear
+    (d) then rescale (the step's secant (y(x) - y(r)) / (d(x) - d(r)), 0 where y agrees). The values
+    are cmp of each side's own inputs (exact, whatever d rounds to), as 0/1 numbers in the inputs'
+    float dtype; a plain boolean where nothing varies."""
+    if not _pair_positions([a, b]):
+        return cmp(a, b)
+    y_x, y_r = cmp(*_side([a, b], 0)), cmp(*_side([a, b], 1))
+    dtype = _float_dtype(x_side(a), x_side(b))
+    d = linear(lambda u, v: numeric(u, dtype) - numeric(v, dtype), a, b)
+    m = step_slope(sg(d.x), sg(d.r), y_x, y_r, dtype)
+    return Pair(_attach(numeric(y_x, dtype), [(m, d.x)]), _attach(numeric(y_r, dtype), [(m, d.r)]))
+
+
+def _truth(v: Array) -> Array:
+    return v if jnp.result_type(v) == jnp.bool_ else v != 0
+
+
+def select(c: Any, a: Any, b: Any) -> Any:
+    """Where(c, a, b), c boolean or 0/1 numbers. A constant c selects (linear in a and b); a varying c
+    is a third player: the exact 3-player Shapley value (`onnxshap._multipliers.where_slopes`), which
+    reduces to the constant-condition rule wherever c agrees on both sides."""
+    if not isinstance(c, Pair):
+        return linear(lambda u, v: jnp.where(_truth(jnp.asarray(c)), u, v), a, b)
+    dtype = _float_dtype(x_side(a), x_side(b), c.x)
+
+    def sides(v: Any) -> tuple[Array, Array]:
+        return (sg(v.x), sg(v.r)) if isinstance(v, Pair) else (v, v)
+
+    m_c, m_a, m_b = where_slopes(sides(c), sides(a), sides(b), dtype)
+
+    def side(k: int) -> Array:
+        a_k, b_k = _side([a, b], k)
+        y = jnp.where(_truth(c[k]), a_k, b_k)
+        terms = [(m_c, c[k])] + [(m, v[k]) for m, v in ((m_a, a), (m_b, b)) if isinstance(v, Pair)]
+        return _attach(y, terms)
+
+    return Pair(side(0), side(1))
+
+
 # --- turning a pair forward into a rule -------------------------------------------------------------
 
 PairForward = Callable[..., Sequence[Any]]
@@ -186,7 +244,14 @@ def composite_rule(forward: PairForward) -> Rule:
             wanted.extend(i for i, o in enumerate(outs) if isinstance(o, Pair) and i < len(m_out) and m_out[i] is not None)
             return [outs[i] for i in wanted]
 
-        primals = [Pair(ctx.xin[p], ctx.rin[p]) for p in positions]
+        # Varying booleans and integers enter as numbers (booleans 0/1): jax differentiates floats only.
+        given = [m for m in m_out if m is not None]
+        dtype = jnp.result_type(given[0]) if given else _float_dtype(*ctx.xout)
+        primals = [
+            Pair(numeric(ctx.xin[p], dtype), numeric(ctx.rin[p], dtype)) if is_discrete(ctx.xin[p])
+            else Pair(ctx.xin[p], ctx.rin[p])
+            for p in positions
+        ]
         outs, vjp = jax.vjp(run, *primals)  # traces `run` once, filling `wanted`
         if not wanted:
             return result

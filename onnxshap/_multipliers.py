@@ -79,6 +79,8 @@ def _float_outputs(ctx: NodeContext) -> list[int]:
 
 def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]) -> list[Array | None]:
     """VJP of the node with respect to inputs `wrt`, evaluated with inputs from `point` (others x side)."""
+    if any(is_discrete(point.get(i, ctx.xin[i])) for i in wrt):
+        return _vjp_numeric(ctx, point, wrt, m_out)
     outs = _float_outputs(ctx)
 
     def f(*vs: Array) -> tuple[Array, ...]:
@@ -97,11 +99,86 @@ def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out
     return result
 
 
+def _vjp_numeric(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]) -> list[Array | None]:
+    """`_vjp_at` where some inputs in `wrt` are booleans or integers (a mask moved by Reshape, Expand,
+    Concat, Gather...): those enter as numbers of the multiplier dtype (booleans 0/1), so the
+    data-movement op carries their multipliers like any other value. Only linear rows get here, and a
+    linear op that moves data computes the same on 0/1 numbers as on booleans."""
+    dtype = multiplier_dtype(ctx, m_out)
+    wanted: list[int] = []
+
+    def f(*vs: Array) -> tuple[Array, ...]:
+        replaced = dict(point)
+        replaced.update(zip(wrt, vs))
+        ys = ctx.call_with(replaced)
+        wanted[:] = [i for i, y in enumerate(ys) if y is not None and jnp.issubdtype(jnp.result_type(y), jnp.inexact)]
+        return tuple(ys[i] for i in wanted)
+
+    primals = [numeric(v, dtype) if is_discrete(v) else v for v in (point.get(i, ctx.xin[i]) for i in wrt)]
+    ys, vjp = jax.vjp(f, *primals)
+    cotangents = tuple(
+        (m_out[i] if i < len(m_out) and m_out[i] is not None else jnp.zeros(jnp.shape(y))).astype(jnp.result_type(y))
+        for i, y in zip(wanted, ys)
+    )
+    grads = vjp(cotangents)
+    result: list[Array | None] = [None] * len(ctx.xin)
+    for i, g in zip(wrt, grads):
+        result[i] = g
+    return result
+
+
 def _near_zero(x: Array, r: Array) -> Array:
     # x == r also covers equal infinities (masked attention scores), where x - r is NaN.
     # Relative to the values themselves (not floored at 1): tiny but distinct values keep their secant.
     scale = jnp.maximum(jnp.abs(x), jnp.abs(r))
     return (x == r) | (jnp.abs(x - r) <= NEAR_ZERO * scale)
+
+
+def is_discrete(v: Array | None) -> bool:
+    """Whether a value is boolean or integer: its differences are whole steps, read as numbers (booleans 0/1)."""
+    return v is not None and not jnp.issubdtype(jnp.result_type(v), jnp.inexact)
+
+
+def numeric(v: Array, dtype: Any) -> Array:
+    """A value as numbers of `dtype`: booleans as 0/1, integers as themselves. This is the reading every
+    multiplier of a boolean or integer tensor refers to: its difference x - r is numeric(x) - numeric(r)
+    (in {-1, 0, 1} for booleans), as the pass's completeness records read it."""
+    return jnp.asarray(v).astype(dtype)
+
+
+def multiplier_dtype(ctx: NodeContext, m_out: Sequence[Array | None]) -> Any:
+    """The float dtype multipliers take at this node: the outputs' multipliers', else the first float
+    output's or input's, else float32."""
+    for v in (*m_out, *ctx.xout, *ctx.xin):
+        if v is not None and jnp.issubdtype(jnp.result_type(v), jnp.inexact):
+            return jnp.result_type(v)
+    return jnp.float32
+
+
+def _numeric_delta(x: Array, r: Array, dtype: Any) -> Array:
+    """numeric(x) - numeric(r), exactly 0 where x == r (equal infinities included)."""
+    return jnp.where(x == r, 0, numeric(x, dtype) - numeric(r, dtype)).astype(dtype)
+
+
+def step_slope(x: Array, r: Array, y_x: Array, y_r: Array, dtype: Any) -> Array:
+    """Multiplier of a one-input function with a discrete input or output (a comparison's step of
+    d = u - v, a Cast to or from booleans or integers): the secant (y(x) - y(r)) / (x - r) over numbers,
+    booleans read as 0/1; 0 where the output does not change. A discrete value moves by a whole step or
+    not at all, so the secant is exact and locally complete wherever x != r, and no derivative is
+    needed where x ~ r: there the output is the same on both sides. Output-shaped, in `dtype`.
+    """
+    dy = _numeric_delta(y_x, y_r, dtype)
+    dx = _numeric_delta(x, r, dtype)
+    ok = (dy != 0) & (dx != 0) & jnp.isfinite(dx)
+    return jnp.where(ok, dy / jnp.where(ok, dx, 1), 0).astype(dtype)
+
+
+def _bool_slope(f: Callable[[Array], Array], x: Array, dtype: Any) -> Array:
+    """Multiplier of a one-input function of a boolean: f(True) - f(False) read as numbers. Any function
+    of one boolean is affine in its 0/1 reading, so this is its exact Jacobian (the secant wherever the
+    input changes): Not gives -1, a Cast to numbers 1."""
+    shape = jnp.shape(x)
+    return numeric(f(jnp.ones(shape, bool)), dtype) - numeric(f(jnp.zeros(shape, bool)), dtype)
 
 
 # --- families --------------------------------------------------------------------------------------
@@ -123,9 +200,22 @@ def zero(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     return [None] * len(ctx.xin)
 
 
-def rescale_slope(f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y_r: Array) -> Array:
+def rescale_slope(
+    f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y_r: Array, dtype: Any = None
+) -> Array:
     """Multiplier of a one-input elementwise f: the secant (f(x) - f(r)) / (x - r), or f'((x + r) / 2)
-    where x ~ r (the limit of the secant; never 0/0). Output-shaped."""
+    where x ~ r (the limit of the secant; never 0/0). Output-shaped.
+
+    A boolean input gives f(True) - f(False) (`_bool_slope`); an integer input or a boolean or integer
+    output gives the step secant (`step_slope`), both in `dtype` (default: the float dtype of x or y,
+    else float32).
+    """
+    if is_discrete(x) or is_discrete(y_x):
+        if dtype is None:
+            dtype = next((jnp.result_type(v) for v in (x, y_x) if not is_discrete(v)), jnp.float32)
+        if jnp.result_type(x) == jnp.bool_:
+            return _bool_slope(f, x, dtype)
+        return step_slope(x, r, y_x, y_r, dtype)
     near = _near_zero(x, r)
     dx = x - r
     secant = (y_x - y_r) / jnp.where(near, jnp.ones_like(dx), dx)
@@ -136,19 +226,36 @@ def rescale_slope(f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y
 
 def _rescale_one(ctx: NodeContext, position: int, m_out: Sequence[Array | None]) -> list[Array | None]:
     x, r = ctx.xin[position], ctx.rin[position]
-    multiplier = rescale_slope(lambda v: ctx.call_with({position: v})[0], x, r, ctx.xout[0], ctx.rout[0])
-    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
+    discrete = is_discrete(x) or is_discrete(ctx.xout[0])
+    dtype = multiplier_dtype(ctx, m_out) if discrete else None
+    multiplier = rescale_slope(lambda v: ctx.call_with({position: v})[0], x, r, ctx.xout[0], ctx.rout[0], dtype)
+    m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype or jnp.result_type(ctx.xout[0]))
     result: list[Array | None] = [None] * len(ctx.xin)
-    result[position] = _unbroadcast(m * multiplier, jnp.shape(x))
+    result[position] = _unbroadcast(scaled(m, multiplier), jnp.shape(x))
     return result
 
 
 def rescale(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
-    """One varying input, elementwise: m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ~ r. Exact."""
+    """One varying input, elementwise: m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ~ r. Exact.
+
+    Booleans and integers are read as numbers (`step_slope`, `_bool_slope`): Cast between booleans,
+    integers and floats, and Not, are exact and locally complete.
+    """
     positions = ctx.varying_positions
     if len(positions) != 1:
         return shapley(ctx, m_out)
     return _rescale_one(ctx, positions[0], m_out)
+
+
+def scaled(m: Array, slope: Array) -> Array:
+    """m * slope, and 0 where m is 0 and the slope is not finite. A node whose output carries no
+    multiplier passes none, even where a side is not finite (the 0/0 branch of a divide_no_nan, or
+    the log of a negative number in an untaken branch, that a Where does not select).
+
+    The guard is on the slope, so the product stays the last operation: XLA then fuses it with what
+    follows as before, and finite slopes give the bits of m * slope.
+    """
+    return m * jnp.where(jnp.isfinite(slope) | (m != 0), slope, jnp.zeros((), jnp.result_type(slope)))
 
 
 def _unbroadcast(value: Array, shape: tuple[int, ...]) -> Array:
@@ -161,28 +268,74 @@ def _unbroadcast(value: Array, shape: tuple[int, ...]) -> Array:
     return jnp.sum(value, axis=axes, keepdims=True) if axes else value
 
 
-def shapley_slopes(f: Callable[[Sequence[Array]], Array], xs: Sequence[Array], rs: Sequence[Array]) -> list[Array]:
+def shapley_slopes(
+    f: Callable[[Sequence[Array]], Array], xs: Sequence[Array], rs: Sequence[Array], dtype: Any = None
+) -> list[Array]:
     """Per player j of an elementwise f(players), the output-shaped multiplier phi_j / (x_j - r_j), where
     phi_j is the exact Shapley value over the 2^k coalitions (player j takes x_j or r_j). Where player j
     barely moves, phi_j / dx_j is 0/0: the partial derivative at the midpoint of all players (its limit).
+
+    Boolean or integer players or outputs (And, Or, Xor; Min of integers) are read as numbers of
+    `dtype` (booleans 0/1): f is still evaluated on the players' own values, only the coalition values
+    and the differences are numeric. A discrete player moves by a whole step or not at all, so its
+    multiplier is phi_j / dx_j where it moves and 0 where it does not; a discrete output has no
+    derivative to fall back on, so every player's multiplier is its secant.
     """
     k = len(xs)
-    values: dict[frozenset[int], Array] = {}
+    raw: dict[frozenset[int], Array] = {}
     for size in range(k + 1):
         for subset in itertools.combinations(range(k), size):
-            values[frozenset(subset)] = f([xs[p] if p in subset else rs[p] for p in range(k)])
+            raw[frozenset(subset)] = f([xs[p] if p in subset else rs[p] for p in range(k)])
+    discrete_players = [is_discrete(v) for v in xs]
+    discrete_out = is_discrete(raw[frozenset(range(k))])
+    if not any(discrete_players) and not discrete_out:
+        return _float_shapley_slopes(f, xs, rs, raw)
+    if dtype is None:
+        dtype = next((jnp.result_type(v) for v, d in zip(xs, discrete_players) if not d), jnp.float32)
+    values = {s: numeric(v, dtype) for s, v in raw.items()}
+    shape = jnp.shape(values[frozenset(range(k))])
+    # Discrete players keep their x value where a derivative is taken (it is never taken along them).
+    mid = [xs[p] if discrete_players[p] else (xs[p] + rs[p]) / 2 for p in range(k)]
+    slopes = []
+    for j in range(k):
+        phi = _coalition_phi(values, j, k)
+        xb, rb = jnp.broadcast_to(xs[j], shape), jnp.broadcast_to(rs[j], shape)
+        if discrete_players[j] or discrete_out:
+            dx = _numeric_delta(xb, rb, dtype)
+            ok = (dx != 0) & (phi != 0) & jnp.isfinite(dx)
+            slopes.append(jnp.where(ok, phi / jnp.where(ok, dx, 1), 0).astype(dtype))
+            continue
+        near = _near_zero(xb, rb)
+        _, partial = jax.jvp(
+            lambda v: f([v if p == j else mid[p] for p in range(k)]), (mid[j],), (jnp.ones_like(mid[j]),)
+        )
+        slopes.append(jnp.where(near, partial, phi / jnp.where(near, 1, xb - rb)))
+    return slopes
+
+
+def _coalition_phi(values: Mapping[frozenset[int], Array], j: int, k: int) -> Array:
+    """phi_j = sum over coalitions S without j of |S|! (k - |S| - 1)! / k! * (v(S + j) - v(S))."""
+    others = [p for p in range(k) if p != j]
+    phi = jnp.zeros_like(values[frozenset(range(k))])
+    for size in range(k):
+        weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+        for subset in itertools.combinations(others, size):
+            s = frozenset(subset)
+            phi = phi + weight * (values[s | {j}] - values[s])
+    return phi
+
+
+def _float_shapley_slopes(
+    f: Callable[[Sequence[Array]], Array], xs: Sequence[Array], rs: Sequence[Array], values: Mapping[frozenset[int], Array]
+) -> list[Array]:
+    """`shapley_slopes` for float players and a float output, given the coalition values."""
+    k = len(xs)
     y_x = values[frozenset(range(k))]
     shape = jnp.shape(y_x)
     mid = [(x + r) / 2 for x, r in zip(xs, rs)]
     slopes = []
     for j in range(k):
-        others = [p for p in range(k) if p != j]
-        phi = jnp.zeros_like(y_x)
-        for size in range(k):
-            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
-            for subset in itertools.combinations(others, size):
-                s = frozenset(subset)
-                phi = phi + weight * (values[s | {j}] - values[s])
+        phi = _coalition_phi(values, j, k)
         xb, rb = jnp.broadcast_to(xs[j], shape), jnp.broadcast_to(rs[j], shape)
         near = _near_zero(xb, rb)
         _, partial = jax.jvp(
@@ -196,23 +349,101 @@ def shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | Non
     """Elementwise op of k varying inputs: exact Shapley value of the k-player game per output element.
 
     Player j "takes its x value or its r value"; the 2^k coalitions are enumerated. With one varying
-    input this is the rescale rule.
+    input this is the rescale rule. Booleans and integers are read as numbers (`shapley_slopes`).
+    Where with a varying condition has a closed form (`where_shapley`).
     """
     positions = ctx.varying_positions
     k = len(positions)
     if k == 0:
         return [None] * len(ctx.xin)
+    if ctx.node.op_type == "Where" and ctx.varying[0]:
+        return where_shapley(ctx, m_out)
     if k == 1:
         return _rescale_one(ctx, positions[0], m_out)
+    xs = [ctx.xin[p] for p in positions]
+    discrete = any(is_discrete(v) for v in (*xs, ctx.xout[0]))
+    dtype = multiplier_dtype(ctx, m_out) if discrete else None
     slopes = shapley_slopes(
-        lambda vals: ctx.call_with(dict(zip(positions, vals)))[0],
-        [ctx.xin[p] for p in positions],
-        [ctx.rin[p] for p in positions],
+        lambda vals: ctx.call_with(dict(zip(positions, vals)))[0], xs, [ctx.rin[p] for p in positions], dtype
     )
-    m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
+    m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype or jnp.result_type(ctx.xout[0]))
     result: list[Array | None] = [None] * len(ctx.xin)
     for j, slope in zip(positions, slopes):
-        result[j] = _unbroadcast(m * slope, jnp.shape(ctx.xin[j]))
+        result[j] = _unbroadcast(scaled(m, slope), jnp.shape(ctx.xin[j]))
+    return result
+
+
+def where_slopes(
+    c: tuple[Array, Array], a: tuple[Array, Array], b: tuple[Array, Array], dtype: Any
+) -> tuple[Array, Array, Array]:
+    """Output-shaped multipliers (of c, of a, of b) of y = Where(c, a, b): the exact 3-player Shapley value.
+
+    Read as numbers, y = b + c (a - b) is multilinear in (c, a, b), so its Shapley value is the midpoint
+    rule of each product: phi_c = dc (abar - bbar), phi_a = cbar da, phi_b = (1 - cbar) db, with
+    abar = (a_x + a_r) / 2 and cbar in {0, 1/2, 1}. They sum to y_x - y_r. Where c agrees on both sides
+    (cbar in {0, 1}) this is the rule for a constant condition (a's multiplier 1 where c holds, b's
+    where it does not) and c gets 0. Each argument is (x side, r side); give a constant twice.
+
+    Where c moves, a branch that is not finite on one side (the NaN that divide_no_nan guards against,
+    a -inf fill) is read on both sides as its value on the side that selects it: a dummy player, so
+    the game stays finite, and y_x - y_r, which never reads the unselected value, goes to the others.
+    """
+    cx, cr = numeric(c[0], dtype), numeric(c[1], dtype)
+    cbar = (cx + cr) / 2
+    moved = c[0] != c[1]
+    x_selects_a = c[0] if jnp.result_type(c[0]) == jnp.bool_ else c[0] != 0
+
+    def player(v: tuple[Array, Array], selected: Array) -> tuple[Array, Array]:
+        vx, vr = numeric(v[0], dtype), numeric(v[1], dtype)
+        finite = jnp.isfinite(vx) & jnp.isfinite(vr)
+        mean = jnp.where(finite | ~moved, (vx + vr) / 2, jnp.where(selected, vx, vr))
+        return mean, finite | ~moved
+
+    abar, a_moves = player(a, x_selects_a)
+    bbar, b_moves = player(b, ~x_selects_a)
+    # 0, not the gap, where c agrees: a masked value (-inf) on both sides must not give inf * 0 upstream.
+    m_c = jnp.where(moved, abar - bbar, 0).astype(dtype)
+    return m_c, jnp.where(a_moves, cbar, 0).astype(dtype), jnp.where(b_moves, 1 - cbar, 0).astype(dtype)
+
+
+def where_shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Where(c, a, b) with a varying condition: the exact 3-player Shapley value over (c, a, b)
+    (`where_slopes`), players that do not vary held at their x value. Broadcasting c, a and b."""
+    dtype = multiplier_dtype(ctx, m_out)
+    m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype)
+
+    def sides(p: int) -> tuple[Array, Array]:
+        x = ctx.xin[p]
+        return (x, ctx.rin[p]) if ctx.varying[p] else (x, x)
+
+    wide = jnp.result_type(dtype, *[v for v in ctx.xin[1:] if not is_discrete(v)])
+    slopes = where_slopes(sides(0), sides(1), sides(2), wide)
+    result: list[Array | None] = [None] * len(ctx.xin)
+    for p, slope in enumerate(slopes):
+        if ctx.varying[p]:
+            result[p] = _unbroadcast(jnp.broadcast_to(m * slope, jnp.shape(m)), jnp.shape(ctx.xin[p]))
+    return result
+
+
+def comparison(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Equal, Less, Greater, LessOrEqual, GreaterOrEqual of (u, v): a step function of d = u - v, so
+    linear (d) then rescale (the step's secant): the multiplier of u is
+    m * (y(x) - y(r)) / (d(x) - d(r)) with the boolean output read as 0/1, that of v its negative.
+    Exact and locally complete: zero where the comparison comes out the same on both sides, and
+    dy in {-1, 1} otherwise, with d(x) != d(r). Broadcasting u and v; integers read as numbers.
+    """
+    dtype = multiplier_dtype(ctx, m_out)
+    m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype)
+    # An input that does not vary is held at its x value, as in every rule (its difference is 0).
+    du, dv = (_numeric_delta(ctx.xin[p], ctx.rin[p], dtype) if ctx.varying[p] else 0 for p in (0, 1))
+    dd = du - dv
+    dy = _numeric_delta(ctx.xout[0], ctx.rout[0], dtype)
+    ok = (dy != 0) & (dd != 0) & jnp.isfinite(dd)
+    slope = m * jnp.where(ok, dy / jnp.where(ok, dd, 1), 0).astype(dtype)
+    result: list[Array | None] = [None] * len(ctx.xin)
+    for p, sign in ((0, 1), (1, -1)):
+        if ctx.varying[p]:
+            result[p] = _unbroadcast(sign * slope, jnp.shape(ctx.xin[p]))
     return result
 
 

@@ -15,6 +15,7 @@ from jax import lax
 
 from onnxshap._composite import Pair, bilinear, composite_rule, linear, max_over, rescale, shapley, x_side
 from onnxshap._errors import UnsupportedOpError
+from onnxshap._multipliers import Rule, comparison
 from onnxshap.ops._common import normalize_axis, onnx_dtype, unsupported_attribute
 from onnxshap.ops.ml import _FLOAT32_LOWEST, _POST_TRANSFORMS, _linear_scores, _logistic, _probit, _rows
 from onnxshap.ops.nn import _accumulation_dtype, _PoolGeometry
@@ -453,3 +454,10 @@ def linear_classifier(
 
 normalizer_rule = composite_rule(normalizer)
 linear_classifier_rule = composite_rule(linear_classifier)
+
+
+# --- comparisons -------------------------------------------------------------------------------------
+
+#: Equal, Less, Greater, LessOrEqual, GreaterOrEqual: a step of d = a - b, linear then rescale, written out
+#: (both steps have closed forms, so no pair trace is needed; `compare` is the same rule as a primitive).
+comparison_rule: Rule = comparison
