@@ -309,7 +309,9 @@ class Explainer:
         self.conversion: Any = None
         if framework_of(model) is not None:  # never imports a framework that is not already loaded
             model, self.conversion = convert_object(model, sample)
-        self.model = model if isinstance(model, Model) else load(model)
+        # Named outputs: ops that none of them needs (an unsupported post-processing tail) are not checked.
+        requested_outputs = None if outputs is None else ([outputs] if isinstance(outputs, str) else list(outputs))
+        self.model = model if isinstance(model, Model) else load(model, requested_outputs)
         if check not in ("raise", "warn", "off"):
             raise InputError(f"check must be 'raise', 'warn' or 'off', not {check!r}.")
         self.check = check

@@ -2,7 +2,9 @@
 
 Loading checks everything that can be checked before any data arrives: the bytes parse as an ONNX
 model, external data exists inside the model's folder, the opsets are known, and every node has a
-row in the rule table (`Graph.unsupported()` lists the ones that do not, without raising).
+row in the rule table (`Graph.unsupported()` lists the ones that do not, without raising). Control
+flow (If, Loop, Scan) is then lowered into ordinary nodes (`onnxshap._control`), so that every node
+the interpreter runs and the attribution pass visits is one node of the main graph.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import onnx.numpy_helper
 import onnx.shape_inference
 from google.protobuf.message import DecodeError
 
-from onnxshap._errors import ExternalDataError, GraphError, ModelLoadError, OpsetError, UnsupportedOpError
+from onnxshap._errors import (
+    ExternalDataError,
+    GraphError,
+    ModelLoadError,
+    OnnxShapError,
+    OpsetError,
+    UnsupportedOpError,
+)
 from onnxshap._registry import OpSpec, Registry, normalize_domain, registry, resolve_since_version
 
 ModelLike = str | os.PathLike[str] | bytes | onnx.ModelProto
@@ -44,9 +53,46 @@ class TensorInfo:
         return f"{self.name}: {self.dtype if self.dtype is not None else '?'}{dims}"
 
 
+@dataclass(frozen=True)
+class Control:
+    """How a node lowered from control flow runs (see `onnxshap._control`).
+
+    Attributes:
+        source: label of the If, Loop or Scan node it was lowered from (for error messages).
+        guard: (tensor, truth value) pairs: the node runs only where each tensor, when its value is
+            known before the data arrives, has that truth value (the branch or iteration is taken).
+            Where a tensor is computed from the data the node always runs and a select masks it.
+        select: for a Where that chooses between branch outputs or masks a loop-carried value, what
+            it selects (for messages); with a condition known before the data arrives it passes the
+            chosen input through, without reading the other (which may not have run).
+        checks: (tensor, axis, length) facts about shapes the lowering relied on, verified when the
+            node runs.
+    """
+
+    source: str
+    guard: tuple[tuple[str, bool], ...] = ()
+    select: str = ""
+    checks: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a control-flow node could not be lowered; raised when a requested tensor needs the node."""
+
+    kind: type[OnnxShapError]
+    message: str
+
+    def error(self) -> OnnxShapError:
+        return self.kind(self.message)
+
+
 @dataclass
 class Node:
-    """One ONNX node with its resolved rule-table row and attributes (schema defaults filled in)."""
+    """One ONNX node with its resolved rule-table row and attributes (schema defaults filled in).
+
+    `control` is set on nodes lowered from If/Loop/Scan; `problem` on an If/Loop/Scan node that
+    could not be lowered (it keeps its `subgraphs`, and evaluating it raises `problem`).
+    """
 
     index: int
     name: str
@@ -58,10 +104,23 @@ class Node:
     attrs: dict[str, Any]
     spec: OpSpec | None
     subgraphs: dict[str, Graph] = field(default_factory=dict)
+    control: Control | None = None
+    problem: Problem | None = None
 
     @property
     def label(self) -> str:
         return f"{self.op_type} node {self.name!r}" if self.name else f"{self.op_type} node #{self.index}"
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every tensor the node needs before it runs: its inputs, guard and checked tensors, and
+        what its subgraphs read from the enclosing scope."""
+        names = [i for i in self.inputs if i]
+        if self.control is not None:
+            names += [t for t, _ in self.control.guard] + [t for t, _, _ in self.control.checks]
+        for sub in self.subgraphs.values():
+            names += sorted(sub.free_tensors())
+        return tuple(dict.fromkeys(names))
 
 
 def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -119,15 +178,17 @@ def _schema_defaults(op_type: str, domain: str, since: int | None) -> dict[str, 
 
 
 class Graph:
-    """A parsed ONNX graph (the main graph or a subgraph of If).
+    """A parsed ONNX graph (the main graph, or a subgraph of If, Loop or Scan).
 
     Attributes:
-        nodes: nodes in a deterministic topological order (Identity and Dropout removed).
+        nodes: nodes in a deterministic topological order (Identity and Dropout removed; in the main
+            graph of a loaded model, control flow lowered into ordinary nodes).
         dag: networkx DiGraph over node indices; edge attribute "tensors" lists the connecting tensors.
         initializers: constant tensors by name.
         inputs / outputs: the graph's true inputs (initializer-backed inputs excluded) and outputs.
         value_info: every tensor whose type shape inference could determine.
         opsets: domain -> opset version the model imports.
+        lowered: one line per If/Loop/Scan node saying how it was lowered (see `onnxshap._control`).
     """
 
     def __init__(
@@ -153,6 +214,7 @@ class Graph:
         self.outputs = [_tensor_info(vi) for vi in proto.output]
         self.value_info = {vi.name: _tensor_info(vi) for vi in [*proto.input, *proto.value_info, *proto.output]}
         self.outer_scope = frozenset(outer_scope)
+        self.lowered: list[str] = []
 
         raw_nodes: list[Node] = []
         for index, n in enumerate(proto.node):
@@ -177,7 +239,9 @@ class Graph:
                 for key, g in subgraph_protos.items():
                     node.subgraphs[key] = Graph(g, self.opsets, reg=reg, base_dir=base_dir, outer_scope=visible)
 
-        self.nodes = self._drop_identities(raw_nodes)
+        from onnxshap.ops.quant import fuse_quantize_dequantize  # that op module imports this one
+
+        self.nodes = fuse_quantize_dequantize(self._drop_identities(raw_nodes), [o.name for o in self.outputs])
         self.dag = self._build_dag(self.nodes)
         order = list(nx.lexicographical_topological_sort(self.dag, key=lambda i: i))
         by_index = {n.index: n for n in self.nodes}
@@ -234,10 +298,7 @@ class Graph:
                 producer[o] = node.index
         known = set(self.initializers) | {i.name for i in self.inputs} | set(self.outer_scope)
         for node in nodes:
-            needed = [i for i in node.inputs if i]
-            for sub in node.subgraphs.values():
-                needed += [t for t in sub.free_tensors() if t not in known or t in producer]
-            for t in needed:
+            for t in node.reads:
                 if t in producer:
                     if dag.has_edge(producer[t], node.index):
                         dag.edges[producer[t], node.index]["tensors"].append(t)
@@ -255,6 +316,13 @@ class Graph:
             cycle = nx.find_cycle(dag)
             raise GraphError(f"The graph has a cycle through nodes {[c[0] for c in cycle]}; ONNX graphs must be acyclic.")
         return dag
+
+    def _set_nodes(self, nodes: list[Node]) -> None:
+        """Replace the node list (after lowering control flow): rebuild the DAG, order and producers."""
+        self.dag = self._build_dag(nodes)
+        by_index = {n.index: n for n in nodes}
+        self.nodes = [by_index[i] for i in nx.lexicographical_topological_sort(self.dag, key=lambda i: i)]
+        self.producer = {o: n for n in self.nodes for o in n.outputs if o}
 
     def free_tensors(self) -> set[str]:
         """Tensors this graph (and its subgraphs) read from an enclosing scope."""
@@ -274,23 +342,54 @@ class Graph:
             for sub in n.subgraphs.values():
                 yield from sub.all_nodes()
 
-    def unsupported(self) -> list[str]:
-        """One message per unsupported op type (grouping its nodes); empty when everything is supported."""
+    def ancestors(self, tensors: Iterable[str]) -> set[str]:
+        """Every tensor needed to compute `tensors` (the tensors themselves included)."""
+        needed = set(tensors)
+        for node in reversed(self.nodes):
+            if any(o in needed for o in node.outputs if o):
+                needed |= set(node.reads)
+        return needed
+
+    def needed_nodes(self, tensors: Iterable[str] | None = None) -> list[Node]:
+        """The nodes that computing `tensors` runs (default: the graph outputs), in order."""
+        needed = self.ancestors(o.name for o in self.outputs) if tensors is None else self.ancestors(tensors)
+        return [n for n in self.nodes if any(o in needed for o in n.outputs if o)]
+
+    def unsupported(self, outputs: Iterable[str] | None = None) -> list[str]:
+        """One message per unsupported op type (grouping its nodes), then one per control-flow node
+        that cannot be lowered; empty when everything is supported.
+
+        Only nodes that computing `outputs` needs count (default: the graph outputs).
+        """
+        needed = self.needed_nodes(outputs)
         groups: dict[tuple[str, str, int | None], list[str]] = {}
-        for n in self.all_nodes():
+        for n in _with_subgraph_nodes(needed):
             if n.spec is None:
                 groups.setdefault((n.op_type, n.domain, n.since_version), []).append(n.name or f"#{n.index}")
         reg = registry()
-        return [
+        messages = [
             reg.describe_unsupported(op, dom, self.opsets.get(dom, 0), since, names)
             for (op, dom, since), names in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         ]
+        return messages + [n.problem.message for n in needed if n.problem is not None]
 
-    def check_supported(self) -> None:
-        problems = self.unsupported()
-        if problems:
-            head = f"The model uses {len(problems)} unsupported op type(s):\n  - " if len(problems) > 1 else ""
-            raise UnsupportedOpError(head + "\n  - ".join(problems))
+    def check_supported(self, outputs: Iterable[str] | None = None) -> None:
+        """Raise UnsupportedOpError for ops without a row that computing `outputs` needs (default: the
+        graph outputs). Control-flow nodes that cannot be lowered raise when they are evaluated."""
+        needed = self.needed_nodes(outputs)
+        missing = [n for n in _with_subgraph_nodes(needed) if n.spec is None]
+        if not missing:
+            return
+        groups: dict[tuple[str, str, int | None], list[str]] = {}
+        for n in missing:
+            groups.setdefault((n.op_type, n.domain, n.since_version), []).append(n.name or f"#{n.index}")
+        reg = registry()
+        problems = [
+            reg.describe_unsupported(op, dom, self.opsets.get(dom, 0), since, names)
+            for (op, dom, since), names in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]
+        head = f"The model uses {len(problems)} unsupported op type(s):\n  - " if len(problems) > 1 else ""
+        raise UnsupportedOpError(head + "\n  - ".join(problems))
 
     def descendants_of(self, tensors: Iterable[str]) -> set[str]:
         """Every tensor that depends on any of `tensors` (the tensors themselves included)."""
@@ -302,6 +401,13 @@ class Graph:
             if reads & reached:
                 reached |= {o for o in node.outputs if o}
         return reached
+
+
+def _with_subgraph_nodes(nodes: Iterable[Node]) -> Iterable[Node]:
+    for n in nodes:
+        yield n
+        for sub in n.subgraphs.values():
+            yield from sub.all_nodes()
 
 
 def _read_proto(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
@@ -410,10 +516,19 @@ def load_graph(model: ModelLike) -> LoadedModel:
     proto, base_dir = _read_proto(model)
     _load_external_data(proto, base_dir)
     opsets = _check_opsets(proto)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-    except Exception:
-        # Shape inference is advisory (it gives better error messages); evaluation does not need it.
-        inferred = proto
+    # Shape inference is advisory (better error messages; the lengths control flow is unrolled over,
+    # which the lowering verifies when the graph runs); evaluation does not need it. Data propagation
+    # carries Shape -> Concat -> Reshape chains into static dims.
+    inferred = proto
+    for data_prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)
+            break
+        except Exception:  # noqa: BLE001 - see above
+            continue
     graph = Graph(inferred.graph, opsets, base_dir=base_dir)
+    if any(n.subgraphs for n in graph.nodes):
+        from onnxshap._control import lower_control_flow  # it evaluates nodes: imports the interpreter
+
+        lower_control_flow(graph)
     return LoadedModel(proto=proto, graph=graph, base_dir=base_dir)

@@ -8,11 +8,14 @@ shape of a traced value, so they fold too.
 
 Large float constants (weights) are not baked into the compiled program: they are passed to the jitted
 function as arguments, which keeps compilation fast whatever the model's size.
+
+Control flow arrives lowered (`onnxshap._control`): a node may carry a guard (it runs only where its
+branch or iteration is taken, when that is known before the data arrives) or be a select (a Where
+that passes one input through when its condition is known); see `guard_closed` and `select_choice`.
 """
 
 from __future__ import annotations
 
-from collections import ChainMap
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -20,7 +23,7 @@ import jax
 import numpy as np
 
 from onnxshap._errors import GraphError, UnsupportedOpError
-from onnxshap._graph import Graph, Node
+from onnxshap._graph import Control, Graph, Node
 from onnxshap.ops._common import OUTPUT_COUNT_FLAG
 
 Value = Any  # np.ndarray (static) or jax.Array / tracer (traced)
@@ -82,6 +85,68 @@ def node_function(node: Node) -> Callable[..., tuple[Value, ...]]:
 NodeRunner = Callable[[Node, Sequence[Value]], tuple[Value, ...]]
 
 
+def _truth(value: Value) -> bool:
+    return bool(np.asarray(value).reshape(-1)[0])
+
+
+def guard_closed(control: Control | None, values: Mapping[str, Value]) -> bool:
+    """True where a guard tensor of a lowered node has a value known before the data arrives that
+    is not the one the node's branch or iteration needs: the node does not run."""
+    if control is None:
+        return False
+    for tensor, want in control.guard:
+        value = values.get(tensor)
+        if value is not None and is_static(value) and _truth(value) != want:
+            return True
+    return False
+
+
+def select_choice(node: Node, condition: Value | None, present: Callable[[str], bool]) -> int | None:
+    """The input (1 or 2) a lowered select passes through unchanged, or None where it is a real Where.
+
+    `condition` is the condition's value where it is known before the data arrives (else None),
+    `present(name)` whether a tensor was computed. A select passes the input its known condition
+    picks; a condition that was not computed (its loop iteration did not run) or a value that was
+    not computed (its branch or iteration did not run) leaves the other input.
+    """
+    if node.control is None or not node.control.select:
+        return None
+    if condition is not None:
+        return 1 if _truth(condition) else 2
+    if not present(node.inputs[0]) or not present(node.inputs[1]):
+        return 2
+    if not present(node.inputs[2]):
+        return 1
+    return None
+
+
+def _check_facts(node: Node, env: Mapping[str, Value]) -> None:
+    assert node.control is not None
+    for tensor, axis, length in node.control.checks:
+        if tensor in env:
+            shape = tuple(np.shape(env[tensor]))
+            if len(shape) <= axis or shape[axis] != length:
+                raise GraphError(
+                    f"{node.control.source} was unrolled for tensor {tensor!r} of length {length} on axis {axis} (from the "
+                    f"shapes the model declares), but it has shape {list(shape)}. The model's shape information is wrong; "
+                    "re-export it, or feed inputs of the declared shapes."
+                )
+
+
+def _check_select(node: Node, inputs: Sequence[Value]) -> None:
+    assert node.control is not None
+    a, b = inputs[1], inputs[2]
+    dtype_a, dtype_b = (np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype for v in (a, b))
+    if np.shape(a) != np.shape(b) or dtype_a != dtype_b:
+        raise GraphError(
+            f"{node.control.source}: {node.control.select} is {dtype_a}{list(np.shape(a))} on one side and "
+            f"{dtype_b}{list(np.shape(b))} on the other, so its condition must be known before the data arrives, but "
+            "it is computed from the model's inputs: onnxshap runs both sides and selects with Where, which needs one "
+            "shape and dtype. Re-export the model so that both sides return tensors of the same shape (pad them), or "
+            "explain up to a tensor before it (outputs=...)."
+        )
+
+
 def run_graph(
     graph: Graph,
     env: MutableMapping[str, Value],
@@ -93,47 +158,52 @@ def run_graph(
     """Evaluate `graph` in topological order, writing every node's outputs into `env`.
 
     With `partial=True`, nodes whose inputs are not all in `env` are skipped (used to fold constants
-    before the inputs are known); otherwise a missing tensor is an error.
+    before the inputs are known); otherwise a missing tensor is an error. Lowered nodes whose branch
+    or iteration is not taken are skipped (their outputs stay absent).
     """
     for node in graph.nodes:
         if node.index in skip or all(o in env for o in node.outputs if o):
             continue
-        if partial and not all(i in env for i in node.inputs if i):
-            continue
-        if partial and node.subgraphs and not all(t in env for s in node.subgraphs.values() for t in s.free_tensors()):
-            continue
+        control = node.control
+        if control is not None:
+            if guard_closed(control, env) or not all(t in env for t, _ in control.guard):
+                continue
+            if control.select:
+                cond = env.get(node.inputs[0])
+                if partial and (cond is None or not is_static(cond)):
+                    continue
+                choice = select_choice(node, cond if cond is not None and is_static(cond) else None, env.__contains__)
+                if choice is not None:
+                    if node.inputs[choice] in env:
+                        env[node.outputs[0]] = env[node.inputs[choice]]
+                    continue
+        if partial and (node.spec is None or not all(i in env for i in node.reads)):
+            continue  # folding never raises: a model loaded with outputs= may hold ops it does not need
+        if node.problem is not None:
+            if partial:
+                continue
+            raise node.problem.error()
+        if node.subgraphs:
+            if partial:
+                continue
+            raise UnsupportedOpError(
+                f"{node.label} carries subgraphs ({sorted(node.subgraphs)}); onnxshap lowers only If, Loop and Scan "
+                "at the since-versions in rules/tensor.toml."
+            )
         inputs = [env[i] if i else None for i in node.inputs]
         if partial and not all(v is None or is_static(v) for v in inputs):
             continue
-        if node.op_type == "If" and node.domain == "":
-            outputs = _run_if(node, inputs, env, runner)
-        elif node.subgraphs:
-            raise UnsupportedOpError(
-                f"{node.label} carries subgraphs ({sorted(node.subgraphs)}); control flow other than If with a "
-                "condition known before the data arrives is not supported. Re-export the model with the loop unrolled."
-            )
-        else:
-            outputs = runner(node, inputs)
+        if control is not None:
+            _check_facts(node, env)
+            if control.select:
+                _check_select(node, inputs)
+        outputs = runner(node, inputs)
         if len(outputs) < len([o for o in node.outputs if o]):
             raise GraphError(f"{node.label} produced {len(outputs)} outputs but the graph expects {len(node.outputs)}.")
         for name, value in zip(node.outputs, outputs):
             if name:
                 env[name] = value
     return env
-
-
-def _run_if(node: Node, inputs: Sequence[Value], env: Mapping[str, Value], runner: NodeRunner) -> tuple[Value, ...]:
-    cond = inputs[0]
-    if not is_static(cond):
-        raise GraphError(
-            f"{node.label} chooses its branch from a value computed from the model's inputs; only If nodes whose "
-            "condition is known before the data arrives can be compiled. Re-export the model without "
-            "data-dependent control flow."
-        )
-    branch = node.subgraphs["then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"]
-    scope: ChainMap[str, Value] = ChainMap({}, dict(branch.initializers), env)  # type: ignore[arg-type]
-    run_graph(branch, scope, runner=runner)
-    return tuple(scope[o.name] for o in branch.outputs)
 
 
 def fold_constants(graph: Graph) -> dict[str, np.ndarray]:
@@ -152,9 +222,7 @@ def split_constants(
     needed: set[str] = {o.name for o in graph.outputs}
     for node in graph.nodes:
         if not all(o in constants for o in node.outputs if o):
-            needed |= {i for i in node.inputs if i}
-            for sub in node.subgraphs.values():
-                needed |= sub.free_tensors()
+            needed |= set(node.reads)
     embedded: dict[str, np.ndarray] = {}
     weights: dict[str, np.ndarray] = {}
     for name in needed:

@@ -84,10 +84,10 @@ class Model:
         trace_count: how many times the forward pass was traced (compiled); for tests and diagnostics.
     """
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, outputs: Sequence[str] | None = None):
         self._loaded = loaded
         self.graph: Graph = loaded.graph
-        self.graph.check_supported()
+        self.graph.check_supported(outputs)
         self.inputs: list[TensorInfo] = list(self.graph.inputs)
         self.outputs: list[TensorInfo] = list(self.graph.outputs)
         constants = fold_constants(self.graph)
@@ -106,6 +106,8 @@ class Model:
         with jax.enable_x64(True):
             self._weights = {k: jax.device_put(v) for k, v in host_weights.items()}
         self.trace_count = 0
+        self._skips: dict[tuple[str, ...] | None, frozenset[int]] = {}
+        self._checked: set[tuple[str, ...] | None] = set()
         self._jitted = jax.jit(self._forward, static_argnames=("output_names",))
 
     @property
@@ -126,15 +128,40 @@ class Model:
         items = {**self._embedded, **self._weights}
         return {k: (tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in items.items() if hasattr(v, "dtype")}
 
-    def evaluate(self, weights: Mapping[str, Any], feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Run the graph (traceable): every tensor by name, from the weights and the feeds."""
+    def _skip(self, outputs: Sequence[str] | None) -> frozenset[int]:
+        """Nodes not to run: folded at load time, host nodes, and nodes `outputs` do not need."""
+        key = None if outputs is None else tuple(outputs)
+        if key not in self._skips:
+            needed = {n.index for n in self.graph.needed_nodes(key)}
+            self._skips[key] = self._folded | {n.index for n in self.graph.nodes if n.index not in needed}
+        return self._skips[key]
+
+    def check_needed(self, outputs: Sequence[str] | None = None) -> None:
+        """Raise if computing `outputs` (default: the graph outputs) needs an unsupported op or a
+        control-flow node that could not be lowered (`Node.problem`)."""
+        key = None if outputs is None else tuple(outputs)
+        if key in self._checked:
+            return
+        self.graph.check_supported(key)
+        for node in self.graph.needed_nodes(key):
+            if node.problem is not None:
+                raise node.problem.error()
+        self._checked.add(key)
+
+    def evaluate(
+        self, weights: Mapping[str, Any], feeds: Mapping[str, Any], outputs: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Run the graph (traceable): every tensor by name, from the weights and the feeds.
+
+        With `outputs`, only the nodes those tensors need run (default: what the graph outputs need).
+        """
         env: dict[str, Any] = {**self._embedded, **weights, **feeds}
-        run_graph(self.graph, env, skip=self._folded)
+        run_graph(self.graph, env, skip=self._skip(outputs))
         return env
 
     def _forward(self, weights: Mapping[str, Any], feeds: Mapping[str, Any], output_names: tuple[str, ...]) -> dict[str, Any]:
         self.trace_count += 1
-        env = self.evaluate(weights, feeds)
+        env = self.evaluate(weights, feeds, output_names)
         return {name: env[name] for name in output_names}
 
     def run(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> dict[str, Any]:
@@ -143,7 +170,8 @@ class Model:
         Args:
             feeds: one array per graph input, by name, with the dtype the model declares.
             outputs: names of the tensors to return (default: all graph outputs); intermediate
-                tensors may be named too.
+                tensors may be named too. Only the nodes they need run, so an unsupported node
+                after them is no obstacle.
 
         Returns:
             A dict output name -> numpy array, in the order requested (a list of dicts for a
@@ -159,6 +187,7 @@ class Model:
             )
         host = {n: self._host_nodes[n] for n in names if n in self._host_nodes}
         traced = tuple(dict.fromkeys([*(n for n in names if n not in host), *(h.inputs[0] for h in host.values())]))
+        self.check_needed(traced)
         with jax.enable_x64(True):
             result = self._jitted(self._weights, arrays, output_names=traced)
         out: dict[str, Any] = {}
@@ -177,20 +206,28 @@ class Model:
         return f"<onnxshap.Model ({ins}) -> ({outs}), {len(self.graph.nodes)} nodes>"
 
 
-def load(model: ModelLike) -> Model:
+def load(model: ModelLike, outputs: Sequence[str] | None = None) -> Model:
     """Load an ONNX model for evaluation with JAX.
+
+    Control flow is lowered into ordinary nodes (docs/rules/control-flow.md).
 
     Args:
         model: a path to an .onnx file, its bytes, or an `onnx.ModelProto`.
+        outputs: the tensors the model will be asked for, if not (only) the graph outputs: ops
+            that none of them needs are not checked.
 
     Raises:
         ModelLoadError: the file is missing, not ONNX, truncated or corrupt (ExternalDataError and
             OpsetError are subclasses for external-data and opset problems).
-        UnsupportedOpError: the graph uses ops without a row in the rule table (all are listed).
+        UnsupportedOpError: the tensors asked for need ops without a row in the rule table (all are
+            listed). An If, Loop or Scan that cannot be lowered raises when a requested tensor needs
+            it (`unsupported_ops` lists it).
     """
-    return Model(load_graph(model))
+    return Model(load_graph(model), outputs)
 
 
-def unsupported_ops(model: ModelLike) -> list[str]:
-    """One message per op type the model uses that onnxshap does not support (empty if none)."""
-    return load_graph(model).graph.unsupported()
+def unsupported_ops(model: ModelLike, outputs: Sequence[str] | None = None) -> list[str]:
+    """One message per op type the model uses that onnxshap does not support, then one per If, Loop
+    or Scan node it cannot lower (empty if none). Only nodes that computing `outputs` needs count
+    (default: the graph outputs)."""
+    return load_graph(model).graph.unsupported(outputs)

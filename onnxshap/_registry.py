@@ -17,7 +17,7 @@ import functools
 import importlib
 import sys
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,10 @@ class Registry:
         where = f"{op_type} (domain {domain or 'ai.onnx'!r}, opset {opset}"
         where += f", since_version {since})" if since is not None else ")"
         head = f"{where} used by node(s) {shown}"
+        from onnxshap.ops.quant import refused_reason  # that op module imports this one
+
+        if (reason := refused_reason(op_type, domain)) is not None:
+            return f"{head} is not supported: {reason}"
         if spec is not None:
             return (
                 f"{head} is not supported: the rule table ({spec.source}) checks {op_type} only at "
@@ -275,12 +279,21 @@ class Registry:
             )
         if since is None:
             return f"{head} is not supported: the onnx package knows no such op in this domain."
-        near = difflib.get_close_matches(op_type, [s.op_type for s in self._by_op.values()], n=3)
+        near = similar_ops(op_type, [s.op_type for s in self._by_op.values()])
         hint = f" Similar supported ops: {near}." if near else ""
         return (
             f"{head} has no row in the rule table, so onnxshap cannot evaluate or attribute it (it never "
             f"falls back to plain gradients silently).{hint} To add it, see docs/adding-an-op.md."
         )
+
+
+def similar_ops(op_type: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """Up to `n` of `names` that differ from `op_type` only by case or a misspelling (difflib ratio >=
+    0.9, case ignored): names that merely share letters (Loop, LpPool) or are other ops with a
+    similar name (Atanh, Tanh; MaxUnpool, MaxPool) are not suggested."""
+    wanted = op_type.lower()
+    scored = [(difflib.SequenceMatcher(None, wanted, name.lower()).ratio(), name) for name in set(names)]
+    return [name for ratio, name in sorted(scored, key=lambda t: (-t[0], t[1])) if ratio >= 0.9][:n]
 
 
 def resolve_since_version(op_type: str, domain: str, opset: int) -> int | None:

@@ -487,12 +487,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for e in lookups:
         if e.kind != "embedding" or e.float_ids:
             print(f"index input: {e.describe()}; explained there, values summed per position")
+    if graph.lowered:
+        print("control flow (lowered into the nodes above; docs/rules/control-flow.md):")
+        for line in graph.lowered:
+            print(f"  {line}")
     problems = graph.unsupported()
     if problems:
         print("unsupported:")
         for p in problems:
             print(f"  - {p}")
-        print(f"{len(problems)} op type(s) are not supported: onnxshap cannot explain this model.", file=sys.stderr)
+        print(f"{len(problems)} op type(s) or control-flow node(s) are not supported: onnxshap cannot explain this "
+              "model (up to a tensor before them it can: --outputs-from).", file=sys.stderr)
         return 1
     print(f"all {len(counts)} op types are supported (onnxshap {onnxshap.__version__}).")
     return 0
@@ -515,8 +520,10 @@ def _node_rule(node: Any, varying: set[str]) -> str:
     """The rule family a node gets: the table's, or what it reduces to given which inputs vary."""
     if node.spec is None:
         return "UNSUPPORTED"
+    if node.problem is not None:
+        return "UNSUPPORTED (control flow that cannot be lowered)"
     n_varying = sum(1 for i in node.inputs if i and i in varying)
-    if not node.subgraphs and n_varying == 0:
+    if n_varying == 0:
         return "none (constant)"
     if node.spec.rule == "bilinear" and n_varying == 1:
         return "linear (bilinear; one operand is constant)"

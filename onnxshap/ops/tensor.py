@@ -773,14 +773,3 @@ def upsample_7(x: Array, *, scales: Sequence[float], mode: str) -> Array:
 def upsample(x: Array, scales: Array, *, mode: str) -> Array:
     """Upsample-9/10: scales is a static input; asymmetric coordinates as Resize-10."""
     return _upsample(x, np.asarray(scales, dtype=np.float64).reshape(-1).tolist(), mode)
-
-
-# --- control flow ---------------------------------------------------------------------------------------
-
-
-def if_(cond: Array) -> Array:
-    """Never called: the interpreter inlines If when its condition is static."""
-    raise GraphError(
-        "If is evaluated by the interpreter, which runs the branch its static condition selects; "
-        "it has no forward function of its own."
-    )
