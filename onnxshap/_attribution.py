@@ -497,9 +497,10 @@ def call_budget() -> int:
 
 def _delta(x: Array, r: Array) -> Array:
     """x - r, and 0 where x == r (equal infinities, as in masked attention scores, give no NaN).
-    Booleans are read as 0/1, as their multipliers are (onnxshap._multipliers.numeric)."""
-    if jnp.result_type(x) == jnp.bool_:
-        x, r = jnp.asarray(x, jnp.int8), jnp.asarray(r, jnp.int8)
+    Booleans are read as 0/1 and integers as their values, in floats (uint8 codes must not wrap),
+    as their multipliers are (onnxshap._multipliers.numeric)."""
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        x, r = jnp.asarray(x, float), jnp.asarray(r, float)
     return jnp.where(x == r, 0, x - r)
 
 
