@@ -10,6 +10,7 @@ from onnxshap._errors import (
     ModelLoadError as ModelLoadError,
     OnnxShapError as OnnxShapError,
     OpsetError as OpsetError,
+    OutputError as OutputError,
     RuleTableError as RuleTableError,
     UnsupportedOpError as UnsupportedOpError,
 )

@@ -35,6 +35,10 @@ class InputError(OnnxShapError, ValueError):
     """An input given by the user does not fit the model: unknown name, wrong rank, shape or dtype."""
 
 
+class OutputError(OnnxShapError, OSError):
+    """A result file could not be written (a directory, a missing folder, a full disk); nothing was left behind."""
+
+
 class ConversionError(OnnxShapError):
     """A framework model (PyTorch, Keras, scikit-learn) could not be converted to ONNX, or the ONNX
     model does not reproduce the framework's outputs (then `report` holds the comparison)."""

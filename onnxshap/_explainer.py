@@ -11,7 +11,7 @@ import numpy as np
 
 from onnxshap._attribution import AttributionPass
 from onnxshap._convert import convert_object, framework_of
-from onnxshap._errors import InputError, OnnxShapError
+from onnxshap._errors import InputError, OnnxShapError, OutputError
 from onnxshap._graph import ModelLike, TensorInfo
 from onnxshap._layout import Feeds, Reading, read_feeds
 from onnxshap._model import Model, load
@@ -123,8 +123,13 @@ class Explanation:
         return to_shap(self, output, **options)
 
     def save(self, path: str | Path) -> None:
-        """Write an .npz file (no pickle). The file is written whole or not at all."""
+        """Write an .npz file (no pickle). The file is written whole or not at all: on any failure the
+        partial file is removed and `OutputError` says why."""
         path = Path(path)
+        if path.is_dir():
+            raise OutputError(f"{path} is a directory; give a file name, e.g. {path / 'values.npz'}.")
+        if not path.parent.is_dir():
+            raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist. Create it first.")
         arrays: dict[str, Any] = {
             "base_values": self.base_values,
             "prediction": self.prediction,
@@ -144,9 +149,19 @@ class Explanation:
             if data is not None:  # None for intermediate tensors
                 arrays[f"data/{name}"] = data
         tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        tmp.replace(path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"Could not write {path}: {exc.strerror or exc}. Nothing was written; free disk space or choose "
+                "another location."
+            ) from exc
+        except BaseException:  # Ctrl-C mid-write: no partial file either
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:
@@ -384,6 +399,13 @@ class Explainer:
         if baseline_token is not None:
             if not self.embeddings:
                 raise InputError("baseline_token= applies to token-id inputs, and this explainer explains none.")
+            # An id outside the table would be clamped silently by XLA, as in the samples (check_ids).
+            outside = [e for e in self.embeddings if not -e.vocab <= int(baseline_token) < e.vocab]
+            if outside:
+                raise InputError(
+                    f"baseline_token={baseline_token} is outside the table of {outside[0].vocab} rows that "
+                    f"{outside[0].input!r} indexes; use an id in [0, {outside[0].vocab - 1}], e.g. the padding id."
+                )
             token_names = {e.input for e in self.embeddings}
             self.background_inputs = [i for i in self.background_inputs if i.name not in token_names]
             if not self.background_inputs:

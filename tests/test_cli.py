@@ -421,3 +421,20 @@ def test_image_reading_follows_the_model(tmp_path: Path, capsys: pytest.CaptureF
     code, _, err = run_main(capsys, "check", cifar, "--input", tmp_path / "not_an_image.png")
     assert code == 1 and "Cannot read image" in err
     assert not out.exists()
+
+
+def test_explain_under_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> None:
+    import shlex
+
+    out = tmp_path / "out.npz"
+    # `ulimit -f 4`: writes past 4 KiB fail with EFBIG (Python ignores SIGXFSZ); set in a shell, since
+    # forking this process (JAX is loaded, multithreaded) would not be safe.
+    command = " ".join(shlex.quote(str(a)) for a in [
+        sys.executable, "-m", "onnxshap", "explain", DIGITS, "--input", DIGITS_SAMPLES,
+        "--background", DIGITS_BACKGROUND, "-o", out,
+    ])
+    done = subprocess.run(["bash", "-c", f"ulimit -f 4; exec {command}"], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "File too large" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -265,3 +265,29 @@ def test_bad_inputs(rng: np.random.Generator) -> None:
         onnxshap.Explainer(_relu_net(), bg, outputs="nope")
     with pytest.raises(onnxshap.InputError, match="does not exist"):
         onnxshap.Explainer(_relu_net(), bg, inputs="nope")
+
+
+def test_save_never_leaves_a_partial_file(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    bg = rng.normal(size=(8, 6)).astype(np.float32)
+    e = onnxshap.Explainer(_relu_net(), bg).explain(bg[:2])
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(onnxshap.OutputError, match="is a directory"):
+        e.save(tmp_path / "folder")
+    with pytest.raises(onnxshap.OutputError, match="does not exist"):
+        e.save(tmp_path / "missing" / "values.npz")
+
+    def full_disk(fh: Any, **arrays: Any) -> None:
+        fh.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(onnxshap.OutputError, match="No space left on device"):
+        e.save(tmp_path / "values.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+def test_baseline_token_outside_the_table_is_refused() -> None:
+    model = REPO / "models" / "seq_text_cnn_ts.onnx"  # a table of 100+ rows
+    for token in (10**6, -1000):
+        with pytest.raises(onnxshap.InputError, match=rf"baseline_token={token} is outside the table"):
+            onnxshap.Explainer(model, baseline_token=token)
