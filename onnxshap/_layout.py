@@ -83,6 +83,30 @@ class Feeds:
         return "; ".join(parts)
 
 
+def check_names(inputs: Sequence[TensorInfo], given: Collection[str], what: str) -> None:
+    """Every given name is an input and every input is given, else an InputError listing the inputs."""
+    expected = [i.name for i in inputs]
+    unknown = [k for k in given if k not in expected]
+    if unknown:
+        raise InputError(
+            f"Unknown {what} name(s) {unknown}. The model's inputs are: " + ", ".join(i.describe() for i in inputs) + "."
+        )
+    missing = [n for n in expected if n not in given]
+    if missing:
+        raise InputError(
+            f"Missing {what}(s) {missing}. Provide every {what}: " + ", ".join(i.describe() for i in inputs) + "."
+        )
+
+
+def check_dtype(info: TensorInfo, array: np.ndarray, what: str) -> None:
+    """The array has the declared element type, else an InputError with the cast to make."""
+    if info.dtype is not None and array.dtype != info.dtype:
+        hint = f" Convert it with `x.astype(np.{info.dtype.name})`." if array.dtype.kind in "fiub" else ""
+        raise InputError(
+            f"{what.capitalize()} {info.name!r} has dtype {array.dtype}, but the model expects {info.dtype}.{hint}"
+        )
+
+
 def _fits(shape: Sequence[int], declared: Sequence[Any]) -> bool:
     """Static dims equal; dynamic ones anything (symbols are checked across inputs later)."""
     return len(shape) == len(declared) and all(
@@ -139,27 +163,13 @@ def read_feeds(
     """
     expected = {i.name: i for i in inputs}
     given_fixed = dict(given_fixed or {})
-    unknown = [k for k in [*feeds, *given_fixed] if k not in expected]
-    if unknown:
-        raise InputError(
-            f"Unknown {what} name(s) {unknown}. The model's inputs are: " + ", ".join(i.describe() for i in inputs) + "."
-        )
     twice = [k for k in feeds if k in given_fixed]
     if twice:
         raise InputError(f"{what.capitalize()} {twice} are given both as fixed values and as {what}s; give each once.")
-    missing = [n for n in expected if n not in feeds and n not in given_fixed]
-    if missing:
-        raise InputError(
-            f"Missing {what}(s) {missing}. Provide every {what}: " + ", ".join(i.describe() for i in inputs) + "."
-        )
+    check_names(inputs, [*feeds, *given_fixed], what)
     arrays = {name: np.asarray(value) for name, value in {**feeds, **given_fixed}.items()}
     for name, array in arrays.items():
-        info = expected[name]
-        if info.dtype is not None and array.dtype != info.dtype:
-            hint = f" Convert it with `x.astype(np.{info.dtype.name})`." if array.dtype.kind in "fiub" else ""
-            raise InputError(
-                f"{what.capitalize()} {name!r} has dtype {array.dtype}, but the model expects {info.dtype}.{hint}"
-            )
+        check_dtype(expected[name], array, what)
     for name in given_fixed:
         info, array = expected[name], arrays[name]
         if info.shape is not None and not _fits(array.shape, info.shape):

@@ -11,7 +11,7 @@ import numpy as np
 from onnxshap._errors import InputError
 from onnxshap._graph import Graph, LoadedModel, ModelLike, TensorInfo, load_graph
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
-from onnxshap._layout import dims_text, is_unknown_dim
+from onnxshap._layout import check_dtype, check_names, dims_text, is_unknown_dim
 
 
 #: Ops whose output is not a tensor; supported only as graph outputs, evaluated on the host.
@@ -25,28 +25,12 @@ def validate_feeds(inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, wh
     names that only say "unknown" ("?", "", "unk__3") tie nothing.
     """
     expected = {i.name: i for i in inputs}
-    unknown = [k for k in feeds if k not in expected]
-    if unknown:
-        raise InputError(
-            f"Unknown {what} name(s) {unknown}. The model's {what}s are: "
-            + ", ".join(i.describe() for i in inputs)
-            + "."
-        )
-    missing = [n for n in expected if n not in feeds]
-    if missing:
-        raise InputError(
-            f"Missing {what}(s) {missing}. Provide every {what}: " + ", ".join(i.describe() for i in inputs) + "."
-        )
+    check_names(inputs, list(feeds), what)
     arrays: dict[str, np.ndarray] = {}
     symbols: dict[str, tuple[int, str]] = {}
     for name, info in expected.items():
-        value = feeds[name]
-        array = np.asarray(value)
-        if info.dtype is not None and array.dtype != info.dtype:
-            hint = f" Convert it with `x.astype(np.{info.dtype.name})`." if array.dtype.kind in "fiub" else ""
-            raise InputError(
-                f"{what.capitalize()} {name!r} has dtype {array.dtype}, but the model expects {info.dtype}.{hint}"
-            )
+        array = np.asarray(feeds[name])
+        check_dtype(info, array, what)
         if info.shape is not None:
             if array.ndim != len(info.shape):
                 raise InputError(
