@@ -9,6 +9,9 @@ the interpreter runs and the attribution pass visits is one node of the main gra
 
 from __future__ import annotations
 
+import functools
+
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from onnxshap._errors import (
     OpsetError,
     UnsupportedOpError,
 )
-from onnxshap._registry import OpSpec, Registry, normalize_domain, registry, resolve_since_version
+from onnxshap._registry import OpSpec, Registry, max_opsets, normalize_domain, registry, resolve_since_version
 
 ModelLike = str | os.PathLike[str] | bytes | onnx.ModelProto
 
@@ -136,7 +139,85 @@ def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(vi.name, dtype, shape)
 
 
-def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, opsets: Mapping[str, int]) -> Any:
+#: Bits per element of the ONNX types stored packed, several elements to a byte (newer onnx releases
+#: add types; those this onnx lacks are left out).
+_PACKED_BITS: dict[int, int] = {
+    getattr(onnx.TensorProto, name): bits
+    for name, bits in (
+        ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6)
+    )
+    if hasattr(onnx.TensorProto, name)
+}
+
+_CORRUPT = "The model file is corrupt or was edited inconsistently; export the model again."
+
+
+def _type_name(data_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(data_type).lower()
+    except ValueError:
+        return f"type {data_type}"
+
+
+def _element_bits(data_type: int) -> int | None:
+    """Bits one element of `data_type` takes in raw_data or an external file (None: never stored raw)."""
+    if data_type in _PACKED_BITS:
+        return _PACKED_BITS[data_type]
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None if dtype.kind == "O" else 8 * dtype.itemsize
+
+
+def _raw_bytes(data_type: int, count: int) -> int | None:
+    """Bytes that `count` elements of `data_type` take in raw_data or an external file."""
+    bits = _element_bits(data_type)
+    return None if bits is None else -(-count * bits // 8)
+
+
+def tensor_array(t: onnx.TensorProto, what: str, base_dir: Path | None = None) -> np.ndarray:
+    """The values of `t`; ModelLoadError (naming `what`) where its dims do not match the data it
+    stores or onnx cannot read it, instead of numpy's reshape error that names no tensor."""
+    dims = [int(d) for d in t.dims]
+    count = math.prod(dims)
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{what} has dims {dims}, with a negative dimension. {_CORRUPT}")
+    # A stored unit is a byte for raw data and for the packed types' int32_data (one byte per entry),
+    # else one entry of the typed field (two per complex element): (bits per unit, bits per element).
+    unit: tuple[int, int] | None = None
+    field, have = "raw_data", len(t.raw_data)
+    if t.HasField("raw_data"):
+        bits = _element_bits(t.data_type)
+        unit = None if bits is None else (8, bits)
+    elif not onnx.external_data_helper.uses_external_data(t):
+        try:
+            field = onnx.helper.tensor_dtype_to_field(t.data_type)
+        except KeyError:  # an undefined type: onnx's own error below says so
+            field = ""
+        if field:
+            have = len(getattr(t, field))
+            if _PACKED_BITS.get(t.data_type) in (2, 4):
+                unit = (8, _PACKED_BITS[t.data_type])
+            else:
+                unit = (1, 2) if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128) else (1, 1)
+    if unit is not None:
+        unit_bits, element_bits = unit
+        need = -(-count * element_bits // unit_bits)
+        if have != need:
+            units = "bytes" if unit_bits == 8 else "entries"
+            raise ModelLoadError(
+                f"{what} has dims {dims}, which need {count} {_type_name(t.data_type)} element(s) ({need} {units} "
+                f"of {field}), but it stores {have * unit_bits // element_bits} element(s) ({have} {units}). {_CORRUPT}"
+            )
+    try:
+        return onnx.numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{what} cannot be read: {exc}. {_CORRUPT}") from exc
+
+
+def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, owner: str) -> Any:
+    """The attribute's value; `owner` (the node) names it in errors."""
     kind = attr.type
     A = onnx.AttributeProto
     if kind == A.FLOAT:
@@ -146,7 +227,7 @@ def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, opsets: M
     if kind == A.STRING:
         return attr.s.decode("utf-8", errors="replace")
     if kind == A.TENSOR:
-        return onnx.numpy_helper.to_array(attr.t, base_dir=str(base_dir) if base_dir else "")
+        return tensor_array(attr.t, f"Tensor attribute {attr.name!r} of {owner}", base_dir)
     if kind == A.FLOATS:
         return [float(v) for v in attr.floats]
     if kind == A.INTS:
@@ -156,10 +237,37 @@ def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, opsets: M
     if kind == A.GRAPH:
         return attr.g
     if kind == A.TENSORS:
-        return [onnx.numpy_helper.to_array(t) for t in attr.tensors]
+        return [
+            tensor_array(t, f"Tensor {i} of attribute {attr.name!r} of {owner}", base_dir) for i, t in enumerate(attr.tensors)
+        ]
     if kind == A.SPARSE_TENSOR:
         return onnx.numpy_helper.to_array(onnx.helper.make_tensor("", 1, [], []))  # pragma: no cover
     return onnx.helper.get_attribute_value(attr)
+
+
+@functools.cache
+def _schema_attribute_types(op_type: str, domain: str, since: int | None) -> dict[str, int]:
+    """Attribute name -> AttributeProto type that the op's schema declares (empty if unknown)."""
+    if since is None:
+        return {}
+    try:
+        schema = onnx.defs.get_schema(op_type, max_inclusive_version=since, domain=domain)
+    except onnx.defs.SchemaError:
+        return {}
+    return {name: int(attr.type) for name, attr in schema.attributes.items()}
+
+
+def _check_attribute_type(node: Node, attr: onnx.AttributeProto) -> None:
+    """An attribute stored with another type than the schema's (axis=1.0) is an invalid model, which
+    onnxruntime refuses too; read as it is, it would fail deep inside an op."""
+    expected = _schema_attribute_types(node.op_type, node.domain, node.since_version).get(attr.name)
+    if expected is not None and attr.type != expected:
+        names = onnx.AttributeProto.AttributeType.Name
+        raise GraphError(
+            f"Attribute {attr.name!r} of {node.label} is stored as {names(attr.type)}, but {node.op_type}-"
+            f"{node.since_version} takes {names(expected)}: the model is invalid (onnx.checker.check_model says so "
+            "too). Re-export it, or fix the attribute with onnx.helper.make_attribute."
+        )
 
 
 def _schema_defaults(op_type: str, domain: str, since: int | None) -> dict[str, Any]:
@@ -173,7 +281,7 @@ def _schema_defaults(op_type: str, domain: str, since: int | None) -> dict[str, 
     for name, attr in schema.attributes.items():
         default = attr.default_value
         if default is not None and default.type != onnx.AttributeProto.UNDEFINED:
-            defaults[name] = _attribute_value(default, None, {})
+            defaults[name] = _attribute_value(default, None, f"the {op_type} schema")
     return defaults
 
 
@@ -205,7 +313,7 @@ class Graph:
         reg = reg or registry()
         self.initializers: dict[str, np.ndarray] = {}
         for t in proto.initializer:
-            self.initializers[t.name] = onnx.numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
+            self.initializers[t.name] = tensor_array(t, f"Initializer {t.name!r}", base_dir)
         for sparse in proto.sparse_initializer:
             raise GraphError(
                 f"Sparse initializer {sparse.values.name!r} is not supported; store it as a dense tensor."
@@ -225,13 +333,14 @@ class Graph:
             if spec is not None and since not in spec.since:
                 spec = None
             attrs = _schema_defaults(n.op_type, domain, since)
+            node = Node(index, n.name, n.op_type, domain, since, tuple(n.input), tuple(n.output), attrs, spec)
             subgraph_protos: dict[str, onnx.GraphProto] = {}
             for a in n.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
                     subgraph_protos[a.name] = a.g
                 else:
-                    attrs[a.name] = _attribute_value(a, base_dir, self.opsets)
-            node = Node(index, n.name, n.op_type, domain, since, tuple(n.input), tuple(n.output), attrs, spec)
+                    _check_attribute_type(node, a)
+                    attrs[a.name] = _attribute_value(a, base_dir, node.label)
             raw_nodes.append(node)
             if subgraph_protos:
                 visible = {*self.outer_scope, *self.initializers, *(i.name for i in self.inputs)}
@@ -465,7 +574,12 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path | None) -> None:
         )
     root = base_dir.resolve()
     for t in tensors:
-        info = onnx.external_data_helper.ExternalDataInfo(t)
+        try:
+            info = onnx.external_data_helper.ExternalDataInfo(t)
+        except ValueError as exc:  # a negative or non-numeric offset or length
+            raise ExternalDataError(
+                f"Tensor {t.name!r} has an invalid external-data entry ({exc}). {_CORRUPT}"
+            ) from None
         location = Path(info.location)
         target = (root / location).resolve()
         if location.is_absolute() or not target.is_relative_to(root):
@@ -480,28 +594,71 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path | None) -> None:
                 f"{str(root)!r}. Copy the data file next to the .onnx file (exporters write it beside the model)."
             )
         size = target.stat().st_size
-        end = (info.offset or 0) + (info.length or 0)
-        if info.length and end > size:
+        offset = info.offset or 0
+        # Without a length, the tensor's bytes run from the offset to the end of the file (as onnx reads them).
+        length = info.length if info.length is not None else max(size - offset, 0)
+        span = f"offset {offset}" + (f", length {info.length}" if info.length is not None else "")
+        fix = (
+            "The data file is truncated or does not belong to this model: copy the data file that was exported "
+            "with this .onnx file next to it, or export the model again."
+        )
+        if offset > size:
             raise ExternalDataError(
-                f"Tensor {t.name!r} needs bytes {info.offset or 0}..{end} of {info.location!r}, but that file has only "
-                f"{size} bytes; it is truncated. Export the model again."
+                f"Tensor {t.name!r} is stored in external file {info.location!r} at {span}, past the end of that "
+                f"file, which has only {size} bytes. {fix}"
+            )
+        if offset + length > size:
+            raise ExternalDataError(
+                f"Tensor {t.name!r} is stored in external file {info.location!r} at {span}, up to byte "
+                f"{offset + length}, but that file has only {size} bytes. {fix}"
+            )
+        dims = [int(d) for d in t.dims]
+        need = _raw_bytes(t.data_type, math.prod(dims))
+        if need is not None and length != need:
+            raise ExternalDataError(
+                f"Tensor {t.name!r} has dims {dims} of {_type_name(t.data_type)}, which take {need} bytes, but its "
+                f"entry in external file {info.location!r} ({size} bytes) is {length} bytes long ({span}). {fix}"
             )
     onnx.external_data_helper.load_external_data_for_model(proto, str(root))
 
 
 def _check_opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    """Domain -> imported opset; OpsetError for an opset newer than onnx defines: the meaning of its ops
+    is unknown (onnxruntime refuses such a model too). Domains onnx does not define (vendor ops) pass;
+    their ops are unsupported."""
     opsets: dict[str, int] = {}
-    known = onnx.defs.onnx_opset_version()
     for imp in proto.opset_import:
-        domain = normalize_domain(imp.domain)
-        opsets[domain] = int(imp.version)
-    if opsets.get("", 0) > known:
-        raise OpsetError(
-            f"The model imports opset {opsets['']} of the default ONNX domain, but the installed onnx package "
-            f"(version {onnx.__version__}) knows opsets up to {known}. Upgrade onnx (pip install -U onnx) or "
-            f"export the model with opset <= {known}."
-        )
+        opsets[normalize_domain(imp.domain)] = int(imp.version)
+    known = max_opsets()
+    for domain, version in sorted(opsets.items()):
+        if domain in known and version > known[domain]:
+            raise OpsetError(
+                f"The model imports opset {version} of domain {domain or 'ai.onnx'!r}, but the installed onnx "
+                f"package (version {onnx.__version__}) knows opsets up to {known[domain]} of that domain, so the "
+                f"meaning of its ops is unknown. Upgrade onnx (pip install -U onnx) or export the model with "
+                f"opset <= {known[domain]} for that domain."
+            )
     return opsets
+
+
+#: Ops whose output onnx's shape inference computes in full when it propagates values (data_prop).
+_PROPAGATED_OPS = frozenset({"Range", "Tile"})
+
+
+def _check_propagated_sizes(proto: onnx.ModelProto) -> None:
+    """Refuse a Range or Tile of constants too large to build before shape inference computes it (in
+    C++, until memory runs out and the process is killed), with the error folding would raise."""
+    from onnxshap._interpreter import check_folded_size  # it imports this module
+
+    known = {t.name: t for t in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.output:
+            known.update({n.output[0]: a.t for a in n.attribute if a.name == "value" and a.HasField("t")})
+    for index, n in enumerate(proto.graph.node):
+        if n.op_type in _PROPAGATED_OPS and normalize_domain(n.domain) == "" and all(i in known for i in n.input if i):
+            node = Node(index, n.name, n.op_type, "", None, tuple(n.input), tuple(n.output), {}, None)
+            inputs = [tensor_array(known[i], f"Input {i!r} of {node.label}") if i else None for i in n.input]
+            check_folded_size(node, inputs)
 
 
 @dataclass
@@ -516,6 +673,7 @@ def load_graph(model: ModelLike) -> LoadedModel:
     proto, base_dir = _read_proto(model)
     _load_external_data(proto, base_dir)
     opsets = _check_opsets(proto)
+    _check_propagated_sizes(proto)
     # Shape inference is advisory (better error messages; the lengths control flow is unrolled over,
     # which the lowering verifies when the graph runs); evaluation does not need it. Data propagation
     # carries Shape -> Concat -> Reshape chains into static dims.

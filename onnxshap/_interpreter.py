@@ -16,6 +16,7 @@ that passes one input through when its condition is known); see `guard_closed` a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -24,13 +25,20 @@ import numpy as np
 
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Control, Graph, Node
-from onnxshap.ops._common import OUTPUT_COUNT_FLAG
+from onnxshap.ops._common import OUTPUT_COUNT_FLAG, static_ints
 
 Value = Any  # np.ndarray (static) or jax.Array / tracer (traced)
 
 #: Constants with at least this many elements are passed to the compiled function as arguments
 #: instead of being embedded in it (embedding large constants makes XLA compilation slow).
 WEIGHT_ARGUMENT_MIN_SIZE = 1024
+
+#: The largest tensor (bytes) an op whose output size is set by a value (a shape, a count) may build from
+#: values known before the data arrives. Such a tensor lives in host memory, then in the compiled program
+#: or on the device; a wrong value in the file asks for terabytes, and numpy's out-of-memory error names
+#: no node. 16 GiB is far above what exports build this way (a float32 causal mask over 32768 positions
+#: is 4 GiB), and a fixed limit makes a model load, or fail, alike on every machine.
+FOLDED_CONSTANT_MAX_BYTES = 16 * 2**30
 
 
 def is_static(value: Value) -> bool:
@@ -54,6 +62,58 @@ def _check_static_inputs(node: Node, inputs: Sequence[Value]) -> None:
             )
 
 
+ShapeRule = Callable[[Sequence[Value], Mapping[str, Any]], tuple[tuple[int, ...], Any]]
+
+
+def _pad_shape(inputs: Sequence[Value], attrs: Mapping[str, Any]) -> tuple[tuple[int, ...], Any]:
+    x = inputs[0]
+    pads = static_ints(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else tuple(attrs["pads"])
+    axes = static_ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else tuple(range(np.ndim(x)))
+    shape = list(np.shape(x))
+    for k, axis in enumerate(axes):
+        shape[axis] += pads[k] + pads[k + len(axes)]
+    return tuple(shape), np.asarray(x).dtype
+
+
+def _range_shape(inputs: Sequence[Value], attrs: Mapping[str, Any]) -> tuple[tuple[int, ...], Any]:
+    first, stop, step = (np.asarray(v).reshape(-1)[0].item() for v in inputs[:3])
+    return (max(math.ceil((stop - first) / step), 0),), np.asarray(inputs[0]).dtype
+
+
+#: Output (shape, dtype) from the inputs, without computing it, of the default-domain ops whose output
+#: size is set by the value of an input (not only by the sizes of their inputs).
+_SIZED_BY_VALUE: Mapping[str, ShapeRule] = {
+    "ConstantOfShape": lambda i, a: (
+        static_ints(i[0]), np.float32 if a.get("value") is None else np.asarray(a["value"]).dtype
+    ),
+    "Expand": lambda i, a: (np.broadcast_shapes(np.shape(i[0]), static_ints(i[1])), np.asarray(i[0]).dtype),
+    "Tile": lambda i, a: (tuple(d * r for d, r in zip(np.shape(i[0]), static_ints(i[1]))), np.asarray(i[0]).dtype),
+    "Range": _range_shape,
+    "OneHot": lambda i, a: ((*np.shape(i[0]), *static_ints(i[1])[:1]), np.asarray(i[2]).dtype),
+    "Pad": _pad_shape,
+}
+
+
+def check_folded_size(node: Node, inputs: Sequence[Value]) -> None:
+    """Raise before an op builds a constant over FOLDED_CONSTANT_MAX_BYTES from static inputs."""
+    rule = _SIZED_BY_VALUE.get(node.op_type) if node.domain == "" else None
+    if rule is None:
+        return
+    try:
+        shape, dtype = rule(inputs, node.attrs)
+    except (ArithmeticError, IndexError, KeyError, TypeError, ValueError):
+        return  # malformed inputs: the op's own function reports them
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes > FOLDED_CONSTANT_MAX_BYTES and all(d >= 0 for d in shape):
+        raise GraphError(
+            f"{node.label} builds a constant of shape {list(shape)} ({np.dtype(dtype)}), {nbytes:,} bytes "
+            f"({nbytes / 2**30:,.0f} GiB), from values known before the data arrives; onnxshap builds no such "
+            f"constant over {FOLDED_CONSTANT_MAX_BYTES // 2**30} GiB. The model has a constant too large to build: "
+            "a bug in the export (a wrong shape or count) or a value that should be computed from each input. "
+            "Check the node's inputs (`onnxshap inspect --tensors`) and re-export the model."
+        )
+
+
 def call_node(node: Node, inputs: Sequence[Value]) -> tuple[Value, ...]:
     """Run one node's forward function; folds it when all inputs are static."""
     if node.spec is None or node.since_version is None:
@@ -65,6 +125,7 @@ def call_node(node: Node, inputs: Sequence[Value]) -> tuple[Value, ...]:
     _check_static_inputs(node, inputs)
     fn = node_function(node)
     if all(v is None or is_static(v) for v in inputs):
+        check_folded_size(node, inputs)
         with jax.ensure_compile_time_eval():
             outputs = fn(*inputs)
         return tuple(None if o is None else np.asarray(o) for o in outputs)

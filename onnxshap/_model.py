@@ -201,8 +201,11 @@ def load(model: ModelLike, outputs: Sequence[str] | None = None) -> Model:
             that none of them needs are not checked.
 
     Raises:
-        ModelLoadError: the file is missing, not ONNX, truncated or corrupt (ExternalDataError and
-            OpsetError are subclasses for external-data and opset problems).
+        ModelLoadError: the file is missing, not ONNX, truncated or corrupt, or a tensor's dims do not
+            match its data (ExternalDataError and OpsetError are subclasses for external-data and
+            opset problems).
+        GraphError: the graph is malformed (a cycle, a missing tensor), or it builds a constant too
+            large to build (over `FOLDED_CONSTANT_MAX_BYTES`, in onnxshap._interpreter).
         UnsupportedOpError: the tensors asked for need ops without a row in the rule table (all are
             listed). An If, Loop or Scan that cannot be lowered raises when a requested tensor needs
             it (`unsupported_ops` lists it).

@@ -296,6 +296,16 @@ def similar_ops(op_type: str, names: Iterable[str], n: int = 3) -> list[str]:
     return [name for ratio, name in sorted(scored, key=lambda t: (-t[0], t[1])) if ratio >= 0.9][:n]
 
 
+def known_op_types() -> set[str]:
+    """Every op type onnx defines (any domain) or the rule table has a row for."""
+    return {name for _, name in _all_schema_versions()} | {spec.op_type for spec in registry()._by_op.values()}
+
+
+def max_opsets() -> dict[str, int]:
+    """The newest opset of every domain the installed onnx package defines ("" for the default domain)."""
+    return {normalize_domain(domain): last for domain, (_, last) in onnx.defs.C.schema_version_map().items()}
+
+
 def resolve_since_version(op_type: str, domain: str, opset: int) -> int | None:
     """The since_version of `op_type` that a model importing `opset` of `domain` uses (None if unknown)."""
     try:
