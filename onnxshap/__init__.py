@@ -1,6 +1,8 @@
 """onnxshap: exact DeepSHAP attributions for any ONNX model, compiled with JAX."""
 
-from onnxshap._compile_cache import enable_compilation_cache as enable_compilation_cache
+import importlib as _importlib
+import typing as _typing
+
 from onnxshap._errors import (
     ConversionError as ConversionError,
     ExternalDataError as ExternalDataError,
@@ -14,7 +16,42 @@ from onnxshap._errors import (
     RuleTableError as RuleTableError,
     UnsupportedOpError as UnsupportedOpError,
 )
-from onnxshap._explainer import AdditivityError as AdditivityError, Explainer as Explainer, Explanation as Explanation
-from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
+
+if _typing.TYPE_CHECKING:
+    from onnxshap._compile_cache import enable_compilation_cache as enable_compilation_cache
+    from onnxshap._explainer import AdditivityError as AdditivityError, Explainer as Explainer, Explanation as Explanation
+    from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
 
 __version__ = "0.1.0"
+
+# These pull in JAX and onnx (about a second), so they are imported on first use: `import onnxshap.cli`
+# stays light and the command line handles Ctrl-C from its first instant (onnxshap/_interrupt.py).
+_LAZY = {
+    "enable_compilation_cache": "onnxshap._compile_cache",
+    "AdditivityError": "onnxshap._explainer",
+    "Explainer": "onnxshap._explainer",
+    "Explanation": "onnxshap._explainer",
+    "Model": "onnxshap._model",
+    "load": "onnxshap._model",
+    "unsupported_ops": "onnxshap._model",
+}
+
+__all__ = [
+    "AdditivityError", "ConversionError", "Explainer", "Explanation", "ExternalDataError", "GraphError", "InputError",
+    "MissingDependencyError", "Model", "ModelLoadError", "OnnxShapError", "OpsetError", "OutputError", "RuleTableError",
+    "UnsupportedOpError", "enable_compilation_cache", "load", "unsupported_ops",
+]
+
+
+if not _typing.TYPE_CHECKING:  # type checkers read the imports above (a __getattr__ would hide typos from them)
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:  # also how `from onnxshap import _submodule` falls through to importing it
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(_importlib.import_module(module), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_LAZY))

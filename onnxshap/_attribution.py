@@ -42,6 +42,7 @@ class _ShapeTrace:
 
     statics: dict[str, Any]
     outputs: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype[Any]]
     pair_bytes: int  # bytes of the tensors one side of one pair keeps for the multiplier pass
 
 
@@ -364,6 +365,7 @@ class AttributionPass:
             self._shape_cache[key] = _ShapeTrace(
                 statics=statics,
                 outputs={o: tuple(kept[o].shape) for o in self.outputs},
+                dtypes={o: np.dtype(kept[o].dtype) for o in self.outputs},
                 pair_bytes=int(sum(np.prod(v.shape) * v.dtype.itemsize for v in kept.values())),
             )
         return self._shape_cache[key]
@@ -371,6 +373,10 @@ class AttributionPass:
     def output_shapes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
         """Shape of each explained output for one example (as the graph computes it for one sample)."""
         return self._shape_trace(sample_feeds).outputs
+
+    def output_dtypes(self, sample_feeds: Mapping[str, np.ndarray]) -> dict[str, np.dtype[Any]]:
+        """Dtype of each explained output, as the graph computes it."""
+        return self._shape_trace(sample_feeds).dtypes
 
     def plan(
         self, n_samples: int, n_background: int, n_selected: int, sample_feeds: Mapping[str, np.ndarray], n_devices: int = 1
@@ -414,6 +420,32 @@ class AttributionPass:
             seeds = {k: v[0] for k, v in self._seeds(jnp.asarray(sel), self._slot_sizes({k: v[None] for k, v in ex.items()}), ex).items()}
             self._backward(ex, er, statics, self.weights, seeds, record)
         return [(label, float(a), float(b)) for label, (a, b) in record.items()]
+
+    def first_nonfinite(self, example: Mapping[str, np.ndarray]) -> str | None:
+        """Where NaN or Inf first appears when one example is evaluated: the first node, in graph
+        order, with a non-finite float output (and which of its inputs are non-finite constants),
+        or None. Eager and slow: for error messages only."""
+        with jax.enable_x64(True):
+            env = self.model.evaluate(self.weights, {k: jnp.asarray(v) for k, v in example.items()}, self.evaluated)
+
+        def holds(name: str, test: Any) -> bool:
+            value = env.get(name)
+            if value is None or not hasattr(value, "dtype") or not jnp.issubdtype(value.dtype, jnp.inexact):
+                return False
+            return bool(test(np.asarray(value)).any())
+
+        def nonfinite(name: str) -> bool:
+            return holds(name, lambda v: ~np.isfinite(v))
+
+        constants = set(self.weights) | set(self.model._embedded) | set(self.model.graph.initializers)
+        # NaN first: an infinite constant is often deliberate (a mask's fill value), NaN never is.
+        for test in (np.isnan, lambda v: ~np.isfinite(v)):
+            for node in self.model.graph.nodes:
+                outputs = [o for o in node.outputs if o and o not in constants]
+                if any(holds(o, test) for o in outputs):
+                    bad = [i for i in node.inputs if i and i in constants and nonfinite(i)]
+                    return node.label + (f", whose constant input(s) {bad} hold NaN or Inf" if bad else "")
+        return None
 
     def run(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +13,13 @@ import numpy as np
 
 from onnxshap._attribution import AttributionPass
 from onnxshap._convert import convert_object, framework_of
-from onnxshap._errors import InputError, OnnxShapError, OutputError
-from onnxshap._graph import ModelLike, TensorInfo
+from onnxshap._errors import InputError, OnnxShapError
+from onnxshap._files import write_whole
+from onnxshap._graph import Graph, ModelLike, TensorInfo
 from onnxshap._layout import Feeds, Reading, read_feeds
 from onnxshap._model import Model, load
+from onnxshap._multipliers import RULES
+from onnxshap._registry import known_op_types, similar_ops
 from onnxshap._tokens import check_ids, default_token_input, find_embeddings, float_id_inputs, resolve_token_inputs
 
 #: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
@@ -125,11 +130,6 @@ class Explanation:
     def save(self, path: str | Path) -> None:
         """Write an .npz file (no pickle). The file is written whole or not at all: on any failure the
         partial file is removed and `OutputError` says why."""
-        path = Path(path)
-        if path.is_dir():
-            raise OutputError(f"{path} is a directory; give a file name, e.g. {path / 'values.npz'}.")
-        if not path.parent.is_dir():
-            raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist. Create it first.")
         arrays: dict[str, Any] = {
             "base_values": self.base_values,
             "prediction": self.prediction,
@@ -148,24 +148,41 @@ class Explanation:
             data = self.data[name] if isinstance(self.data, dict) else self.data
             if data is not None:  # None for intermediate tensors
                 arrays[f"data/{name}"] = data
-        tmp = path.with_name(path.name + ".partial")
-        try:
-            with open(tmp, "wb") as fh:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
                 np.savez(fh, **arrays)
-            tmp.replace(path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(
-                f"Could not write {path}: {exc.strerror or exc}. Nothing was written; free disk space or choose "
-                "another location."
-            ) from exc
-        except BaseException:  # Ctrl-C mid-write: no partial file either
-            tmp.unlink(missing_ok=True)
-            raise
+
+        write_whole(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:
-        with np.load(path, allow_pickle=False) as f:
+        """Read an .npz file written by `save` (or `onnxshap explain -o`); never unpickles.
+
+        Raises `InputError` for a missing file, a file that is not an .npz archive, or an archive
+        that is not an explanation (the message names what is missing).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"Cannot load {path}: " + ("it is a directory." if path.is_dir() else "no such file."))
+        try:
+            return cls._read(path)
+        except KeyError as exc:
+            missing = str(exc.args[0]).split(" ")[0] if exc.args else "?"
+            raise InputError(
+                f"{path} is not an onnxshap explanation: it has no {missing!r} array. Explanation.load reads the "
+                ".npz files that Explanation.save and `onnxshap explain -o` write."
+            ) from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(
+                f"{path} is not a readable .npz archive ({type(exc).__name__}): it is corrupt, truncated, or another "
+                "kind of file. Explanation.load reads the files that Explanation.save writes; onnxshap never "
+                "unpickles data."
+            ) from None
+
+    @classmethod
+    def _read(cls, path: Path) -> Explanation:
+        # Our own handle: np.load leaves its file open when the archive is not a zip file.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             names = [str(n) for n in f["input_names"]]
             values = {n: f[f"values/{n}"] for n in names}
             data = {n: f[f"data/{n}"] if f"data/{n}" in f.files else None for n in names}
@@ -184,6 +201,68 @@ class Explanation:
                 gradient_nodes=[str(n) for n in f["gradient_nodes"]] if "gradient_nodes" in f.files else [],
                 readings=dict(str(r).rsplit("=", 1) for r in f["readings"]) if "readings" in f.files else {},
             )
+
+
+def _check_rules(rules: Any, graph: Graph) -> dict[str, str]:
+    """`rules=` as {node name or op type: rule family}. An unknown family, or a key that is neither a
+    node of this model nor any op, is refused; an op the model does not use is a warning (the same
+    overrides may serve several models)."""
+    if rules is None:
+        return {}
+    if not isinstance(rules, Mapping):
+        raise InputError(f"rules must be a dict {{op type or node name: rule}}, not {type(rules).__name__}.")
+    known = sorted(RULES)
+    for key, family in rules.items():
+        if not isinstance(key, str) or not isinstance(family, str) or family not in RULES:
+            raise InputError(f"rules={{{key!r}: {family!r}}}: the rule must be one of {known}.")
+    op_types = {n.op_type for n in graph.nodes}
+    names = {n.name for n in graph.nodes if n.name}
+    for key in rules:
+        if key in op_types or key in names:
+            continue
+        if key in known_op_types():
+            warnings.warn(f"rules={{{key!r}: ...}}: this model has no {key} node, so the rule is not used.", stacklevel=3)
+            continue
+        near = similar_ops(key, op_types | names)
+        raise InputError(
+            f"rules= names {key!r}, which is neither an op type nor a node name of this model"
+            + (f" (did you mean {near}?)" if near else f"; its op types are {sorted(op_types)}")
+            + ". Run `onnxshap inspect MODEL` to list its nodes."
+        )
+    return dict(rules)
+
+
+def _require_float_outputs(dtypes: Mapping[str, np.dtype[Any] | None], graph: Graph) -> None:
+    """Attributions explain real-valued outputs: an integer or boolean tensor (a class label, an
+    index, a mask) has no differences to distribute, and its gradient does not exist."""
+    for name, dtype in dtypes.items():
+        if dtype is not None and dtype.kind not in "fc":
+            floats = [o.name for o in graph.outputs if o.dtype is not None and o.dtype.kind == "f"]
+            raise InputError(
+                f"Output {name!r} is {dtype} (a label, an index or a mask), and attributions explain float "
+                "outputs. Explain the scores it is computed from"
+                + (f", e.g. outputs={floats[0]!r}" if floats else " (outputs=<a float tensor>)")
+                + ", with output='predicted' for each sample's top class."
+            )
+
+
+def _output_indices(output: Any) -> list[int]:
+    """The flat indices `output=` names (empty for None and "predicted"); anything else is refused,
+    booleans and floats included (True would silently mean output 1)."""
+    if output is None or (isinstance(output, str) and output == "predicted"):
+        return []
+    usage = f"output must be None, an int, a non-empty list of ints or 'predicted', not {output!r}."
+    if isinstance(output, (str, bytes, bool, np.bool_)):
+        raise InputError(usage)
+    if isinstance(output, (int, np.integer)):
+        return [int(output)]
+    try:
+        chosen = list(output)
+    except TypeError:
+        raise InputError(usage) from None
+    if not chosen or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in chosen):
+        raise InputError(usage)
+    return [int(i) for i in chosen]
 
 
 def _as_feeds(value: Any, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
@@ -219,7 +298,8 @@ def _drop_batch(array: np.ndarray, axis: int, rows: bool | None) -> np.ndarray:
     return np.take(array, 0, axis=axis) if rows else array
 
 
-def _check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
+def check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
+    """Refuse float arrays (rows along axis 0) holding NaN or Inf, naming the rows."""
     for name, array in feeds.items():
         if array.dtype.kind in "fc":
             bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1) if array.ndim else ~np.isfinite(array)
@@ -327,11 +407,22 @@ class Explainer:
         # Named outputs: ops that none of them needs (an unsupported post-processing tail) are not checked.
         requested_outputs = None if outputs is None else ([outputs] if isinstance(outputs, str) else list(outputs))
         self.model = model if isinstance(model, Model) else load(model, requested_outputs)
+        if not self.model.inputs:
+            raise InputError(
+                "The model has no graph inputs (its outputs are constants, or each input has an initializer and so "
+                "counts as one), so there is nothing to attribute its outputs to. Model.run({}) still evaluates it; to "
+                "explain it, export it with the data as graph inputs without initializers."
+            )
         if check not in ("raise", "warn", "off"):
             raise InputError(f"check must be 'raise', 'warn' or 'off', not {check!r}.")
         self.check = check
+        if chunk_size is not None and (
+            isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
+        ):
+            raise InputError(f"chunk_size must be a whole number of background rows >= 1 (or None: automatic), not {chunk_size!r}.")
         self.devices = _resolve_devices(devices)
         graph = self.model.graph
+        rules = _check_rules(rules, graph)
         known = set(graph.producer) | {i.name for i in graph.inputs}
         found = find_embeddings(self.model)
         by_name = {i.name: i for i in graph.inputs}
@@ -380,6 +471,7 @@ class Explainer:
         else:
             chosen = [self.model.tensor_behind(o) for o in ([outputs] if isinstance(outputs, str) else outputs)]
         _require_tensors(chosen, known, "Output", self.model.output_names)
+        _require_float_outputs({o: graph.value_info[o].dtype for o in chosen if o in graph.value_info}, graph)
         self.inputs = explained
         self.outputs = chosen
         explained_fixed = [k for k in fixed if k in explained]
@@ -429,7 +521,7 @@ class Explainer:
         self.background_readings: dict[str, Reading] = {k: v for k, v in read.readings.items() if k not in fixed}
         if read.n == 0 and (self.background or baseline_token is None):
             raise InputError("The background is empty: pass at least one reference row (shape (n_background, ...)).")
-        _check_finite(self.background, "background")
+        check_finite(self.background, "background")
         check_ids(self.background, self.embeddings, "background")
 
     def explain(self, x: Any, output: int | Sequence[int] | str | None = None) -> Explanation:
@@ -449,6 +541,7 @@ class Explainer:
         Returns:
             An `Explanation`; completeness is checked according to `check`.
         """
+        chosen = _output_indices(output)
         graph_inputs = self.model.inputs
         feeds_in = _as_feeds(x, [i.name for i in graph_inputs if i.name not in self.fixed], "samples")
         for name in [k for k in feeds_in if k in self.fixed]:
@@ -462,21 +555,20 @@ class Explainer:
         if read.n == 0:
             raise InputError("No samples to explain: x must have shape (n_samples, ...) with n_samples >= 1.")
         feeds = self._sample_examples(read)
-        _check_finite(feeds, "samples")
+        check_finite(feeds, "samples")
         check_ids(feeds, self.embeddings, "samples")
+        # Shape inference may not know an intermediate output's dtype; the trace does.
+        _require_float_outputs(self._pass.output_dtypes(feeds), self.model.graph)
         slots = self._pass.output_slots(feeds)
         labels = [s.label for s in slots]
         n_total = len(slots)
         n_samples = read.n
         predicted = isinstance(output, str)
-        if predicted and output != "predicted":
-            raise InputError(f"output must be None, an int, a list of ints or 'predicted', not {output!r}.")
         if output is None:
             indices = np.tile(np.arange(n_total), (n_samples, 1))
         elif predicted:
             indices = np.argmax(self._pass.predict(feeds), axis=1)[:, None]
         else:
-            chosen = [output] if isinstance(output, (int, np.integer)) else list(output)
             bad = [i for i in chosen if not -n_total <= int(i) < n_total]
             if bad:
                 raise InputError(
@@ -554,11 +646,48 @@ class Explainer:
                 references[emb.input] = np.full((n, *ids.shape[1:]), self.baseline_token, ids.dtype)
         return references
 
+    def _nonfinite(self, e: Explanation, feeds: Mapping[str, np.ndarray]) -> str | None:
+        """Why completeness cannot hold when the model itself gives NaN or Inf (at samples or at
+        background rows), with where the first non-finite value appears; None if all is finite."""
+        bad_x = np.flatnonzero(~np.isfinite(e.prediction).all(axis=1))
+        bad_base = np.flatnonzero(~np.isfinite(e.base_values).all(axis=1))
+        if not bad_x.size and not bad_base.size:
+            return None
+        if bad_x.size:
+            where = f"sample(s) {bad_x[:10].tolist()}" + (" ..." if bad_x.size > 10 else "")
+            example = {k: v[bad_x[0]] for k, v in feeds.items()}
+            what = f"The model's output f(x) is NaN or Inf at {where}"
+        else:
+            references = self._references(feeds)
+            if self.held_inputs:  # the base depends on the sample's held inputs (a mask)
+                rows_text, row = f"against the background for sample(s) {bad_base[:10].tolist()}", 0
+            else:
+                f_ref = self._pass.predict(references)
+                bad_rows = np.flatnonzero(~np.isfinite(f_ref).all(axis=1))
+                row = int(bad_rows[0]) if bad_rows.size else 0
+                rows_text = f"at background row(s) {bad_rows[:10].tolist()}" + (" ..." if bad_rows.size > 10 else "")
+            example = {k: v[bad_base[0]] for k, v in feeds.items()}
+            example |= {k: v[row] for k, v in references.items()}
+            what = f"The mean f(background) is NaN or Inf: the model's output is NaN or Inf {rows_text}"
+        first = self._pass.first_nonfinite(example)
+        return (
+            f"{what}, so no attribution can sum to f(x) - mean f(background) (this is the model's own value, "
+            "not a loss of precision)."
+            + (f" It first appears at {first}." if first else "")
+            + " Check the model's weights and these inputs (e.g. an attention mask of all zeros, a log of 0)."
+        )
+
     def _check(self, e: Explanation, feeds: Mapping[str, np.ndarray], indices: np.ndarray) -> None:
         if self.check == "off":
             return
         dtype = np.dtype(e.prediction.dtype)
         rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
+        nonfinite = self._nonfinite(e, feeds)
+        if nonfinite is not None:
+            if self.check == "raise":
+                raise AdditivityError(nonfinite)
+            warnings.warn(nonfinite, stacklevel=3)
+            return
         rel = np.where(np.isnan(e.relative_residual), np.inf, e.relative_residual)
         if not np.any(rel > rtol):
             return
@@ -586,6 +715,4 @@ class Explainer:
             )
         if self.check == "raise" and not e.gradient_nodes:
             raise AdditivityError(message)
-        import warnings
-
         warnings.warn(message, stacklevel=3)

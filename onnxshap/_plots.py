@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from onnxshap._errors import InputError, MissingDependencyError
+from onnxshap._files import write_whole
 
 if TYPE_CHECKING:
     from matplotlib.colors import Colormap
@@ -250,7 +251,8 @@ def _check_panels(count: int) -> None:
         )
 
 
-def _check_suffix(path: Path, *, html_ok: bool) -> None:
+def check_suffix(path: Path, *, html_ok: bool) -> None:
+    """Refuse a plot file name whose suffix names no format the plot can write."""
     suffix = path.suffix.lower()
     allowed = FIGURE_SUFFIXES + ((".html",) if html_ok else ())
     if suffix not in allowed:
@@ -269,8 +271,9 @@ def _new_figure(width: float, height: float, dpi: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> None:
+    """Write the figure whole or not at all (`_files.write_whole`)."""
     try:
-        fig.savefig(path, dpi=fig.dpi, facecolor="white")
+        write_whole(path, lambda tmp: fig.savefig(tmp, dpi=fig.dpi, facecolor="white"))
     finally:
         fig.clear()
 
@@ -365,7 +368,7 @@ def image_plot(
     With sample=None, an explanation of more than DEFAULT_ROWS samples shows the first DEFAULT_ROWS.
     """
     path = Path(path)
-    _check_suffix(path, html_ok=False)
+    check_suffix(path, html_ok=False)
     sample, note = _default_rows(explanation, input, sample)
     view = _view(explanation, input, sample, output)
     axis = channel_axis_of(view.input_shape, channel_axis)
@@ -485,7 +488,7 @@ def text_plot(
     explanation of more than DEFAULT_ROWS samples shows the first DEFAULT_ROWS.
     """
     path = Path(path)
-    _check_suffix(path, html_ok=True)
+    check_suffix(path, html_ok=True)
     sample, note = _default_rows(explanation, input, sample)
     view = _view(explanation, input, sample, output)
     per_token = _per_token(view)
@@ -499,7 +502,8 @@ def text_plot(
     summed = view.values.ndim > 3 or view.input_name in getattr(explanation, "embedding_values", {})
     _check_panels(len(token_lists) * per_token.shape[2])
     if path.suffix.lower() == ".html":
-        path.write_text(_text_html(view, per_token, token_lists, vmax, summed, note), encoding="utf-8")
+        page = _text_html(view, per_token, token_lists, vmax, summed, note)
+        write_whole(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     else:
         _text_figure(view, per_token, token_lists, vmax, summed, note, path, dpi)
 
@@ -643,7 +647,7 @@ def bar_plot(
     default names input[i].
     """
     path = Path(path)
-    _check_suffix(path, html_ok=False)
+    check_suffix(path, html_ok=False)
     if max_display < 2:
         raise InputError(f"max_display must be at least 2, not {max_display}.")
     view = _view(explanation, input, sample, output)
@@ -702,7 +706,7 @@ def waterfall_plot(
     prediction up, blue down. Labels show the feature's value in the sample when the data is known.
     """
     path = Path(path)
-    _check_suffix(path, html_ok=False)
+    check_suffix(path, html_ok=False)
     if max_display < 2:
         raise InputError(f"max_display must be at least 2, not {max_display}.")
     n_total = np.asarray(explanation.values_for(input_name(explanation, input))).shape[0]

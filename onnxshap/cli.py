@@ -2,8 +2,9 @@
 
 It parses arguments, reads input files, calls the public API and prints or writes results.
 Exit codes: 0 success, 1 error (bad model or input, unsupported op, failed conversion, incomplete
-attributions), 2 usage error (bad or missing arguments, missing files). Errors print one message
-on stderr; `--debug` shows the traceback instead. Output files are written whole or not at all.
+attributions), 2 usage error (bad or missing arguments, missing files), 130 interrupted (Ctrl-C).
+Errors print one message on stderr; `--debug` shows the traceback instead. Output files are written
+whole or not at all.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +68,13 @@ DEFAULT_BACKGROUND_SIZE = 100
 DEFAULT_BATCH_SIZE = 32
 
 
+#: What helps when a command runs out of memory (only options the command has).
+OUT_OF_MEMORY_ADVICE = {
+    "explain": "Lower --batch-size (samples per call) or --background-size (reference rows).",
+    "check": "The forward pass needs more memory than is free: give fewer rows with --input.",
+}
+
+
 class UsageError(Exception):
     """Wrong command-line usage (exit code 2)."""
 
@@ -103,8 +112,11 @@ def _require_output_dir(path: str, flag: str) -> Path:
 
 def _read_csv(path: Path, header: list[str] | None = None) -> np.ndarray:
     """Rows of numbers; a first row that is not numeric is taken as column names (into `header`)."""
+    from onnxshap._errors import InputError
+
     with open(path) as fh:
         first = fh.readline()
+        has_rows = any(line.strip() for line in fh)
     cells = [v.strip() for v in first.strip().split(",")]
     try:
         [float(v) for v in cells if v]
@@ -113,6 +125,11 @@ def _read_csv(path: Path, header: list[str] | None = None) -> np.ndarray:
         skip = 1
         if header is not None:
             header[:] = [c.strip('"') for c in cells]
+    if not (has_rows or (skip == 0 and first.strip())):
+        raise InputError(
+            f"{str(path)!r} has no data rows" + (" (only a header)" if skip else " (the file is empty)")
+            + ": give one row of comma-separated numbers per sample."
+        )
     return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=skip)
 
 
@@ -124,11 +141,19 @@ def _read_array_file(path: Path, what: str, header: list[str] | None = None) -> 
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
+            # Our own handle: np.load leaves its file open when the archive is not a zip file.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
         return _read_csv(path, header)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"Cannot read {what} file {str(path)!r}: {exc}") from exc
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy reads any file that is not .npy/.npz as a pickle, and then suggests unpickling it.
+        reason = str(exc) if suffix == ".csv" else f"it is not a valid {suffix} file (corrupt, truncated, or another format)"
+        raise InputError(
+            f"Cannot read {what} file {str(path)!r}: {reason}. Save arrays with np.save (.npy) or np.savez (.npz); "
+            "onnxshap never loads pickled data."
+        ) from None
 
 
 def _image_files(paths: Sequence[Path], what: str) -> list[Path]:
@@ -235,6 +260,13 @@ class InputFiles:
 
 def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, what: str) -> InputFiles:
     """Read --input/--background files: .npy, .npz, .csv, or images (cast to the model's dtypes)."""
+    from onnxshap._errors import InputError
+
+    if not model.inputs:
+        raise InputError(
+            f"The model has no graph inputs (its outputs are constants), so there is nothing to feed from {what} "
+            "files or to explain; `onnxshap check MODEL` without --input evaluates it."
+        )
     files = [_require_file(p, f"{what} file") for p in paths]
     kinds = {"image" if f.is_dir() or f.suffix.lower() in IMAGE_SUFFIXES else f.suffix.lower() for f in files}
     if kinds == {"image"}:
@@ -378,15 +410,11 @@ def _pad(data: Any, n: int) -> Any:
     return _take(data, index)
 
 
-def _partial_path(path: Path) -> Path:
-    """A sibling temporary name that keeps the suffix (plotting libraries pick the format from it)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from onnxshap._files import write_whole
     from onnxshap._convert import SUPPORTED_SUFFIXES, UNTRUSTED_SUFFIXES, convert_file, untrusted_message
     from onnxshap._errors import ConversionError
 
@@ -419,12 +447,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(report.summary())
     data = proto.SerializeToString()
-    tmp = _partial_path(out)
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_whole(out, lambda tmp: tmp.write_bytes(data))
     import onnxshap
 
     problems = onnxshap.unsupported_ops(proto)
@@ -505,13 +528,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _index_lookups(graph: Any) -> list[Any]:
     """Every lookup (embedding or one-hot) of an id input: integers, or floats used only as ids."""
-    from onnxshap._errors import OnnxShapError
+    from onnxshap._errors import UnsupportedOpError
     from onnxshap._interpreter import fold_constants
     from onnxshap._tokens import find_lookups
 
     try:
         constants: dict[str, Any] = fold_constants(graph)
-    except OnnxShapError:  # an unsupported op among the constants: inspect still lists what it can
+    except UnsupportedOpError:  # an unsupported op among the constants: inspect still lists what it can
         constants = dict(graph.initializers)
     return [e for found in find_lookups(graph, constants).values() for e in found]
 
@@ -530,18 +553,82 @@ def _node_rule(node: Any, varying: set[str]) -> str:
     return str(node.spec.rule)
 
 
-def _random_feeds(model: Any) -> dict[str, np.ndarray]:
+#: Ops that read an integer input as a condition: such an input is a mask (0/1), not a count or an id.
+_MASK_READERS = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where"})
+#: Ops that pass integers on with their values unchanged (a mask is often unsqueezed before it is read).
+_VALUE_KEEPING = frozenset({"Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose"})
+
+
+def _is_mask(graph: Any, name: str) -> bool:
+    """Whether integer input `name` is a mask: so named, or read as a condition (a comparison, Where,
+    a Cast to bool), directly or after reshapes and integer casts."""
+    from onnxshap._tokens import _kind, _np_dtype
+
+    if "mask" in name.lower():
+        return True
+    region = {name}
+    for node in graph.nodes:  # topological order: a reshaped copy joins `region` before it is read
+        if not region.intersection(node.reads):
+            continue
+        cast_to = _kind(_np_dtype(int(node.attrs.get("to", 0)))) if node.op_type == "Cast" else None
+        if node.op_type in _MASK_READERS or cast_to == "b":
+            return True
+        if node.op_type in _VALUE_KEEPING or cast_to in ("i", "u"):
+            region.update(o for o in node.outputs if o)
+    return False
+
+
+def _random_feeds(model: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Seeded random inputs (free dims 2) that exercise the model, and per input what was drawn.
+
+    Zeros would hide faults (every id the same row, every mask off, masked attention all NaN): ids
+    that feed a lookup are drawn within its table, masks are 0/1 (mostly 1), other integers small
+    and non-negative, booleans True/False, floats standard normal.
+    """
+    from onnxshap._tokens import find_embeddings
+
     rng = np.random.default_rng(0)
-    feeds = {}
+    lookups = find_embeddings(model)
+    feeds: dict[str, np.ndarray] = {}
+    drawn: list[str] = []
     for i in model.inputs:
         shape = tuple(d if isinstance(d, int) and d > 0 else 2 for d in (i.shape or ()))
         dtype = i.dtype or np.dtype(np.float32)
-        feeds[i.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
-    return feeds
+        kind = "f" if dtype.kind == "V" and "float" in dtype.name else dtype.kind  # ml_dtypes: bfloat16, float8
+        if i.name in lookups:
+            found = lookups[i.name]
+            high = min(e.vocab for e in found)
+            if kind in "iu":
+                high = min(high, int(np.iinfo(dtype).max) + 1)
+            value, how = rng.integers(0, high, shape), f"in [0, {high}) (ids of {found[0].via})"
+        elif kind == "b":
+            value, how = rng.random(shape) < 0.5, "random True/False"
+        elif kind in "iu" and _is_mask(model.graph, i.name):
+            value, how = rng.random(shape) < 0.8, "0/1, mostly 1 (a mask)"
+        elif kind in "iu":
+            value, how = rng.integers(0, 10, shape), "in [0, 10)"
+        elif kind == "f":
+            value, how = rng.standard_normal(shape), "standard normal"
+        else:
+            value, how = np.zeros(shape), "zeros"
+        feeds[i.name] = np.asarray(value).astype(dtype)  # an array even for shape (): rng gives scalars
+        drawn.append(f"{i.name} {dtype}{list(shape)} {how}")
+    return feeds, drawn
 
 
-def _compare(value: Any, ref: Any, atol: float) -> tuple[str, float]:
-    """(description, worst relative difference) of our output vs onnxruntime's."""
+def _compare(value: Any, ref: Any, rtol: float, atol: float) -> tuple[str, float]:
+    """(description, the worst element's share of its tolerance) of our output vs onnxruntime's.
+
+    Floats agree where |ours - ref| <= atol + rtol * |ref| (numpy.allclose's test), and only if NaN
+    and infinities are at the same places in both; other dtypes must be equal. A share above 1 is a
+    mismatch (inf for a different shape, dtype, integer value, NaN or infinity).
+    """
+
+    def at(mask: np.ndarray) -> tuple[int, tuple[int, ...], str]:
+        """(count, first index, "[i, j]") of the True elements of `mask`."""
+        index = tuple(int(k) for k in np.unravel_index(int(np.argmax(mask)), mask.shape))
+        return int(np.count_nonzero(mask)), index, str(list(index))
+
     if isinstance(value, list):  # ZipMap: a list of {label: probability} dicts
         same_keys = len(value) == len(ref) and all(a.keys() == b.keys() for a, b in zip(value, ref))
         if not same_keys:
@@ -550,21 +637,61 @@ def _compare(value: Any, ref: Any, atol: float) -> tuple[str, float]:
         theirs = np.array([[b[k] for k in sorted(b)] for b in ref], dtype=np.float64)
         value, ref = ours, theirs
     value, ref = np.asarray(value), np.asarray(ref)
+    head = f"shape {list(value.shape)}"
     if value.shape != ref.shape:
-        return f"shape {list(value.shape)} but onnxruntime gives {list(ref.shape)}", float("inf")
-    if value.dtype.kind in "fc":
-        diff = np.abs(value.astype(np.float64) - ref.astype(np.float64))
-        rel = float(np.max(diff / (np.abs(ref) + atol), initial=0.0))
-        return (f"shape {list(value.shape)}, max abs difference {float(np.max(diff, initial=0.0)):.3g}, "
-                f"max relative {rel:.3g}"), rel
-    same = bool(np.array_equal(value, ref))
-    return f"shape {list(value.shape)}, {'identical to' if same else 'DIFFERENT from'} onnxruntime", 0.0 if same else float("inf")
+        return f"{head} but onnxruntime gives {list(ref.shape)}", float("inf")
+    if value.dtype.kind == "V" and ref.dtype.kind == "u" and value.dtype.itemsize == ref.dtype.itemsize:
+        ref = ref.view(value.dtype)  # onnxruntime returns float 8 tensors as their raw bytes (uint8)
+    if value.dtype != ref.dtype:
+        return f"{head}, dtype {value.dtype} but onnxruntime gives {ref.dtype}", float("inf")
+    if value.dtype.kind == "V":  # ml_dtypes (bfloat16, float 8, int4): compare the values
+        value, ref = value.astype(np.float64), ref.astype(np.float64)
+    if value.dtype.kind not in "fc":
+        if np.array_equal(value, ref):
+            return f"{head}, identical to onnxruntime", 0.0
+        n, k, where = at(value != ref)
+        return (f"{head}, DIFFERENT from onnxruntime at {n} of {value.size} position(s) "
+                f"(first at {where}: {value[k]} vs onnxruntime {ref[k]})"), float("inf")
+    wide = np.complex128 if value.dtype.kind == "c" else np.float64
+    a, b = value.astype(wide), ref.astype(wide)
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    for only, side in ((nan_a & ~nan_b, "onnxshap's output, not in onnxruntime's"),
+                       (nan_b & ~nan_a, "onnxruntime's output, not in onnxshap's")):
+        if only.any():
+            n, k, where = at(only)
+            return (f"{head}, NaN at {n} position(s) in {side} "
+                    f"(first at {where}: {a[k]} vs onnxruntime {b[k]})"), float("inf")
+    infinite = (np.isinf(a) | np.isinf(b)) & ~nan_a
+    if np.any(infinite & (a != b)):
+        n, k, where = at(infinite & (a != b))
+        return (f"{head}, infinities differ at {n} position(s) "
+                f"(first at {where}: {a[k]} vs onnxruntime {b[k]})"), float("inf")
+    notes = [head]
+    for label, same in (("NaN", nan_a), ("+inf", infinite & (a.real > 0)), ("-inf", infinite & ~(a.real > 0))):
+        if same.any():
+            notes.append(f"{label} at the same {int(np.count_nonzero(same))} position(s) in both")
+    finite = ~(nan_a | infinite)
+    if not finite.any():
+        return ", ".join([*notes, "no finite values"]), 0.0
+    a, b = np.where(finite, a, 0), np.where(finite, b, 0)  # no inf - inf below
+    diff = np.abs(a - b)
+    allowed = atol + rtol * np.abs(b)
+    share = np.divide(diff, allowed, out=np.where(diff > 0, np.inf, 0.0), where=allowed > 0)
+    worst = float(np.max(share))
+    text = f"max abs difference {float(np.max(diff)):.3g}"
+    if worst > 0:
+        _, k, where = at(share == worst)
+        text += (f"; worst at {where}: {a[k]:.8g} vs onnxruntime {b[k]:.8g} "
+                 f"(|difference| {diff[k]:.3g}, tolerance {allowed[k]:.3g})")
+    return ", ".join([*notes, text]), worst
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
     import onnxshap
+    from onnxshap._errors import ModelLoadError
 
     path = _require_onnx(args.model)
     model = onnxshap.load(path)
@@ -572,24 +699,46 @@ def cmd_check(args: argparse.Namespace) -> int:
         feeds = _load_inputs(args.input, model, args, "input").data
         if not isinstance(feeds, dict):
             feeds = {model.input_names[0]: feeds}
-        origin = ", ".join(args.input)
+        shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
+        print(f"inputs from {', '.join(args.input)}: {shapes}")
     else:
-        feeds, origin = _random_feeds(model), "random input (seed 0)"
-    print(f"inputs from {origin}: " + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items()))
+        feeds, drawn = _random_feeds(model)
+        print("inputs from random input (seed 0):\n" + "\n".join(f"  {line}" for line in drawn))
     ours = model.run(feeds)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    worst = 0.0
+    # The model as written: optimised, onnxruntime fuses QDQ pairs into integer kernels (QLinearConv,
+    # ...), which round differently, so a faithful forward pass would look like a mismatch.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    refused = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidArgument, ort_state.InvalidProtobuf,
+               ort_state.NotImplemented, ort_state.RuntimeException, ort_state.EPFail)
+    stage = "load"
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        stage = "run"
+        theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    except refused as exc:
+        first = next((line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ModelLoadError(
+            f"onnxruntime could not {stage} the model {str(path)!r}: {first}. `onnxshap check` compares onnxshap's "
+            f"forward pass with onnxruntime's, so it needs onnxruntime to {stage} the model; onnxshap itself ran it. "
+            "Check the model with onnx.checker.check_model(path, full_check=True), or compare Model.run with "
+            "another reference in Python."
+        ) from exc
+    worst, failed = 0.0, []
     for name, value in ours.items():
-        text, rel = _compare(value, theirs[name], args.atol)
-        worst = max(worst, rel)
+        text, share = _compare(value, theirs[name], args.rtol, args.atol)
         print(f"{name}: {text}")
-    if worst <= args.rtol:
-        print(f"OK: onnxshap's forward pass matches onnxruntime (largest relative difference {worst:.3g} <= {args.rtol:g})")
+        worst = max(worst, share)
+        if not share <= 1:
+            failed.append((name, text))
+    tolerance = f"|onnxshap - onnxruntime| <= atol + rtol * |onnxruntime| (atol {args.atol:g}, rtol {args.rtol:g})"
+    if not failed:
+        closest = f"the worst uses {100 * worst:.2g}% of its tolerance" if worst > 0 else "no element differs"
+        print(f"OK: onnxshap's forward pass matches onnxruntime: every element within {tolerance}; {closest}")
         return 0
-    print(f"MISMATCH: largest relative difference {worst:.3g} > {args.rtol:g}", file=sys.stderr)
+    names = ", ".join(name for name, _ in failed)
+    print(f"MISMATCH in {names}: not every element within {tolerance}. {failed[0][0]}: {failed[0][1]}", file=sys.stderr)
     return 1
 
 
@@ -617,13 +766,38 @@ def _fixed_files(pairs: Sequence[tuple[str, str]], model: Any) -> dict[str, np.n
     return fixed
 
 
+def _refuse_overwriting_inputs(args: argparse.Namespace, out: Path, plot: Path | None) -> None:
+    """-o and --plot must not name a file the command reads (it would be replaced), nor each other."""
+    read = [("the model", args.model), *(("--input", p) for p in args.input), *(("--background", p) for p in args.background or ()),
+            *(("--fixed", f) for _, f in args.fixed or ()), *((("--vocab", args.vocab),) if args.vocab else ())]
+    written = [("-o", out), *((("--plot", plot),) if plot is not None else ())]
+    for flag, target in written:
+        for source_flag, source in read:
+            if Path(source).exists() and Path(source).resolve() == target.resolve():
+                raise UsageError(f"{flag} {str(target)!r} is also {source_flag}: it would be replaced by the result. "
+                                 "Write the result to another file.")
+    if plot is not None and plot.resolve() == out.resolve():
+        raise UsageError(f"-o and --plot name the same file {str(out)!r}; give each its own name.")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     import onnxshap
+    from onnxshap._explainer import check_finite
+    from onnxshap._files import partial_path
+    from onnxshap._interrupt import held
     from onnxshap._layout import read_feeds
 
     path = _require_onnx(args.model)
     out = _require_output_dir(args.o, "-o")
     plot = _require_output_dir(args.plot, "--plot") if args.plot else None
+    if plot is not None:
+        from onnxshap._plots import check_suffix
+
+        try:  # before the explain pass, not after it
+            check_suffix(plot, html_ok=args.plot_kind in ("auto", "text"))
+        except onnxshap.InputError as exc:
+            raise UsageError(str(exc)) from None
+    _refuse_overwriting_inputs(args, out, plot)
     if args.vocab:
         _require_file(args.vocab, "--vocab file")
     output = _parse_output(args.output)
@@ -649,6 +823,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     # so that values given once (recurrent state) are passed as fixed, not cut into batches.
     read = read_feeds(model.inputs, feeds, what="input", fixed_ok=list(feeds), given_fixed=fixed)
     fixed = dict(read.fixed)
+    # Whole-input checks first: a bad row is named by its row in the file (not within a batch), and
+    # before any background is sampled from the input.
+    check_finite(read.examples, "--input data")
     x = {k: v for k, v in feeds.items() if k not in fixed} if isinstance(x, dict) else x
     if args.background:
         background = _load_inputs(args.background, model, args, "background").data
@@ -680,15 +857,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
         progress.update(done)
     e = _concat(parts)
     if plot is not None:
-        tmp_plot = _partial_path(plot)
+        # The plot is renamed into place only once the values are written too: both or neither.
+        tmp_plot = partial_path(plot)
         try:
             _plot(e, tmp_plot, args, loaded)
-            e.save(out)
-            tmp_plot.replace(plot)
+            with held():  # once the values are in place, a Ctrl-C must not leave the plot out
+                e.save(out)
+                tmp_plot.replace(plot)
         finally:
             tmp_plot.unlink(missing_ok=True)
     else:
-        e.save(out)
+        with held():  # a Ctrl-C after the rename would report "no output" for a written file
+            e.save(out)
     n_bg = _rows(explainer.background)
     outputs = ", ".join(repr(o) for o in explainer.outputs)
     print(
@@ -785,6 +965,16 @@ def _shape_spec(text: str) -> tuple[tuple[int, ...], str | None]:
     return dims, dtype or None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -820,7 +1010,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_image_options(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("image inputs (png/jpg files or folders given to --input/--background; needs Pillow)")
-        g.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+        g.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                        help="resize images to H x W (default: the model's input size)")
         g.add_argument("--scale", choices=sorted(SCALES), default="0-1",
                        help="map pixel values 0..255 to this range (default 0-1, i.e. /255; for -1..1 add --mean 0.5 --std 0.5)")
@@ -856,9 +1046,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", metavar="FILE",
                    help="inputs: .npy (one input), .npz (by input name), .csv, or images; default: random")
     p.add_argument("--rtol", type=_positive_float, default=1e-4,
-                   help="largest relative difference accepted (default 1e-4)")
-    p.add_argument("--atol", type=_positive_float, default=1e-6,
-                   help="added to |onnxruntime output| in the relative difference (default 1e-6)")
+                   help="relative tolerance: every element must have |onnxshap - onnxruntime| <= atol + rtol * "
+                        "|onnxruntime| (default 1e-4; float32 keeps about 7 digits)")
+    p.add_argument("--atol", type=_positive_float, default=1e-5,
+                   help="absolute tolerance in that test, which decides for outputs near 0 (default 1e-5)")
     add_image_options(p)
     p.set_defaults(func=cmd_check)
 
@@ -912,47 +1103,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    from onnxshap._errors import OnnxShapError
+    """Run one command and return its exit code. Ctrl-C at any moment returns 130 with one message
+    (onnxshap/_interrupt.py); the program (onnxshap/__main__.py) then exits without interpreter shutdown."""
+    from onnxshap._interrupt import EXIT_INTERRUPTED, handling
 
-    debug = bool(getattr(args, "debug", False))
-    prefix = f"onnxshap {args.command}: error:"
-    try:
-        return int(args.func(args))
-    except UsageError as exc:
-        if debug:
-            raise
-        print(f"{prefix} {exc}", file=sys.stderr)
-        print(f"(run `onnxshap {args.command} --help` for usage and examples)", file=sys.stderr)
-        return 2
-    except (OnnxShapError, OSError, ValueError) as exc:
-        if debug:
-            raise
-        print(f"{prefix} {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"onnxshap {args.command}: interrupted; no output was written.", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if debug:
-            raise
-        if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
-            print(f"{prefix} out of memory ({type(exc).__name__}). Lower --batch-size or --background-size.", file=sys.stderr)
+    with handling() as interrupts:  # outside `interrupts.armed()` a Ctrl-C waits for the command's start
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version (0) or a usage error (2)
+            return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        from onnxshap._errors import OnnxShapError
+
+        debug = bool(getattr(args, "debug", False))
+        prefix = f"onnxshap {args.command}: error:"
+        try:
+            # Every command runs on the explainer's modules (JAX, onnx). Importing them here, where a
+            # Ctrl-C waits, keeps it from cutting an extension's initialisation short.
+            import onnxshap._explainer  # noqa: F401
+
+            with interrupts.armed():
+                return int(args.func(args))
+        except BaseException as exc:
+            # An interrupt can surface as another exception (an extension's ImportError, an error of
+            # the code it cut short): it is reported as the interrupt it is.
+            if interrupts.requested or isinstance(exc, KeyboardInterrupt):
+                print(f"onnxshap {args.command}: interrupted; no output was written.", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            if debug or not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, UsageError):
+                print(f"{prefix} {exc}", file=sys.stderr)
+                print(f"(run `onnxshap {args.command} --help` for usage and examples)", file=sys.stderr)
+                return 2
+            if isinstance(exc, (OnnxShapError, OSError, ValueError)):
+                print(f"{prefix} {exc}", file=sys.stderr)
+                return 1
+            if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
+                print(f"{prefix} out of memory ({type(exc).__name__}). {OUT_OF_MEMORY_ADVICE.get(args.command, '')}".rstrip(),
+                      file=sys.stderr)
+                return 1
+            print(
+                f"onnxshap {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in onnxshap: rerun with --debug for the traceback and report it.",
+                file=sys.stderr,
+            )
             return 1
-        print(
-            f"onnxshap {args.command}: internal error: {type(exc).__name__}: {exc}\n"
-            "This is a bug in onnxshap: rerun with --debug for the traceback and report it.",
-            file=sys.stderr,
-        )
-        return 1
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `python -m onnxshap.cli`: the program's entry point, with its Ctrl-C handling
+    from onnxshap.__main__ import main as program
+
+    program()

@@ -251,15 +251,31 @@ def test_explain_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     _no_partial_files(tmp_path)
 
 
-def test_failed_plot_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_plot_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Output files are written whole or not at all: a plot error leaves no .npz and no partial files."""
     _plots_available()
+    from onnxshap import _plots
+
     np.save(tmp_path / "x.npy", np.random.default_rng(6).standard_normal((3, 10)))
     out = tmp_path / "v.npz"
-    code, _, err = run_main(capsys, "explain", MLP, "--input", tmp_path / "x.npy", "--output", "0",
-                            "--plot", tmp_path / "plot.txt", "-o", out)
-    assert code == 1
-    assert err.startswith("onnxshap explain: error:") and "Traceback" not in err
+    args = ["explain", MLP, "--input", tmp_path / "x.npy", "--output", "0", "-o", out]
+    # A file type no plot can write is refused before the explain pass.
+    code, _, err = run_main(capsys, *args, "--plot", tmp_path / "plot.txt")
+    assert code == 2 and "Cannot write a plot to" in err
+    # A plot that fails while drawing, after the values are computed.
+    drawn: list[Path] = []
+
+    def failing_plot(e: object, path: Path, **kwargs: object) -> None:
+        path.write_bytes(b"half a png")
+        drawn.append(path)
+        raise onnxshap.InputError("drawing failed")
+
+    monkeypatch.setattr(_plots, "plot", failing_plot)
+    code, _, err = run_main(capsys, *args, "--plot", tmp_path / "plot.png")
+    assert code == 1 and drawn
+    assert err.startswith("onnxshap explain: error: drawing failed") and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
