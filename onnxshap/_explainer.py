@@ -122,7 +122,8 @@ class Explanation:
 
     def to_shap(self, output: int | str | Sequence[int | str] | None = None, **options: Any) -> Any:
         """A `shap.Explanation` (needs shap) so shap's plots work on these values; options input=,
-        feature_names=, channels_last=. One output drops the output axis."""
+        layout="features" (one row of features per sample; one output drops the output axis) or "image"
+        (for shap.plots.image), feature_names=, tokens=, channel_axis=. See docs/plots.md."""
         from onnxshap._interop import to_shap
 
         return to_shap(self, output, **options)

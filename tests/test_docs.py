@@ -14,7 +14,6 @@ import io
 import re
 import sys
 import tokenize
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +72,7 @@ def _run(blocks: list[tuple[int, str]], origin: str, tmp_path: Path, monkeypatch
     if any(".plot(" in code for _, code in blocks):
         pytest.importorskip("matplotlib", reason="the example draws plots (onnxshap[plot])")
     if any(".to_shap(" in code for _, code in blocks):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # shap's own import-time deprecation noise
-            pytest.importorskip("shap", reason="the example converts to shap")
+        pytest.importorskip("shap", reason="the example converts to shap")
     (tmp_path / "models").symlink_to(REPO / "models", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     expected: dict[int, str] = {}
@@ -104,7 +101,7 @@ def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert (tmp_path / name).is_file(), f"the README example should write {name}"
 
 
-@pytest.mark.parametrize("page", ["getting-started.md", "real-exports.md", "rules/max.md"])
+@pytest.mark.parametrize("page", ["getting-started.md", "real-exports.md", "rules/max.md", "plots.md"])
 def test_doc_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = DOCS / page
     blocks = _blocks(path.read_text(encoding="utf-8"))
@@ -114,7 +111,7 @@ def test_doc_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_every_python_example_is_tested() -> None:
-    tested = {"getting-started.md", "real-exports.md", "rules/max.md"}
+    tested = {"getting-started.md", "real-exports.md", "rules/max.md", "plots.md"}
     pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
     untested = [p for p in pages if p not in tested and _blocks((DOCS / p).read_text(encoding="utf-8"))]
     assert not untested, f"add these pages to test_doc_examples_run: {untested}"

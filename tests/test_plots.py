@@ -1,13 +1,11 @@
-"""Plots and shap interop on real explanations: files written, sizes, layout read back from the pixels."""
+"""Plots of real explanations: files written, sizes, layout read back from the pixels (shap interop: test_to_shap.py)."""
 
 from __future__ import annotations
 
 import html
 import re
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -472,63 +470,3 @@ def test_missing_matplotlib_is_a_clear_error(text: Explanation, tmp_path: Path, 
     assert isinstance(info.value, MissingDependencyError) and isinstance(info.value, onnxshap.OnnxShapError)
     plot(text, tmp_path / "t.html", tokens=TOKENS, sample=0)  # the HTML view needs no matplotlib
     assert "<pad>" in html.unescape((tmp_path / "t.html").read_text(encoding="utf-8"))
-
-
-# --- shap interop ---------------------------------------------------------------------------------
-
-
-def _import_shap() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # shap's own import-time deprecation noise
-        return pytest.importorskip("shap")
-
-
-def test_to_shap_single_output_works_with_shap_plots(tabular: Explanation, tmp_path: Path) -> None:
-    shap = _import_shap()
-    from onnxshap._interop import to_shap
-
-    s = to_shap(tabular, output="probs[1]")
-    assert isinstance(s, shap.Explanation)
-    assert s.values.shape == (12, 10) and s.base_values.shape == (12,) and s.data.shape == (12, 10)
-    assert s.feature_names == [f"x[{i}]" for i in range(10)] and s.output_names is None
-    np.testing.assert_allclose(s.values.sum(axis=1) + s.base_values, tabular.prediction[:, 1], atol=1e-5)
-    import matplotlib.pyplot as plt
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, draw in [("waterfall", lambda: shap.plots.waterfall(s[0], show=False)),
-                           ("bar", lambda: shap.plots.bar(s, show=False)),
-                           ("beeswarm", lambda: shap.plots.beeswarm(s, show=False))]:
-            draw()
-            plt.savefig(tmp_path / f"{name}.png")
-            plt.close("all")
-            _assert_drawn(_read(tmp_path / f"{name}.png"))
-
-
-def test_to_shap_all_outputs_and_images(tabular: Explanation, rgb: dict[str, Explanation], tmp_path: Path) -> None:
-    shap = _import_shap()
-    from onnxshap._interop import to_shap
-
-    s = to_shap(tabular, feature_names=[f"f{i}" for i in range(10)])
-    assert s.values.shape == (12, 10, 3) and s.base_values.shape == (12, 3)
-    assert list(s.output_names) == ["probs[0]", "probs[1]", "probs[2]"] and s.feature_names[0] == "f0"
-    np.testing.assert_allclose(s[0, :, 2].values, tabular.values[0, :, 2])
-    image = to_shap(rgb["nchw"], channels_last=True)
-    assert image.values.shape == (2, 16, 16, 3) and image.data.shape == (2, 16, 16, 3)
-    np.testing.assert_array_equal(image.values, np.moveaxis(rgb["nchw"].values[..., 0], 1, -1))
-    import matplotlib.pyplot as plt
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        shap.plots.image(image, show=False)
-        plt.savefig(tmp_path / "image.png")
-        plt.close("all")
-    _assert_drawn(_read(tmp_path / "image.png"))
-
-
-def test_to_shap_without_shap(tabular: Explanation, monkeypatch: pytest.MonkeyPatch) -> None:
-    from onnxshap._interop import to_shap
-
-    monkeypatch.setitem(sys.modules, "shap", None)
-    with pytest.raises(ImportError, match="pip install shap"):
-        to_shap(tabular)
