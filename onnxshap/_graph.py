@@ -246,21 +246,21 @@ def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, owner: st
 
 
 @functools.cache
-def _schema_attribute_types(op_type: str, domain: str, since: int | None) -> dict[str, int]:
-    """Attribute name -> AttributeProto type that the op's schema declares (empty if unknown)."""
+def _schema(op_type: str, domain: str, since: int | None) -> onnx.defs.OpSchema | None:
+    """The op's schema at its since_version (None if onnx does not know it)."""
     if since is None:
-        return {}
+        return None
     try:
-        schema = onnx.defs.get_schema(op_type, max_inclusive_version=since, domain=domain)
+        return onnx.defs.get_schema(op_type, max_inclusive_version=since, domain=domain)
     except onnx.defs.SchemaError:
-        return {}
-    return {name: int(attr.type) for name, attr in schema.attributes.items()}
+        return None
 
 
 def _check_attribute_type(node: Node, attr: onnx.AttributeProto) -> None:
     """An attribute stored with another type than the schema's (axis=1.0) is an invalid model, which
     onnxruntime refuses too; read as it is, it would fail deep inside an op."""
-    expected = _schema_attribute_types(node.op_type, node.domain, node.since_version).get(attr.name)
+    schema = _schema(node.op_type, node.domain, node.since_version)
+    expected = schema.attributes[attr.name].type if schema is not None and attr.name in schema.attributes else None
     if expected is not None and attr.type != expected:
         names = onnx.AttributeProto.AttributeType.Name
         raise GraphError(
@@ -271,11 +271,8 @@ def _check_attribute_type(node: Node, attr: onnx.AttributeProto) -> None:
 
 
 def _schema_defaults(op_type: str, domain: str, since: int | None) -> dict[str, Any]:
-    if since is None:
-        return {}
-    try:
-        schema = onnx.defs.get_schema(op_type, max_inclusive_version=since, domain=domain)
-    except onnx.defs.SchemaError:
+    schema = _schema(op_type, domain, since)
+    if schema is None:
         return {}
     defaults: dict[str, Any] = {}
     for name, attr in schema.attributes.items():
