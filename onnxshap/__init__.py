@@ -19,6 +19,7 @@ from onnxshap._errors import (
 
 if _typing.TYPE_CHECKING:
     from onnxshap._compile_cache import enable_compilation_cache as enable_compilation_cache
+    from onnxshap._convert import convert as convert
     from onnxshap._explainer import AdditivityError as AdditivityError, Explainer as Explainer, Explanation as Explanation
     from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
 
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 # stays light and the command line handles Ctrl-C from its first instant (onnxshap/_interrupt.py).
 _LAZY = {
     "enable_compilation_cache": "onnxshap._compile_cache",
+    "convert": "onnxshap._convert",
     "AdditivityError": "onnxshap._explainer",
     "Explainer": "onnxshap._explainer",
     "Explanation": "onnxshap._explainer",
@@ -39,7 +41,7 @@ _LAZY = {
 __all__ = [
     "AdditivityError", "ConversionError", "Explainer", "Explanation", "ExternalDataError", "GraphError", "InputError",
     "MissingDependencyError", "Model", "ModelLoadError", "OnnxShapError", "OpsetError", "OutputError", "RuleTableError",
-    "UnsupportedOpError", "enable_compilation_cache", "load", "unsupported_ops",
+    "UnsupportedOpError", "convert", "enable_compilation_cache", "load", "unsupported_ops",
 ]
 
 

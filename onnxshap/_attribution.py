@@ -26,6 +26,7 @@ from onnxshap._graph import Node
 from onnxshap._interpreter import guard_closed, is_static, node_function, select_choice
 from onnxshap._model import Model
 from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, rule_for, rule_name
+from onnxshap._progress import Bar, ProgressCallback, progress_callback
 
 Array = Any
 
@@ -131,6 +132,8 @@ class AttributionPass:
         self._jitted_reference_side = jax.jit(self._reference_side)
         self._jitted_predict = jax.jit(self._predict)
         self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
+        #: Signatures `run` has compiled its jitted pieces for (see `_signature`): what it reports as compiling.
+        self._compiled: set[tuple[Any, ...]] = set()
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
         return self.model.graph.ancestors(tensors)
@@ -453,12 +456,33 @@ class AttributionPass:
         r_feeds: Mapping[str, np.ndarray],
         selection: np.ndarray,
         devices: Sequence[jax.Device] | None = None,
+        progress: bool | ProgressCallback | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """phi per explained tensor (B, n_sel, *shape), f(x) (B, n_total), base (B, n_total).
 
         With several `devices`, the sample axis is sharded over them (padded to a multiple of their
         number); every sample's computation is independent, so results match one device's.
+
+        `progress` (True: a tqdm bar on stderr; or a callable, see `onnxshap._progress`) is told each
+        step before it starts: each jitted piece compiled for shapes new to this pass ("compile"),
+        then each (sample block, background chunk) ("attribute"), then "done". A step counts as
+        done once its result is computed: only with progress on is each chunk waited for.
         """
+        report = progress_callback(progress)
+        try:
+            return self._run(x_feeds, r_feeds, selection, devices, report)
+        finally:
+            if progress is True and isinstance(report, Bar):
+                report.close()  # also part-way, so that an error starts on its own line
+
+    def _run(
+        self,
+        x_feeds: Mapping[str, np.ndarray],
+        r_feeds: Mapping[str, np.ndarray],
+        selection: np.ndarray,
+        devices: Sequence[jax.Device] | None,
+        report: ProgressCallback | None,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         n_background = next(iter(r_feeds.values())).shape[0]
         n_samples = selection.shape[0]
         n_devices = len(devices) if devices is not None else 1
@@ -482,23 +506,70 @@ class AttributionPass:
         with jax.enable_x64(True):  # float64 models stay float64
             weights = self.weights
             r_feeds_d, r_weight = jax.device_put((dict(r_feeds), weight))
+            # Every sample block has the same shapes: only the first block's calls can compile.
+            reference_key = ("reference", _signature((r_feeds_d, r_weight)))
+            sample_key = ("sample", _signature(x_args, block, sharding))
+            chunk_key = ("chunk", sample_key, reference_key, chunk)
+            new = [k for k in ([] if self.held else [reference_key]) + [sample_key, chunk_key] if k not in self._compiled]
+            steps = _Steps(report, len(new) + (n_samples + extra) // block * n_chunks)
+            pending = set(new)
+
+            def compile_new(key: tuple[Any, ...], jitted: Any, *args: Any, **static: Any) -> None:
+                # Ahead of the call, only to show it: jit's call then runs the executable this compiled.
+                if report is not None and key in pending:
+                    pending.discard(key)
+                    steps.start("compile")
+                    jitted.lower(*args, **static).compile()
+                    steps.finish()
+
             if self.held:
                 source, base = r_feeds_d, None
             else:
+                compile_new(reference_key, self._jitted_reference_side, weights, r_feeds_d, r_weight)
                 source, base = self._jitted_reference_side(weights, r_feeds_d, r_weight)
             for first in range(0, n_samples + extra, block):
                 rows = jax.device_put(jax.tree_util.tree_map(lambda v: v[first:first + block], x_args), sharding)
+                compile_new(sample_key, self._jitted_sample_side, weights, *rows)
                 env_x, fx, total = self._jitted_sample_side(weights, *rows)
                 for start in range(0, padded, chunk):
-                    total = self._jitted_chunk(
-                        total, weights, rows[0], env_x, rows[1], source, r_weight, np.int32(start), chunk=chunk
-                    )
+                    args = (total, weights, rows[0], env_x, rows[1], source, r_weight, np.int32(start))
+                    compile_new(chunk_key, self._jitted_chunk, *args, chunk=chunk)
+                    steps.start("attribute")
+                    total = self._jitted_chunk(*args, chunk=chunk)
+                    steps.finish(total)
                 fx = np.asarray(fx)
                 block_base = np.asarray(total.pop(_HELD_BASE)) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
                 parts.append(({k: np.asarray(v) for k, v in total.items()}, fx, block_base))
+            self._compiled.update(new)
+            steps.start("done")
         trim = slice(0, n_samples)
         phi = {t: np.concatenate([p[0][t] for p in parts])[trim] for t in self.explained}
         return phi, np.concatenate([p[1] for p in parts])[trim], np.concatenate([p[2] for p in parts])[trim]
+
+
+class _Steps:
+    """Counts the steps of one `run` for its progress callback (nothing happens without one)."""
+
+    def __init__(self, report: ProgressCallback | None, total: int):
+        self.report, self.total, self.done = report, total, 0
+
+    def start(self, phase: str) -> None:
+        if self.report is not None:
+            self.report(phase, self.done, self.total)
+
+    def finish(self, result: Any = None) -> None:
+        if self.report is not None:
+            # Dispatch is asynchronous: a step is shown done when its result is, not when it is queued.
+            jax.block_until_ready(result)
+            self.done += 1
+
+
+def _signature(tree: Any, rows: int | None = None, sharding: Any = None) -> tuple[Any, ...]:
+    """What a jitted function's compiled code is keyed on for the arrays of `tree`: their structure,
+    shapes (axis 0 taken as `rows` where given, for the slices of it each call gets), dtypes and sharding."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    shapes = tuple((np.shape(v) if rows is None else (rows, *np.shape(v)[1:]), np.dtype(v.dtype)) for v in leaves)
+    return treedef, shapes, sharding
 
 
 def _bucket(n: int) -> int:

@@ -29,12 +29,15 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from onnxshap._errors import ConversionError, MissingDependencyError, OnnxShapError
+
+if TYPE_CHECKING:
+    from onnxshap._model import Model
 
 #: Default opsets per exporter: the versions the example models in models/ were exported with.
 TORCHSCRIPT_OPSET = 17
@@ -542,6 +545,7 @@ def _convert_torch(
     # An exported program is already in the mode it was exported in (and refuses .eval()).
     was_training = bool(getattr(module, "training", False)) and not is_program
     if was_training:
+        notes.append(training_mode_message(module))
         module.eval()
     try:
         with torch.no_grad():
@@ -629,7 +633,7 @@ def _load_torch_file(path: Path, trust_pickle: bool, notes: list[str]) -> Any:
     import torch
 
     if path.suffix.lower() in EXPORTED_PROGRAM_SUFFIXES:
-        with _quiet(notes):
+        with _quiet(notes), _importable_beside(path):  # a .pt2 is only loaded when trusted
             try:
                 return torch.export.load(str(path))
             except Exception as exc:
@@ -648,14 +652,19 @@ def _load_torch_file(path: Path, trust_pickle: bool, notes: list[str]) -> Any:
         content = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as safe_exc:
         if not trust_pickle:
+            # torch's own text goes on about corrupt checkpoints: its first sentence says enough.
+            jit_reason = _first_line(jit_error).split(". ")[0]
             raise ConversionError(
-                f"{str(path)!r} is not a TorchScript archive ({_first_line(jit_error)}); it looks like a model pickled "
-                "with torch.save(model). Loading it runs code stored in the file: if you trust the file, pass "
-                "--trust-pickle (trust_pickle=True). Better, save it as TorchScript (torch.jit.save(torch.jit.script(model), "
-                "path)) or with torch.export.save."
+                f"{str(path)!r} is not a TorchScript archive; it looks like a model pickled with torch.save(model). "
+                "Loading it runs code stored in the file: if you trust the file, pass --trust-pickle "
+                "(trust_pickle=True). Better, save it as TorchScript (torch.jit.save(torch.jit.script(model), path)) "
+                f"or with torch.export.save. (TorchScript loader: {jit_reason}.)"
             ) from safe_exc
         try:
-            content = torch.load(str(path), map_location="cpu", weights_only=False)
+            with _importable_beside(path):
+                content = torch.load(str(path), map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as exc:
+            raise ConversionError(_class_not_importable(path, exc)) from exc
         except Exception as exc:
             raise ConversionError(
                 f"Could not load {str(path)!r} with torch.load ({_first_line(exc)}). A pickled module can only be loaded "
@@ -790,7 +799,7 @@ def _load_keras_file(path: Path, trust_pickle: bool, notes: list[str]) -> Any:
         elif "custom" in str(exc).lower() or "Could not locate" in str(exc):
             hint = (
                 " The model uses custom layers or objects: load it in Python with keras.saving.load_model(path, "
-                "custom_objects=...) and pass the model to onnxshap.Explainer (or onnxshap._convert.convert_object)."
+                "custom_objects=...) and pass the model to onnxshap.convert or onnxshap.Explainer."
             )
         raise ConversionError(f"Keras {keras.__version__} could not load {str(path)!r} ({message}).{hint}") from exc
 
@@ -915,6 +924,74 @@ def convert_object(
     return _finish(conv, rtol, atol)
 
 
+def convert(
+    model: Any,
+    sample: Any = None,
+    *,
+    outputs: Sequence[str] | None = None,
+    opset: int | None = None,
+    rtol: float = PARITY_RTOL,
+    atol: float = PARITY_ATOL,
+) -> Model:
+    """Export an in-memory framework model to ONNX with its framework's exporter, check the export
+    against the framework, and load it.
+
+    Args:
+        model: a `torch.nn.Module`, `torch.export.ExportedProgram`, Keras model or fitted
+            scikit-learn estimator. A torch module in training mode is exported in eval mode
+            (a `UserWarning` says so) and left in the mode it was in.
+        sample: an example input with a batch axis (torch: a tensor or a tuple of tensors, needed;
+            Keras: an array, a list or a dict by input name; scikit-learn: a 2-D array). It is
+            traced and compared on; None: a seeded random input from the declared shapes.
+        outputs: the tensors that will be explained, if not the graph outputs (see `load`).
+        opset: ONNX opset (default: 18 for the dynamo exporter, 17 for the others).
+        rtol / atol: parity tolerance, |onnx - framework| <= atol + rtol * |framework| elementwise.
+
+    Returns:
+        A `Model`: `conversion` holds the `ParityReport`, `save(path)` writes the .onnx file,
+        `tensors()` lists the tensor names (e.g. the logits to explain).
+
+    Raises:
+        MissingDependencyError: the framework or its exporter is not installed (names the extra).
+        ConversionError: the export failed or does not reproduce the framework's outputs (`.report`).
+    """
+    from onnxshap._model import load
+
+    if framework_of(model) == "torch" and bool(getattr(model, "training", False)):
+        message = training_mode_message(model)
+        warnings.warn(message[0].upper() + message[1:], UserWarning, stacklevel=_user_stacklevel())
+    proto, report = convert_object(model, sample, opset=opset, rtol=rtol, atol=atol)
+    loaded = load(proto, outputs)
+    loaded.conversion = report
+    return loaded
+
+
+#: Layers that compute differently in training mode, by a pattern of their class name, and how eval mode changes them.
+TRAINING_LAYERS = (("Dropout", "dropout is off"), ("BatchNorm", "batch norm uses its running statistics"))
+
+
+def training_mode_message(module: Any) -> str:
+    """What exporting a torch module that is in training mode changes, naming its layers that change."""
+    names = {type(m).__name__ for m in module.modules()}
+    found = [(sorted(n for n in names if pattern in n), effect) for pattern, effect in TRAINING_LAYERS]
+    changes = "; ".join(f"{effect} ({', '.join(layers)})" for layers, effect in found if layers)
+    return (
+        f"the PyTorch module {type(module).__name__} is in training mode; it is exported and explained in eval mode, "
+        f"as for inference: {changes or 'dropout is off and batch norm uses its running statistics'}. Call .eval() "
+        "on it (before saving, for a file) to make that choice explicit."
+    )
+
+
+def _user_stacklevel() -> int:
+    """The `stacklevel` that points a warning at the first caller outside onnxshap (for the caller of
+    the function that warns), however deep inside the package the warning is raised."""
+    package = str(Path(__file__).resolve().parent) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def convert_file(
     path: str | os.PathLike[str],
     *,
@@ -1001,6 +1078,30 @@ def untrusted_message(path: Path) -> str:
     )
 
 
+@contextlib.contextmanager
+def _importable_beside(path: Path) -> Iterator[None]:
+    """For the duration of a trusted unpickling, let it import the classes it names from modules in
+    the file's folder and in the current directory (where a training script saved it from): the
+    `onnxshap` program's own folder is first on the import path, not the user's."""
+    added = [d for d in dict.fromkeys([str(path.resolve().parent), os.getcwd()]) if d not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for d in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(d)
+
+
+def _class_not_importable(path: Path, exc: ModuleNotFoundError) -> str:
+    return (
+        f"Unpickling {str(path)!r} needs the module {exc.name!r}, which cannot be imported from the file's folder "
+        f"({str(path.resolve().parent)!r}), the current directory or the installed packages. Put the module that "
+        "defines the model's classes (e.g. its .py file) next to the model file, or install its package; better, "
+        "save the model as TorchScript (torch.jit.save(torch.jit.script(model), path)) or with torch.export.save."
+    )
+
+
 def _load_pickle(path: Path, notes: list[str]) -> Any:
     # joblib reads plain pickles too; scikit-learn models are usually saved with it.
     try:
@@ -1008,7 +1109,7 @@ def _load_pickle(path: Path, notes: list[str]) -> Any:
     except ImportError:
         joblib = None
     try:
-        with _quiet(notes):
+        with _quiet(notes), _importable_beside(path):
             if joblib is not None:
                 return joblib.load(path)
             import pickle
@@ -1021,9 +1122,6 @@ def _load_pickle(path: Path, notes: list[str]) -> Any:
         )
         if extra:
             _require(extra)
-        raise ConversionError(
-            f"Unpickling {str(path)!r} needs the module {exc.name!r}, which cannot be imported. Install the package "
-            "that defines the model's classes."
-        ) from exc
+        raise ConversionError(_class_not_importable(path, exc)) from exc
     except Exception as exc:
         raise ConversionError(f"Could not unpickle {str(path)!r}: {_first_line(exc)}") from exc

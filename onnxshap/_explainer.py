@@ -12,15 +12,16 @@ from typing import Any, Literal
 import numpy as np
 
 from onnxshap._attribution import AttributionPass
-from onnxshap._convert import convert_object, framework_of
+from onnxshap._convert import convert, framework_of
 from onnxshap._errors import InputError, OnnxShapError
 from onnxshap._files import write_whole
 from onnxshap._graph import Graph, ModelLike, TensorInfo
 from onnxshap._layout import Feeds, Reading, read_feeds
-from onnxshap._model import Model, load
+from onnxshap._model import Model, load, resolve_outputs
 from onnxshap._multipliers import RULES
+from onnxshap._progress import ProgressCallback
 from onnxshap._registry import known_op_types, similar_ops
-from onnxshap._tokens import check_ids, default_token_input, find_embeddings, float_id_inputs, resolve_token_inputs
+from onnxshap._tokens import check_ids, default_explained, find_embeddings, resolve_token_inputs
 
 #: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
 #: outputs that barely change are judged at the precision of the dtype: f(x) and the background mean
@@ -113,12 +114,25 @@ class Explanation:
     def max_relative_residual(self) -> float:
         return float(np.max(self.relative_residual, initial=0.0))
 
-    def plot(self, path: str | Path, kind: str = "auto", **options: Any) -> None:
+    def plot(self, path: str | Path | None = None, kind: str = "auto", **options: Any) -> Any:
         """Draw to `path` (.png/.svg/.pdf; .html for kind="text"): "image", "text", "bar", "waterfall" or
-        "auto". Options and layouts: docs/plots.md. Needs onnxshap[plot], except the HTML text view."""
+        "auto". Without a path, return the plot, shown inline by Jupyter: a matplotlib Figure, or for
+        text a `TextHTML`. Options and layouts: docs/plots.md. Needs onnxshap[plot], except the HTML text view."""
         from onnxshap._plots import plot
 
-        plot(self, path, kind, **options)
+        return plot(self, path, kind, **options)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print every array in full.
+        from onnxshap._notebook import explanation_repr
+
+        return explanation_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: samples, outputs, base values, completeness, and the default plot."""
+        from onnxshap._notebook import explanation_html
+
+        return explanation_html(self)
 
     def to_shap(self, output: int | str | Sequence[int | str] | None = None, **options: Any) -> Any:
         """A `shap.Explanation` (needs shap) so shap's plots work on these values; options input=,
@@ -247,23 +261,34 @@ def _require_float_outputs(dtypes: Mapping[str, np.dtype[Any] | None], graph: Gr
             )
 
 
-def _output_indices(output: Any) -> list[int]:
-    """The flat indices `output=` names (empty for None and "predicted"); anything else is refused,
+def _output_indices(output: Any, labels: Sequence[str]) -> list[int]:
+    """The flat indices `output=` names among the output slots labelled `labels` (empty for None and
+    "predicted"): ints, labels such as "probs[3]", or a list of them. Anything else is refused,
     booleans and floats included (True would silently mean output 1)."""
     if output is None or (isinstance(output, str) and output == "predicted"):
         return []
-    usage = f"output must be None, an int, a non-empty list of ints or 'predicted', not {output!r}."
-    if isinstance(output, (str, bytes, bool, np.bool_)):
-        raise InputError(usage)
-    if isinstance(output, (int, np.integer)):
-        return [int(output)]
+    usage = "output must be None, an int, a non-empty list of ints or output labels, or 'predicted'"
+    refused = f"{usage}{f' (labels such as {labels[0]!r})' if labels else ''}, not {output!r}."
+    items = [output] if isinstance(output, str) else output
+    if isinstance(items, (bytes, bool, np.bool_)):
+        raise InputError(refused)
+    if isinstance(items, (int, np.integer)):
+        return [int(items)]
     try:
-        chosen = list(output)
+        chosen = list(items)
     except TypeError:
-        raise InputError(usage) from None
-    if not chosen or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in chosen):
-        raise InputError(usage)
-    return [int(i) for i in chosen]
+        raise InputError(refused) from None
+    if not chosen or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer, str)) for i in chosen):
+        raise InputError(refused)
+    index = {label: k for k, label in enumerate(labels)}
+    unknown = [i for i in chosen if isinstance(i, str) and i not in index]
+    if unknown:
+        shown = ", ".join(repr(label) for label in labels[:4]) + (f", ... {labels[-1]!r}" if len(labels) > 4 else "")
+        raise InputError(
+            f"{usage}; {unknown[0]!r} is not a label of the explained outputs of one sample, which are {shown} "
+            f"({len(labels)} in all)."
+        )
+    return [index[i] if isinstance(i, str) else int(i) for i in chosen]
 
 
 def _as_feeds(value: Any, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
@@ -356,7 +381,9 @@ class Explainer:
         inputs: tensors to attribute to (graph inputs or intermediate tensors, e.g. an embedding
             output). Default: the graph's float inputs.
         outputs: tensors to explain (e.g. the logits instead of the softmax). Default: the graph's
-            first float output. Integer outputs (predicted labels) are never explained.
+            first float output. Integer outputs (predicted labels) are never explained. "logits" names
+            the input of the Softmax, LogSoftmax or Sigmoid computing the first float output, unless a
+            tensor is named "logits" (then that tensor); `Model.tensors()` lists the names.
         rules: overrides of the rule table by op type or node name, e.g. {"MaxPool": "cross_max"}.
         check: what to do when attributions do not sum to f(x) - mean f(background): "raise"
             (AdditivityError, default), "warn", or "off".
@@ -403,10 +430,11 @@ class Explainer:
     ):
         #: For a framework model: the ParityReport of its in-memory export (framework vs onnxruntime).
         self.conversion: Any = None
-        if framework_of(model) is not None:  # never imports a framework that is not already loaded
-            model, self.conversion = convert_object(model, sample)
         # Named outputs: ops that none of them needs (an unsupported post-processing tail) are not checked.
         requested_outputs = None if outputs is None else ([outputs] if isinstance(outputs, str) else list(outputs))
+        if framework_of(model) is not None:  # never imports a framework that is not already loaded
+            model = convert(model, sample, outputs=requested_outputs)
+            self.conversion = model.conversion
         self.model = model if isinstance(model, Model) else load(model, requested_outputs)
         if not self.model.inputs:
             raise InputError(
@@ -437,14 +465,7 @@ class Explainer:
         in_background = _fixed_in_background(background, by_name, fixed, requested_inputs)
         fixed |= in_background
         if inputs is None:
-            # Floats used only as ids (`ids.long()`) cannot carry attributions either: like integer
-            # ids they are explained at their lookup, or held.
-            float_ids = set(float_id_inputs(graph))
-            explained = [
-                i.name for i in graph.inputs
-                if i.dtype is not None and i.dtype.kind == "f" and i.name not in fixed and i.name not in float_ids
-            ]
-            self.embeddings = default_token_input(found)
+            explained, self.embeddings = default_explained(graph, found, list(fixed))
             explained += [e.tensor for e in self.embeddings]
             if not explained:
                 raise InputError(
@@ -470,7 +491,8 @@ class Explainer:
                 raise InputError(f"The model has no float outputs to explain: {[o.describe() for o in graph.outputs]}.")
             chosen = floats[:1]
         else:
-            chosen = [self.model.tensor_behind(o) for o in ([outputs] if isinstance(outputs, str) else outputs)]
+            # "logits" names the scores before a final softmax/sigmoid unless a tensor has that name.
+            chosen = [self.model.tensor_behind(o) for o in resolve_outputs(graph, requested_outputs) or []]
         _require_tensors(chosen, known, "Output", self.model.output_names)
         _require_float_outputs({o: graph.value_info[o].dtype for o in chosen if o in graph.value_info}, graph)
         self.inputs = explained
@@ -525,7 +547,9 @@ class Explainer:
         check_finite(self.background, "background")
         check_ids(self.background, self.embeddings, "background")
 
-    def explain(self, x: Any, output: int | Sequence[int] | str | None = None) -> Explanation:
+    def explain(
+        self, x: Any, output: int | Sequence[int] | str | None = None, *, progress: bool | ProgressCallback = False
+    ) -> Explanation:
         """Attribute the explained outputs at samples `x` to the explained inputs.
 
         Args:
@@ -537,12 +561,17 @@ class Explainer:
                 declared shape instead of one row per sample is one value for every sample.
             output: None (all explained outputs), an int or list of ints (flat indices over the
                 explained outputs of one sample: every element of each output tensor of one example,
-                in C order), or "predicted" (each sample's arg-max over those).
+                in C order), a label of one of them such as "probs[3]" (`Explanation.all_output_names`;
+                a list may mix labels and ints), or "predicted" (each sample's arg-max over those).
+            progress: True draws a tqdm bar on stderr: "compiling" while XLA compiles the pass for
+                new shapes, then one step per (sample block, background chunk). A callable
+                progress(phase, done, total) is called instead before each step, phase "compile" or
+                "attribute", done of total steps finished, and once with ("done", total, total).
+                Default False: nothing is shown and nothing waits.
 
         Returns:
             An `Explanation`; completeness is checked according to `check`.
         """
-        chosen = _output_indices(output)
         graph_inputs = self.model.inputs
         feeds_in = _as_feeds(x, [i.name for i in graph_inputs if i.name not in self.fixed], "samples")
         for name in [k for k in feeds_in if k in self.fixed]:
@@ -562,9 +591,10 @@ class Explainer:
         _require_float_outputs(self._pass.output_dtypes(feeds), self.model.graph)
         slots = self._pass.output_slots(feeds)
         labels = [s.label for s in slots]
+        chosen = _output_indices(output, labels)
         n_total = len(slots)
         n_samples = read.n
-        predicted = isinstance(output, str)
+        predicted = isinstance(output, str) and output == "predicted"
         if output is None:
             indices = np.tile(np.arange(n_total), (n_samples, 1))
         elif predicted:
@@ -580,7 +610,7 @@ class Explainer:
         selection = np.zeros((n_samples, indices.shape[1], n_total))
         np.put_along_axis(selection, indices[:, :, None], 1.0, axis=2)
         background = self._references(feeds)
-        phi, fx_all, base_all = self._pass.run(feeds, background, selection, devices=self.devices)
+        phi, fx_all, base_all = self._pass.run(feeds, background, selection, devices=self.devices, progress=progress)
         # Values take the layout of the user's arrays: a batch-of-one axis added to rows is dropped.
         rows = {t: r == "rows" for t, r in read.readings.items()}
         lookups = {e.tensor for e in self.embeddings}

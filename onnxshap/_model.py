@@ -3,19 +3,88 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+import onnx
 
-from onnxshap._errors import InputError
-from onnxshap._graph import Graph, LoadedModel, ModelLike, TensorInfo, load_graph
+from onnxshap._errors import InputError, OutputError
+from onnxshap._files import write_whole
+from onnxshap._graph import Graph, LoadedModel, ModelLike, Node, TensorInfo, load_graph
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
 from onnxshap._layout import check_dtype, check_names, dims_text, is_unknown_dim
 
 
 #: Ops whose output is not a tensor; supported only as graph outputs, evaluated on the host.
 HOST_OPS = frozenset({("ai.onnx.ml", "ZipMap")})
+
+#: `outputs="logits"`, where no tensor has that name, means the input of the one of these that
+#: computes the graph's first float output (scores before the squashing: softmax, log-softmax, sigmoid).
+LOGITS = "logits"
+SQUASHING_OPS = frozenset({"Softmax", "LogSoftmax", "Sigmoid"})
+#: Ops that pass a tensor on unchanged; looked through on the way back from a graph output.
+_PASS_THROUGH = frozenset({"Identity", "Dropout"})
+#: protobuf cannot serialise a message of 2 GiB or more into one file.
+_PROTO_LIMIT = 2**31 - 1
+
+
+def graph_tensors(graph: Graph) -> list[tuple[TensorInfo, Node]]:
+    """Every tensor a node computes, in graph order, with its dtype and shape where shape inference
+    found them (None otherwise) and the node that computes it: `Model.tensors()`, and what
+    `onnxshap inspect --tensors` prints."""
+    return [
+        (graph.value_info.get(o) or TensorInfo(o, None, None), n) for n in graph.nodes for o in n.outputs if o
+    ]
+
+
+def logits_tensor(graph: Graph) -> str:
+    """The tensor `outputs="logits"` means: one named "logits" if the graph has it, else the input of the
+    Softmax, LogSoftmax or Sigmoid that computes the first float graph output (through Identity and a
+    ZipMap). InputError when there is no such node."""
+    if LOGITS in graph.producer or any(i.name == LOGITS for i in graph.inputs):
+        return LOGITS
+    first = None
+    for o in graph.outputs:
+        name, node = o.name, graph.producer.get(o.name)
+        while node is not None and ((node.domain, node.op_type) in HOST_OPS or node.op_type in _PASS_THROUGH):
+            name, node = node.inputs[0], graph.producer.get(node.inputs[0])
+        info = graph.value_info.get(name)
+        if info is None or info.dtype is None or info.dtype.kind == "f":
+            first = (o.name, name, node)
+            break
+    if first is not None and first[2] is not None and first[2].op_type in SQUASHING_OPS:
+        return first[2].inputs[0]
+    what = (
+        "the model has no float output" if first is None
+        else f"output {first[0]!r} is computed by {'a graph input' if first[2] is None else 'a ' + first[2].label}"
+    )
+    raise InputError(
+        f'outputs="logits" names the input of the Softmax, LogSoftmax or Sigmoid that computes the model\'s first '
+        f"float output, but {what} and no tensor is named 'logits'. Name the scores' tensor instead (see "
+        "Model.tensors() or `onnxshap inspect --tensors`)."
+    )
+
+
+def resolve_outputs(graph: Graph, names: Sequence[str] | None) -> list[str] | None:
+    """`names` with the alias "logits" replaced by `logits_tensor(graph)`."""
+    if names is None:
+        return None
+    return [logits_tensor(graph) if n == LOGITS else n for n in names]
+
+
+def save_proto(proto: onnx.ModelProto, path: str | Path) -> int:
+    """Write `proto` to `path` whole or not at all (`OutputError`); returns the number of bytes."""
+    size = proto.ByteSize()
+    if size > _PROTO_LIMIT:
+        raise OutputError(
+            f"Cannot write {path}: the model is {size / 2**30:.1f} GiB and an .onnx file holds at most 2 GiB. Save it "
+            "with its weights in a separate file: onnx.save(model.proto, path, save_as_external_data=True)."
+        )
+    data = proto.SerializeToString()
+    write_whole(path, lambda tmp: tmp.write_bytes(data))
+    return len(data)
 
 
 def validate_feeds(inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, what: str = "input") -> dict[str, np.ndarray]:
@@ -66,12 +135,18 @@ class Model:
         graph: the parsed graph.
         inputs / outputs: `TensorInfo` (name, dtype, shape) of the graph's inputs and outputs.
         trace_count: how many times the forward pass was traced (compiled); for tests and diagnostics.
+        conversion: the `ParityReport` of a model from `onnxshap.convert`, else None.
+
+    `save(path)` writes the model (`proto`) to an .onnx file; `tensors()` lists every computed tensor.
     """
 
     def __init__(self, loaded: LoadedModel, outputs: Sequence[str] | None = None):
         self._loaded = loaded
         self.graph: Graph = loaded.graph
-        self.graph.check_supported(outputs)
+        self.graph.check_supported(resolve_outputs(self.graph, outputs))
+        #: For a model converted from a framework (`onnxshap.convert`): the framework-vs-onnxruntime
+        #: `ParityReport`; None for an ONNX model.
+        self.conversion: Any = None
         self.inputs: list[TensorInfo] = list(self.graph.inputs)
         self.outputs: list[TensorInfo] = list(self.graph.outputs)
         constants = fold_constants(self.graph)
@@ -93,6 +168,22 @@ class Model:
         self._skips: dict[tuple[str, ...] | None, frozenset[int]] = {}
         self._checked: set[tuple[str, ...] | None] = set()
         self._jitted = jax.jit(self._forward, static_argnames=("output_names",))
+
+    @property
+    def proto(self) -> onnx.ModelProto:
+        """The ONNX model as read or exported (before control flow is lowered; external data inline)."""
+        return self._loaded.proto
+
+    def save(self, path: str | Path) -> None:
+        """Write the model to an .onnx file, whole or not at all (`OutputError`), e.g. the export of a
+        framework model: `onnxshap.convert(net, sample=x).save("net.onnx")`."""
+        save_proto(self.proto, path)
+
+    def tensors(self) -> list[TensorInfo]:
+        """Every tensor the graph computes, in graph order: name, dtype and shape (None where shape
+        inference could not tell). Any of these names may be given to `Explainer(outputs=...)`,
+        `Explainer(inputs=...)` or `run(outputs=...)`; `onnxshap inspect --tensors` prints the same list."""
+        return [info for info, _ in graph_tensors(self.graph)]
 
     @property
     def input_names(self) -> list[str]:

@@ -13,7 +13,9 @@ Entry point: `plot(explanation, path, kind="auto", ...)`; the individual kinds a
 from __future__ import annotations
 
 import html
+import tempfile
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from onnxshap._explainer import Explanation
+    from onnxshap._notebook import TextHTML
 
 Kind = Literal["auto", "image", "text", "bar", "waterfall"]
 KINDS: tuple[str, ...] = ("auto", "image", "text", "bar", "waterfall")
@@ -270,8 +273,16 @@ def _new_figure(width: float, height: float, dpi: float) -> Figure:
     return fig
 
 
+#: Set while `plot(path=None)` draws: `_save` hands the finished figure to this list instead of writing it.
+_KEPT: ContextVar[list[Figure] | None] = ContextVar("onnxshap_kept_figures", default=None)
+
+
 def _save(fig: Figure, path: Path) -> None:
-    """Write the figure whole or not at all (`_files.write_whole`)."""
+    """Write the figure whole or not at all (`_files.write_whole`); under `plot(path=None)`, keep it."""
+    kept = _KEPT.get()
+    if kept is not None:
+        kept.append(fig)
+        return
     try:
         write_whole(path, lambda tmp: fig.savefig(tmp, dpi=fig.dpi, facecolor="white"))
     finally:
@@ -315,6 +326,11 @@ def channel_axis_of(shape: Sequence[int], channel_axis: int | None = None) -> in
     )
 
 
+def _short(name: str, limit: int = 22) -> str:
+    """A name that fits a panel title: its end kept (file names differ at the end), '…' in front."""
+    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
 def _looks_like_image(shape: Sequence[int]) -> bool:
     return len(shape) == 2 or (len(shape) == 3 and (shape[0] in CHANNEL_SIZES or shape[-1] in CHANNEL_SIZES))
 
@@ -355,6 +371,7 @@ def image_plot(
     output: OutputSelector = None,
     input: str | None = None,
     channel_axis: int | None = None,
+    sample_names: Sequence[str] | None = None,
     dpi: float = 100,
 ) -> None:
     """One row per sample: the image, then its attribution heat map for each output, one colour bar.
@@ -366,11 +383,18 @@ def image_plot(
     around zero (vmax: the ROBUST_PERCENTILE of |value|). Panel titles give the output's label and the
     model's value f(x). Without data (an intermediate tensor was explained) only the heat maps are drawn.
     With sample=None, an explanation of more than DEFAULT_ROWS samples shows the first DEFAULT_ROWS.
+    `sample_names` (one per sample of the explanation, e.g. the image files) label the rows; default
+    "sample i".
     """
     path = Path(path)
     check_suffix(path, html_ok=False)
     sample, note = _default_rows(explanation, input, sample)
     view = _view(explanation, input, sample, output)
+    n_total = np.asarray(explanation.values_for(view.input_name)).shape[0]
+    if sample_names is not None and len(sample_names) != n_total:
+        raise InputError(f"sample_names has {len(sample_names)} entries but the explanation has {n_total} samples; "
+                         "give one name per sample.")
+    titles = [f"sample {b}" if sample_names is None else f"{_short(str(sample_names[b]))}\nsample {b}" for b in view.samples]
     axis = channel_axis_of(view.input_shape, channel_axis)
     heat = view.values if axis is None else view.values.sum(axis=1 + axis)  # (n, H, W, k)
     n_rows, n_out = len(view.samples), len(view.outputs)
@@ -391,14 +415,16 @@ def image_plot(
             shown = _display_image(view.data[row], axis)
             ax = axes[row, 0]
             ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(f"sample {b}", fontsize=9)
+            ax.set_title(titles[row], fontsize=9)
             gray = _gray(shown)
         for col in range(n_out):
             ax = axes[row, col + int(has_image)]
             if gray is not None:
                 ax.imshow(gray, cmap="gray", vmin=0, vmax=1, alpha=0.2, interpolation="nearest")
             mappable = ax.imshow(heat[row, ..., col], cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
-            ax.set_title(f"{view.labels[row][col]}\nf(x) = {_fmt(view.prediction[row, col])}", fontsize=9)
+            # Without the image panel, the first heat map carries the sample's name.
+            head = "" if has_image or col else f"{titles[row]}\n"
+            ax.set_title(f"{head}{view.labels[row][col]}\nf(x) = {_fmt(view.prediction[row, col])}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -573,34 +599,40 @@ def _text_figure(
 
     fontsize = 11.0
     px = dpi / 72.0  # pixels per point
-    width_px = 9.0 * dpi
+    max_width_px = 9.0 * dpi  # tokens wrap at this width; the figure is then cut to the widest line
+    min_width_px = 5.0 * dpi  # room for the colour bar and its label
     margin = 0.25 * dpi
     pad = 0.2 * fontsize * px  # the token box's padding (boxstyle pad is a fraction of the font size)
     gap = 2 * pad + 0.3 * fontsize * px
     line_h = fontsize * px * 2.0
     measure = FigureCanvasAgg(Figure(dpi=dpi)).get_renderer()
-    prop = FontProperties(size=fontsize)
 
-    def text_width(s: str) -> float:
-        return float(measure.get_text_width_height_descent(s, prop, ismath=False)[0])
+    def text_width(s: str, size: float = fontsize) -> float:
+        return float(measure.get_text_width_height_descent(s, FontProperties(size=size), ismath=False)[0])
 
-    # Lay out in pixels from the top-left, then size the figure to fit.
+    # Lay out in pixels from the top-left, then size the figure to fit: as tall as the lines, as wide
+    # as the widest of them (short sequences would otherwise leave the right of the figure blank).
     placed: list[tuple[float, float, str, dict[str, Any]]] = []
+    right = 0.0  # the rightmost pixel drawn
     y = margin
     if note:
         y += line_h * 0.8
         placed.append((margin, y, note, {"fontsize": 9, "color": "#444"}))
+        right = max(right, margin + text_width(note, 9))
     for row, tokens in enumerate(token_lists):
         for col in range(per_token.shape[2]):
             y += line_h * 0.8
-            placed.append((margin, y, _block_title(view, row, col), {"fontsize": 9, "color": "#444"}))
+            title = _block_title(view, row, col)
+            placed.append((margin, y, title, {"fontsize": 9, "color": "#444"}))
+            right = max(right, margin + text_width(title, 9))
             y += line_h
             x = margin + pad
             for token, value in zip(tokens, per_token[row, :, col]):
                 shown = _shown_token(token)
                 w = text_width(shown)
-                if x + w + pad > width_px - margin and x > margin + pad:
+                if x + w + pad > max_width_px - margin and x > margin + pad:
                     x, y = margin + pad, y + line_h
+                right = max(right, x + w + pad)
                 colour = rgba(value, vmax)
                 placed.append((x, y, shown, {
                     "fontsize": fontsize, "color": "white" if colour[3] > 0.55 else "#111",
@@ -610,11 +642,14 @@ def _text_figure(
             y += line_h * 0.6
     bar_h = 0.9 * dpi
     height_px = y + bar_h + margin
+    width_px = min(max(right + margin, min_width_px), max_width_px)
     fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     for x, y, s, style in placed:
         fig.text(x / width_px, 1 - y / height_px, s, ha="left", va="baseline", parse_math=False, **style)
-    cax = fig.add_axes((0.3, (margin + 0.45 * dpi) / height_px, 0.4, 0.12 * dpi / height_px))
+    bar_w = min(3.6 * dpi, 0.6 * width_px)  # centred, at most 3.6 in wide
+    cax = fig.add_axes(((1 - bar_w / width_px) / 2, (margin + 0.45 * dpi) / height_px, bar_w / width_px,
+                        0.12 * dpi / height_px))
     clipped = bool(np.nanmax(np.abs(per_token), initial=0.0) > vmax)
     colorbar = fig.colorbar(
         ScalarMappable(Normalize(-vmax, vmax), _colormap()), cax=cax, orientation="horizontal",
@@ -798,7 +833,7 @@ def auto_kind(
 
 def plot(
     explanation: Explanation,
-    path: str | Path,
+    path: str | Path | None = None,
     kind: Kind = "auto",
     *,
     sample: Selector = None,
@@ -809,12 +844,14 @@ def plot(
     channel_axis: int | None = None,
     max_display: int | None = None,
     dpi: float = 100,
-) -> None:
-    """Draw an explanation to `path` (.png, .svg or .pdf; .html for kind="text").
+) -> Figure | TextHTML | None:
+    """Draw an explanation to `path` (.png, .svg or .pdf; .html for kind="text"), or return it.
 
     Args:
         explanation: the result of `Explainer.explain` (or `Explanation.load`).
-        path: the file to write.
+        path: the file to write; None returns the plot instead, shown inline by Jupyter: a matplotlib
+            `Figure` (`fig.savefig(...)` writes it), or for kind="text" a `TextHTML` (its `.page` is
+            the HTML; no matplotlib needed).
         kind: "image" (image beside its attribution heat map, per sample and output), "text" (tokens
             coloured by attribution), "bar" (mean |value| per feature), "waterfall" (one prediction,
             base value to f(x)), or "auto" (see `auto_kind`).
@@ -833,6 +870,43 @@ def plot(
         InputError: an option that does not fit the explanation or the kind.
         MissingDependencyError: matplotlib is not installed (an ImportError; the HTML text view works without it).
     """
+    if path is not None:
+        _draw(explanation, Path(path), kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi)
+        return None
+    from onnxshap._notebook import TextHTML, show_inline
+
+    chosen = auto_kind(explanation, input=input, tokens=tokens, sample=sample, channel_axis=channel_axis) if kind == "auto" else kind
+    # The kinds draw to a path: the text page is read back from a scratch file, figures are kept by _save.
+    with tempfile.TemporaryDirectory(prefix="onnxshap-plot-") as folder:
+        if chosen == "text":
+            page = Path(folder) / "tokens.html"
+            _draw(explanation, page, kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi)
+            return TextHTML(page.read_text(encoding="utf-8"))
+        kept: list[Figure] = []
+        reset = _KEPT.set(kept)
+        try:
+            _draw(explanation, Path(folder) / "figure.png", kind, sample, output, tokens, input, feature_names,
+                  channel_axis, max_display, dpi)
+        finally:
+            _KEPT.reset(reset)
+    (fig,) = kept
+    return show_inline(fig)
+
+
+def _draw(
+    explanation: Explanation,
+    path: Path,
+    kind: str,
+    sample: Selector,
+    output: OutputSelector,
+    tokens: Any,
+    input: str | None,
+    feature_names: Sequence[str] | None,
+    channel_axis: int | None,
+    max_display: int | None,
+    dpi: float,
+) -> None:
+    """`plot` to a file."""
     if kind not in KINDS:
         raise InputError(f"kind must be one of {list(KINDS)}, not {kind!r}.")
     chosen = (

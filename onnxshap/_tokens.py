@@ -277,6 +277,23 @@ def default_token_input(found: dict[str, list[Lookup]]) -> list[Lookup]:
     return found[name]
 
 
+def default_explained(
+    graph: Graph, found: Mapping[str, list[Lookup]], fixed: Sequence[str] = ()
+) -> tuple[list[str], list[Lookup]]:
+    """What an Explainer without `inputs=` explains: (the float graph inputs, the token input's lookups).
+
+    Float inputs given as `fixed` or used only as ids (`ids.long()`) are left out: like integer ids,
+    the latter are explained at their lookup (`default_token_input`), or held. Graph inputs upstream
+    of neither are held at the sample's values.
+    """
+    float_ids = set(float_id_inputs(graph))
+    floats = [
+        i.name for i in graph.inputs
+        if i.dtype is not None and i.dtype.kind == "f" and i.name not in fixed and i.name not in float_ids
+    ]
+    return floats, default_token_input(dict(found))
+
+
 def resolve_token_inputs(names: Sequence[str], found: dict[str, list[Lookup]], model: Model) -> list[Lookup]:
     """Lookups for id graph inputs named in `inputs=`; a clear error for an integer one without."""
     by_input = {i.name: i for i in model.graph.inputs}

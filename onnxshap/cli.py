@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
-import time
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +46,9 @@ EXAMPLES = {
         "  onnxshap explain models/torch_cnn_digits_ts.onnx --input models/data/digits_samples.npy \\\n"
         "      --background models/data/digits_background.npy --output predicted -o digits_values.npz\n"
         "  onnxshap explain model.onnx --input x.csv --background-size 50 --output all -o values.npz\n"
-        "  onnxshap explain model.onnx --input x.npy --outputs-from logits --output 3 -o values.npz\n"
+        "  onnxshap explain model.onnx --input x.npy --outputs-from logits --output 'logits[3]' -o values.npz\n"
+        "  onnxshap explain models/torch_cnn_digits_ts.onnx --input models/data/digits_samples.npy \\\n"
+        "      --inputs-from /features/features.2/MaxPool_output_0 --channel-axis 0 --plot maps.png -o maps.npz\n"
         "  onnxshap explain model.onnx --input photos/ --image-size 32 32 --plot shap.png -o values.npz\n"
         "  onnxshap explain lstm.onnx --input x.npy --fixed h0=h0.npy --fixed c0=c0.npy -o values.npz\n"
         "\n"
@@ -251,11 +253,13 @@ def _read_images(files: Sequence[Path], info: Any, args: argparse.Namespace) -> 
 @dataclasses.dataclass
 class InputFiles:
     """What was read from --input/--background: one array (one-input models) or a dict by input name,
-    plus the CSV column names and the image layout when there were any (for plots)."""
+    plus what labels plots: the CSV column names, the image layout and the image file names (one per
+    row), when there were any."""
 
     data: Any
     feature_names: list[str] | None = None
     layout: str | None = None
+    sample_names: list[str] | None = None
 
 
 def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, what: str) -> InputFiles:
@@ -276,8 +280,9 @@ def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, wha
                 f"Images can feed a model with one float input; this model's inputs are "
                 f"{', '.join(i.describe() for i in model.inputs)}. Pass an .npz file with one array per input."
             )
-        images, layout = _read_images(_image_files(files, what), model.inputs[0], args)
-        return InputFiles(_cast_to_model(images, model), layout=layout)
+        image_files = _image_files(files, what)
+        images, layout = _read_images(image_files, model.inputs[0], args)
+        return InputFiles(_cast_to_model(images, model), layout=layout, sample_names=[f.name for f in image_files])
     unknown = [str(f) for f in files if f.suffix.lower() not in ARRAY_SUFFIXES | IMAGE_SUFFIXES and not f.is_dir()]
     if unknown:
         raise UsageError(f"{what} file {unknown[0]!r}: use .npy, .npz (one array per input name), .csv, or images (png/jpg).")
@@ -330,35 +335,6 @@ def _sample_rows(data: Any, n: int, seed: int) -> Any:
         return data
     pick = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
     return _take(data, pick)
-
-
-# ----------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A progress bar over batches on stderr: redrawn in place on a terminal, one line per batch otherwise."""
-
-    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO | None = None):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        left = f", ~{elapsed / done * (self.total - done):.0f} s left" if 0 < done < self.total else ""
-        if self.tty:
-            width = 30
-            fill = int(width * done / max(self.total, 1))
-            bar = "#" * fill + "-" * (width - fill)
-            self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} batches, {elapsed:.0f} s{left}   ")
-            if done >= self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(f"{self.label}: batch {done}/{self.total}, {elapsed:.1f} s{left}\n")
-        self.stream.flush()
 
 
 # ----------------------------------------------------------------------------- explanations
@@ -414,9 +390,9 @@ def _pad(data: Any, n: int) -> Any:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from onnxshap._files import write_whole
-    from onnxshap._convert import SUPPORTED_SUFFIXES, UNTRUSTED_SUFFIXES, convert_file, untrusted_message
+    from onnxshap._convert import SUPPORTED_SUFFIXES, convert_file
     from onnxshap._errors import ConversionError
+    from onnxshap._model import save_proto
 
     source = _require_file(args.model, "model file")
     suffix = source.suffix.lower()
@@ -427,8 +403,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
             f"cannot tell the framework of {args.model!r} from its suffix {suffix or '(none)'}: use .keras/.h5 (Keras), "
             ".pt/.pth (TorchScript), .pt2 (torch.export), or .pkl/.pickle/.joblib (scikit-learn)."
         )
-    if suffix in UNTRUSTED_SUFFIXES and not args.trust_pickle:
-        raise UsageError(untrusted_message(source))
+    # A file that must be unpickled without --trust-pickle is refused by convert_file (ConversionError,
+    # exit 1) for every suffix, not here as a usage error (exit 2): for a .pt file only torch can tell,
+    # by opening it, whether it is a TorchScript archive (no pickle) or a module saved with torch.save.
     out = _require_output_dir(args.o or str(source.with_suffix(".onnx")), "-o")
     shapes = [s for s, _ in args.input_shape] if args.input_shape else None
     dtypes = [d or "float32" for _, d in args.input_shape] if args.input_shape and any(d for _, d in args.input_shape) else None
@@ -446,15 +423,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for line in _describe_io(proto):
         print(f"  {line}")
     print(report.summary())
-    data = proto.SerializeToString()
-    write_whole(out, lambda tmp: tmp.write_bytes(data))
+    size = save_proto(proto, out)
     import onnxshap
 
     problems = onnxshap.unsupported_ops(proto)
     if problems:
         print(f"warning: onnxshap cannot explain this model yet ({len(problems)} unsupported op type(s)); "
               f"run `onnxshap inspect {out}` for details.", file=sys.stderr)
-    print(f"wrote {out} ({len(data)} bytes)")
+    print(f"wrote {out} ({size} bytes)")
     return 0
 
 
@@ -468,6 +444,7 @@ def _describe_io(proto: Any) -> list[str]:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxshap
     from onnxshap._graph import load_graph
+    from onnxshap._tokens import default_explained
 
     path = _require_onnx(args.model)
     graph = load_graph(path).graph
@@ -480,27 +457,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for o in graph.outputs:
         print(f"  {o.describe()}")
     nodes = list(graph.all_nodes())
-    lookups = _index_lookups(graph)
-    embeddings = [e.tensor for e in lookups]
-    ids = {e.input for e in lookups if e.float_ids}
-    explained = [i.name for i in graph.inputs if (i.dtype is None or i.dtype.kind == "f") and i.name not in ids]
-    what = "the float inputs"
-    if not explained and embeddings:
-        explained, what = embeddings, "the embedding and one-hot outputs"
+    found = _index_lookups(graph)
+    lookups = [e for per_input in found.values() for e in per_input]
+    floats, tokens = default_explained(graph, found)
+    explained = floats + [e.tensor for e in tokens]
+    for line in _input_roles(graph, floats, tokens, found):
+        print(line)
+    what = " and ".join(w for w, there in (("the float inputs", floats), ("the token ids' lookups", tokens)) if there)
     varying = graph.descendants_of(explained)
     counts = Counter((n.domain, n.op_type, _node_rule(n, varying)) for n in nodes)
-    print(f"ops ({len(nodes)} nodes; rules as applied when explaining {what}):")
+    print(f"ops ({len(nodes)} nodes; rules as applied when explaining {what or 'nothing'}):")
     for (domain, op, rule), count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         name = f"{domain}::{op}" if domain else op
         print(f"  {name:<28} x{count:<4} rule: {rule}")
     if args.tensors:
         print("tensors (name: dtype[shape] <- producing node; use with --outputs-from / --inputs-from):")
-        for n in graph.nodes:
-            for o in n.outputs:
-                if o:
-                    info = graph.value_info.get(o)
-                    text = info.describe() if info is not None else f"{o}: ?"
-                    print(f"  {text}  <- {n.label}")
+        from onnxshap._model import graph_tensors  # the list Model.tensors() returns
+
+        for info, node in graph_tensors(graph):
+            text = info.describe() if info.dtype is not None or info.shape is not None else f"{info.name}: ?"
+            print(f"  {text}  <- {node.label}")
     plain = [e.tensor for e in lookups if e.kind == "embedding" and not e.float_ids]
     if plain:
         print(
@@ -526,8 +502,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_lookups(graph: Any) -> list[Any]:
-    """Every lookup (embedding or one-hot) of an id input: integers, or floats used only as ids."""
+def _index_lookups(graph: Any) -> dict[str, list[Any]]:
+    """Per id input (integers, or floats used only as ids), its lookups (embeddings, one-hot encodings)."""
     from onnxshap._errors import UnsupportedOpError
     from onnxshap._interpreter import fold_constants
     from onnxshap._tokens import find_lookups
@@ -536,7 +512,33 @@ def _index_lookups(graph: Any) -> list[Any]:
         constants: dict[str, Any] = fold_constants(graph)
     except UnsupportedOpError:  # an unsupported op among the constants: inspect still lists what it can
         constants = dict(graph.initializers)
-    return [e for found in find_lookups(graph, constants).values() for e in found]
+    return find_lookups(graph, constants)
+
+
+def _input_roles(graph: Any, floats: Sequence[str], tokens: Sequence[Any], found: dict[str, list[Any]]) -> list[str]:
+    """What `explain` without --inputs-from does with each graph input (the Explainer's own choice,
+    `_tokens.default_explained`): attributes to it, explains it at its lookup, or holds it."""
+    upstream = graph.ancestors([*floats, *(e.tensor for e in tokens)])
+    token_inputs = {e.input for e in tokens}
+    lines = ["explain without --inputs-from:"]
+    for i in graph.inputs:
+        if i.name in floats:
+            role = "explained (a float input)"
+        elif i.name in token_inputs:
+            via = ", ".join(repr(e.tensor) for e in tokens if e.input == i.name)
+            role = f"ids, explained at their lookup {via}; values summed per position"
+        elif i.name in upstream:
+            role = "feeds an explained lookup (takes the background's values)"
+        elif i.name in found:
+            role = "ids of a smaller lookup (segment or position ids): held at the sample's values"
+        elif i.dtype is not None and i.dtype.kind in "iub" and _is_mask(graph, i.name):
+            role = "a mask: held at the sample's values"
+        else:
+            role = "held at the sample's values (not upstream of an explained input)"
+        lines.append(f"  {i.name}: {role}")
+    if not floats and not tokens:
+        lines.append("  nothing to explain by default: name float tensors with --inputs-from (see --tensors)")
+    return lines
 
 
 def _node_rule(node: Any, varying: set[str]) -> str:
@@ -743,14 +745,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _parse_output(text: str | None) -> Any:
+    """--output -> Explainer.explain's output=: None (all), "predicted", or a list of indices and labels
+    (resolved there against the explained outputs' labels; a label's own commas, probs[0,3], stay)."""
     if text is None or text == "all":
         return None
     if text == "predicted":
         return "predicted"
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--output {text!r}: use all, predicted, an index such as 3, or a list such as 0,2.") from None
+    items = [v.strip() for v in re.split(r",(?![^\[]*\])", text)]
+    if not all(items):
+        raise UsageError(f"--output {text!r}: use all, predicted, an index such as 3, a label such as 'probs[3]', "
+                         "or a list such as 0,2.")
+    return [int(v) if re.fullmatch(r"-?\d+", v) else v for v in items]
 
 
 def _fixed_files(pairs: Sequence[tuple[str, str]], model: Any) -> dict[str, np.ndarray]:
@@ -786,6 +791,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from onnxshap._files import partial_path
     from onnxshap._interrupt import held
     from onnxshap._layout import read_feeds
+    from onnxshap._progress import Bar
 
     path = _require_onnx(args.model)
     out = _require_output_dir(args.o, "-o")
@@ -827,6 +833,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     # before any background is sampled from the input.
     check_finite(read.examples, "--input data")
     x = {k: v for k, v in feeds.items() if k not in fixed} if isinstance(x, dict) else x
+    background_note = ""  # printed once the run succeeded: it qualifies the result
     if args.background:
         background = _load_inputs(args.background, model, args, "background").data
         if isinstance(background, dict):
@@ -838,6 +845,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             background = _sample_rows(background, args.background_size, args.seed)
     else:
         background = _sample_rows(x, args.background_size or DEFAULT_BACKGROUND_SIZE, args.seed)
+        n_bg, n_x = _rows(background), _rows(x)
+        used = f"{n_bg} of the {n_x} --input rows (sampled, --seed {args.seed}) are" if n_bg < n_x else f"all {n_x} --input rows are"
+        background_note = (f"note: no --background: {used} the reference, so each sample is explained against the "
+                           "others; pass --background FILE with typical data for a fixed reference.")
     explainer = onnxshap.Explainer(
         model, background, inputs=args.inputs_from, outputs=args.outputs_from, rules=dict(args.rule or []),
         check=args.check, fixed=fixed or None,
@@ -846,15 +857,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     n = _rows(x)
     size = min(args.batch_size, max(n, 1))
     batches = [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
-    progress = Progress(len(batches), "explain", enabled=args.progress or (len(batches) > 1 and sys.stderr.isatty()))
+    # One bar over every batch (compiling, then each background chunk), on stderr: with --progress or
+    # on a terminal, never in a pipe unless asked.
+    bar = Bar(len(batches), "explain") if args.progress or sys.stderr.isatty() else None
+    progress: Any = bar if bar is not None else False
     parts = []
-    for done, (start, stop) in enumerate(batches, 1):
-        chunk = _take(x, slice(start, stop))
-        if stop - start < size and len(batches) > 1:
-            parts.append(_head(explainer.explain(_pad(chunk, size), output=output), stop - start))
-        else:
-            parts.append(explainer.explain(chunk, output=output))
-        progress.update(done)
+    try:
+        for start, stop in batches:
+            chunk = _take(x, slice(start, stop))
+            if stop - start < size and len(batches) > 1:
+                parts.append(_head(explainer.explain(_pad(chunk, size), output=output, progress=progress), stop - start))
+            else:
+                parts.append(explainer.explain(chunk, output=output, progress=progress))
+    finally:
+        if bar is not None:
+            bar.close()  # ends its line before an error message
     e = _concat(parts)
     if plot is not None:
         # The plot is renamed into place only once the values are written too: both or neither.
@@ -880,6 +897,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {shapes}, base_values, prediction, residual {list(e.residual.shape)}, names")
     if plot is not None:
         print(f"wrote {plot}")
+    if background_note:
+        print(background_note, file=sys.stderr)
     return 0
 
 
@@ -907,8 +926,10 @@ def _plot(e: Any, path: Path, args: argparse.Namespace, loaded: InputFiles) -> N
         kwargs: dict[str, Any] = {}
         if args.plot_sample is not None:
             kwargs["sample"] = args.plot_sample
-        if loaded.layout in ("NCHW", "NHWC"):
-            # Channel axis of one sample (no batch axis).
+        if args.channel_axis is not None:
+            kwargs["channel_axis"] = args.channel_axis
+        elif loaded.layout in ("NCHW", "NHWC") and not args.inputs_from:
+            # Channel axis of one image (no batch axis); an explained intermediate tensor has its own.
             kwargs["channel_axis"] = 0 if loaded.layout == "NCHW" else 2
         if args.vocab:
             kwargs["tokens"] = _tokens(e, Path(args.vocab))
@@ -916,11 +937,17 @@ def _plot(e: Any, path: Path, args: argparse.Namespace, loaded: InputFiles) -> N
         if kind == "auto":
             kind = _plots.auto_kind(e, tokens=kwargs.get("tokens"), sample=kwargs.get("sample"),
                                     channel_axis=kwargs.get("channel_axis"))
+        if args.channel_axis is not None and kind != "image":
+            raise UsageError(f"--channel-axis applies to image plots; this plot is --plot-kind {kind}.")
         n_features = int(np.prod(e.values_for(e.input_names[0]).shape[1:-1]))
         # Feature names (a CSV header) label tabular plots only.
         if loaded.feature_names and len(loaded.feature_names) == n_features and kind in ("bar", "waterfall"):
             kwargs["feature_names"] = loaded.feature_names
-        _plots.plot(e, path, kind=args.plot_kind, **kwargs)
+        if kind == "image" and loaded.sample_names and "tokens" not in kwargs:
+            # Rows titled by their image files; `plot` has no sample_names= to pass them through.
+            _plots.image_plot(e, path, sample_names=loaded.sample_names, **kwargs)
+        else:
+            _plots.plot(e, path, kind=args.plot_kind, **kwargs)
     except OnnxShapError:
         raise
     except ImportError as exc:  # matplotlib (or the plotting module) missing
@@ -963,6 +990,15 @@ def _shape_spec(text: str) -> tuple[tuple[int, ...], str | None]:
         except TypeError:
             raise argparse.ArgumentTypeError(f"unknown dtype {dtype!r} in {text!r}; use e.g. float32 or int64") from None
     return dims, dtype or None
+
+
+def _sample_list(text: str) -> int | list[int]:
+    """--plot-sample: "3" -> 3 (one sample: a waterfall for tabular inputs), "20,21" -> [20, 21]."""
+    try:
+        items = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sample index or a list such as 20,21, got {text!r}") from None
+    return items[0] if len(items) == 1 else items
 
 
 def _positive_int(text: str) -> int:
@@ -1065,8 +1101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"file is given (default: all background rows; {DEFAULT_BACKGROUND_SIZE} from --input)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling (default 0)")
     p.add_argument("--output", metavar="WHICH",
-                   help="which outputs to explain: all (default), an index such as 3, a list such as 0,2 (flat "
-                        "indices over the explained outputs of one sample), or predicted (each sample's arg-max)")
+                   help="which outputs to explain: all (default), an index such as 3 (flat over the explained "
+                        "outputs of one sample), a label such as 'probs[3]' (as in the .npz's output_names), a "
+                        "list of them such as 0,2, or predicted (each sample's arg-max)")
     p.add_argument("--fixed", action="append", type=_fixed_pair, metavar="NAME=FILE.npy",
                    help="an input with one value for every sample and reference, e.g. --fixed h0=h0.npy for "
                         "recurrent state, with the shape the model declares (repeatable). An array in --input "
@@ -1086,14 +1123,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep compiled passes on disk so the next run with the same model and shapes skips "
                         "compiling (JAX's persistent cache; DIR default ~/.cache/onnxshap/jax)")
     p.add_argument("--progress", action="store_true",
-                   help="show progress over batches on stderr (default: only on a terminal, for several batches)")
+                   help="show a progress bar on stderr: compiling, then each background chunk of every batch "
+                        "(default: only on a terminal, never in a pipe)")
     p.add_argument("--plot", metavar="OUT.png",
                    help="also draw the attributions: .png/.svg/.pdf (needs matplotlib: onnxshap[plot]), or .html "
                         "with --plot-kind text")
     p.add_argument("--plot-kind", choices=["auto", "image", "text", "bar", "waterfall"], default="auto",
                    help="kind of plot (default auto: images for image inputs, text for token ids, a "
                         "waterfall for one tabular sample (--plot-sample), bars otherwise)")
-    p.add_argument("--plot-sample", type=int, metavar="I", help="plot only sample I (default: the plot's choice)")
+    p.add_argument("--plot-sample", type=_sample_list, metavar="I[,J...]",
+                   help="plot only these samples, e.g. 3 or 20,21 (default: the plot's choice, the first 16)")
+    p.add_argument("--channel-axis", type=int, metavar="N",
+                   help="the channel axis of one sample in image plots (0: channels first, -1: last), for "
+                        "explained tensors whose channels the plot cannot tell, e.g. --inputs-from a conv output "
+                        "of shape 8x4x4 (default: from the image layout, or the axis with 1, 3 or 4 entries)")
     p.add_argument("--vocab", metavar="FILE",
                    help="token ids: a vocabulary file, line i = the token of id i, to label text plots")
     p.add_argument("-o", required=True, metavar="OUT.npz", help="where to write values, base values, residuals and names")

@@ -59,7 +59,7 @@ def _check_report(report: ParityReport, exporter: str) -> None:
 def test_pickled_files_need_trust_pickle(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.onnx"
     code, _, err = run_main(capsys, "convert", FRAMEWORKS / name, "-o", out)
-    assert code == 2
+    assert code == 1  # a ConversionError, as for a torch.save'd .pt (test_untrusted_torch_pickle_is_refused_alike)
     assert "runs code stored in the file" in err and "--trust-pickle" in err
     assert not out.exists()
     with pytest.raises(ConversionError, match="trust_pickle=True"):
@@ -263,6 +263,70 @@ def test_torch_checkpoints(tmp_path: Path) -> None:
         convert_file(tmp_path / "whole.pt", input_shape=(5,))
     proto, report = convert_file(tmp_path / "whole.pt", input_shape=(5,), trust_pickle=True)
     assert report.ok and [i.name for i in proto.graph.input] == ["x"]
+
+
+def test_convert_warns_about_training_mode_and_hands_back_a_model(tmp_path: Path, rng: np.random.Generator) -> None:
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the onnxshap[torch] extra)")
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3), nn.Softmax(-1))
+    x = rng.standard_normal((4, 4)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"training mode.*eval mode.*dropout is off \(Dropout\); batch norm uses its "
+                                         r"running statistics \(BatchNorm1d\)") as caught:
+        model = onnxshap.convert(net, sample=torch.from_numpy(x))
+    assert [w.filename for w in caught] == [__file__]  # points at the caller's line
+    assert net.training  # left as it was
+    assert isinstance(model, onnxshap.Model) and isinstance(model.conversion, ParityReport) and model.conversion.ok
+    assert any("training mode" in n for n in model.conversion.notes)
+    with torch.no_grad():
+        want = net.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.run({"input": x})["output"], want, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "net.onnx")
+    np.testing.assert_allclose(run_ort(str(tmp_path / "net.onnx"), {"input": x})["output"], want, rtol=1e-5, atol=1e-6)
+    # The logits have an exporter-made name; "logits" finds them behind the Softmax.
+    names = [t.name for t in model.tensors()]
+    explainer = onnxshap.Explainer(model, x, outputs="logits")
+    assert explainer.outputs == [names[-2]] and names[-1] == "output"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an eval-mode module converts without a word
+        assert onnxshap.Explainer(net, x, sample=torch.from_numpy(x[:1])).conversion.ok
+
+
+CLASS_FILE = "onnxshap_test_mycnn"
+
+
+def test_pickled_torch_module_imports_its_class_from_beside_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`onnxshap convert my.pt --trust-pickle` where my.pt was saved with torch.save(model) by a script
+    next to the module that defines the class; run from another folder."""
+    torch = _torch()
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / f"{CLASS_FILE}.py").write_text(
+        "import torch\n\n\nclass MyCNN(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(5, 2)\n\n    def forward(self, x):\n        return self.lin(x)\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    torch.save(__import__(CLASS_FILE).MyCNN().eval(), folder / "my.pt")
+    monkeypatch.delitem(sys.modules, CLASS_FILE)
+    sys.path.remove(str(folder))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_main(capsys, "convert", folder / "my.pt", "--input-shape", "5", "-o", elsewhere / "m.onnx")
+    assert code == 1 and "--trust-pickle" in err and err.count("\n") == 1  # like .pt2 and .pkl files
+    code, out, err = run_main(capsys, "convert", folder / "my.pt", "--input-shape", "5", "--trust-pickle",
+                              "-o", elsewhere / "m.onnx")
+    assert code == 0, err
+    assert "PyTorch module MyCNN" in out and (elsewhere / "m.onnx").is_file()
+    assert str(folder) not in sys.path
+    sys.modules.pop(CLASS_FILE, None)
+    (folder / f"{CLASS_FILE}.py").unlink()
+    code, _, err = run_main(capsys, "convert", folder / "my.pt", "--input-shape", "5", "--trust-pickle",
+                            "-o", elsewhere / "m2.onnx")
+    assert code == 1 and f"needs the module {CLASS_FILE!r}" in err and not (elsewhere / "m2.onnx").exists()
 
 
 # ----------------------------------------------------------------------------- Keras

@@ -279,7 +279,7 @@ def test_text_png(text: Explanation, tmp_path: Path) -> None:
     img = _read(path)
     _assert_drawn(img)
     assert _tinted(img, POSITIVE).any() and _tinted(img, NEGATIVE).any()
-    assert _pixel_size(path)[0] == 900
+    assert 500 <= _pixel_size(path)[0] <= 900  # cut to its widest line of tokens, at most 9 in at 100 dpi
 
 
 def test_text_needs_one_token_per_position(text: Explanation, tmp_path: Path) -> None:

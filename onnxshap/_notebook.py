@@ -1,0 +1,176 @@
+"""How an `Explanation` and its plots show in Jupyter: a short summary with the default plot inline.
+
+Figures are drawn on the Agg canvas without pyplot (see `_plots`), and IPython's inline formatter for
+matplotlib figures is registered only once pyplot is imported; so a figure `plot(path=None)` returns
+carries its own `_repr_png_`. The HTML text view becomes a `TextHTML` whose CSS stays inside its cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from onnxshap._errors import OnnxShapError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from onnxshap._explainer import Explanation
+
+#: The inline plot of `Explanation._repr_html_`: image and text plots show the first REPR_ROWS
+#: samples and REPR_OUTPUTS outputs (legible at a notebook's width), figures at REPR_DPI.
+REPR_ROWS = 4
+REPR_DPI = 72
+#: Also the outputs named in the summary before the rest is counted.
+REPR_OUTPUTS = 4
+_NOTE = 'style="color: #666; font-size: 0.85em"'
+_SCOPE = "onnxshap-view"
+
+
+@dataclass(frozen=True)
+class TextHTML:
+    """The text plot as HTML, what `plot(kind="text")` returns without a path; Jupyter shows it inline.
+
+    Attributes:
+        page: the standalone HTML page, as `plot(path.html, kind="text")` writes it.
+    """
+
+    page: str
+
+    def _repr_html_(self) -> str:
+        return scoped_html(self.page)
+
+
+def scoped_html(page: str) -> str:
+    """The body of a standalone page with its CSS rules confined to one <div>: a notebook shows outputs
+    inside its own page, where the page's `body` rule and class names would restyle every cell."""
+    style = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
+    body = re.search(r"<body>(.*?)</body>", page, re.DOTALL)
+    if body is None:
+        return page
+
+    def scope(rule: re.Match[str]) -> str:
+        selectors = [s.strip() for s in rule.group(1).split(",")]
+        scoped = [f".{_SCOPE}" if s == "body" else f".{_SCOPE} {s}" for s in selectors]
+        return f"{', '.join(scoped)} {{{rule.group(2)}}}\n"
+
+    css = re.sub(r"([^{}]+?)\s*\{([^}]*)\}", scope, style.group(1)) if style else ""
+    return f'<div class="{_SCOPE}"><style>{css}</style>{body.group(1)}</div>'
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, drawn as `plot` writes it to a .png file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, facecolor="white")
+    return buffer.getvalue()
+
+
+def show_inline(fig: Figure) -> Figure:
+    """Let Jupyter display the figure as a PNG (IPython calls `_repr_png_` when no formatter claims it)."""
+    fig._repr_png_ = partial(figure_png, fig)  # type: ignore[attr-defined]  # a partial keeps it picklable
+    return fig
+
+
+def completeness(e: Explanation) -> tuple[float, float, bool]:
+    """(max relative residual, tolerance, passed), judged as `Explainer(check=...)` judges it."""
+    from onnxshap._explainer import ADDITIVITY_RTOL
+
+    dtype = np.dtype(np.asarray(e.prediction).dtype)
+    rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
+    rel = np.asarray(e.relative_residual, dtype=np.float64)
+    worst = float(np.max(np.where(np.isnan(rel), np.inf, rel), initial=0.0))
+    return worst, rtol, bool(np.isfinite(worst) and worst <= rtol)
+
+
+def _shapes(e: Explanation) -> str:
+    parts = []
+    for name in e.input_names:
+        shape = tuple(np.asarray(e.values_for(name)).shape[1:-1])
+        parts.append(f"{name} {shape}")
+    return ", ".join(parts)
+
+
+def _outputs(e: Explanation) -> str:
+    names = [str(n) for n in e.output_names]
+    shown = ", ".join(names[:REPR_OUTPUTS]) + (f", ... ({len(names)} in all)" if len(names) > REPR_OUTPUTS else "")
+    return f"{len(names)} output{'s' if len(names) != 1 else ''}: {shown}"
+
+
+def _base(e: Explanation) -> str:
+    base = np.asarray(e.base_values, dtype=np.float64)  # (n, k)
+    if base.size == 0:
+        return "base value: none"
+    if np.allclose(base, base[:1], rtol=1e-6, atol=1e-12):  # one background mean per output: the usual case
+        values = [f"{v:.4g}" for v in base[0]]
+        shown = ", ".join(values[:REPR_OUTPUTS]) + (", ..." if len(values) > REPR_OUTPUTS else "")
+        return f"base value E[f(X)]: {shown}"
+    return f"base value E[f(X)]: {base.min():.4g} to {base.max():.4g} (per sample)"
+
+
+def _verdict(e: Explanation) -> str:
+    worst, rtol, passed = completeness(e)
+    return f"max relative residual {worst:.2g} (tolerance {rtol:g}): " + ("complete" if passed else "NOT complete")
+
+
+def explanation_repr(e: Explanation) -> str:
+    """One line: samples, inputs, outputs, completeness."""
+    n = int(np.asarray(e.prediction).shape[0])
+    return f"Explanation({n} sample{'s' if n != 1 else ''}; input {_shapes(e)}; {_outputs(e)}; {_verdict(e)})"
+
+
+def _inline_plot(e: Explanation) -> str:
+    """The default plot (kind="auto") of the first REPR_ROWS samples as HTML, or a note why there is none."""
+    from onnxshap._plots import auto_kind, plot
+
+    name = e.input_names[0]
+    n, k = np.asarray(e.values_for(name)).shape[0], len(e.output_names)
+    try:
+        kind = auto_kind(e, input=name)
+        # Bars average over every sample; image and text plots are cut to keep the cell small.
+        cut = kind in ("image", "text")
+        sample = list(range(min(n, REPR_ROWS))) if cut else None
+        output = list(range(min(k, REPR_OUTPUTS))) if cut else None
+        shown = plot(e, None, kind, sample=sample, output=output, input=name,
+                     **({} if kind == "text" else {"dpi": REPR_DPI}))
+    except ImportError:  # MissingDependencyError: without matplotlib, the summary alone
+        return f'<div {_NOTE}>pip install "onnxshap[plot]" to see the plot here.</div>'
+    except OnnxShapError as exc:
+        return f'<div {_NOTE}>No default plot: {html.escape(str(exc))}</div>'
+    caption = []
+    if cut and n > REPR_ROWS:
+        caption.append(f"samples 0-{REPR_ROWS - 1} of {n}")
+    if cut and k > REPR_OUTPUTS:
+        caption.append(f"outputs 0-{REPR_OUTPUTS - 1} of {k}")
+    if caption:
+        caption[-1] += ": e.plot(sample=..., output=...) shows others"
+    if len(e.input_names) > 1:
+        caption.append(f"input {name}: e.plot(input=...) shows the others")
+    note = f'<div {_NOTE}>{html.escape("; ".join(caption))}</div>' if caption else ""
+    if isinstance(shown, TextHTML):
+        return note + shown._repr_html_()
+    assert shown is not None
+    png = base64.b64encode(figure_png(shown)).decode("ascii")
+    shown.clear()
+    return f'{note}<img src="data:image/png;base64,{png}" style="max-width: 100%" alt="{html.escape(kind)} plot">'
+
+
+def explanation_html(e: Explanation) -> str:
+    """The summary and the default plot, for Jupyter."""
+    n = int(np.asarray(e.prediction).shape[0])
+    lines = [
+        f"<b>Explanation</b>: {n} sample{'s' if n != 1 else ''}; input {html.escape(_shapes(e))} per sample",
+        html.escape(_outputs(e)),
+        html.escape(_base(e)),
+        "completeness: " + html.escape(_verdict(e)),
+    ]
+    if e.gradient_nodes:
+        lines.append(f"{len(e.gradient_nodes)} node(s) attributed with plain gradients, which are not complete")
+    summary = "<br>\n".join(lines)
+    return f'<div class="onnxshap-explanation">\n<div style="font-family: monospace">{summary}</div>\n{_inline_plot(e)}\n</div>'
