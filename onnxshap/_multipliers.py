@@ -464,47 +464,117 @@ def bilinear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | No
 # --- max ------------------------------------------------------------------------------------------
 
 
-#: Windows up to this size enumerate their 2^n coalitions (dense elementwise work, fastest for pooling
-#: windows); larger ones merge the two sides' sorted values, O(n log n).
+#: Windows up to this size enumerate the coalitions of each element's window (dense, branch-free
+#: elementwise work, fastest for pooling windows); larger ones merge the two sides' sorted values,
+#: O(n log n).
 MAX_ENUMERATION_SIZE = 5
 
 
-def max_shapley_values(x: Array, r: Array) -> Array:
-    """Exact Shapley values of y = max over the last axis, players taking x_i (present) or r_i.
+def _larger(a: Array, b: Array) -> Array:
+    """max(a, b) as a compare and a select, for the dozens of maxima per element of the enumeration.
 
-    Small windows (n <= MAX_ENUMERATION_SIZE): `_max_shapley_enumerated`; larger: `_max_shapley_merged`.
-    The values sum to max(x) - max(r) exactly.
+    `jnp.maximum` lowers on XLA:CPU to a NaN-propagating maximum of several instructions; a compare
+    and select is one vector `maxps`. A NaN element still gets a NaN multiplier (its x - r is NaN).
     """
-    if x.shape[-1] <= MAX_ENUMERATION_SIZE:
-        return _max_shapley_enumerated(x, r)
-    return _max_shapley_merged(x, r)
+    return jnp.where(a > b, a, b)
 
 
-def _max_shapley_enumerated(x: Array, r: Array) -> Array:
-    """The same values by enumerating coalitions S (bit masks): v(S) = max(max_{i in S} x_i, max_{i not in S} r_i),
-    with the two partial maxima built incrementally over masks; phi_i = sum_S w(|S|) (v(S + i) - v(S))."""
-    n = x.shape[-1]
-    full = (1 << n) - 1
-    # -inf (masked scores) becomes a very negative finite value, so that equal infinities gain 0, not NaN.
+def max_shapley_values(x: Array, r: Array, axes: Sequence[int] = (-1,)) -> Array:
+    """Exact Shapley values of y = max over a window, players taking x_i (present) or r_i (absent).
+
+    x, r: the same shape; the window of an element is every element that differs from it only along
+    `axes` (default: the last axis). Returns phi in that layout. Small windows
+    (n <= MAX_ENUMERATION_SIZE): `_max_shapley_enumerated`; larger: `_max_shapley_merged`. Exact:
+    the values are the Shapley values and sum over each window to max(x) - max(r).
+    """
+    axes = _normalise_axes(axes, jnp.ndim(x))
+    if math.prod(x.shape[a] for a in axes) <= MAX_ENUMERATION_SIZE:
+        return _max_shapley_enumerated(x, r, axes)
+    return _along_last_axis(_max_shapley_merged, x, r, axes)
+
+
+def _normalise_axes(axes: Sequence[int], rank: int) -> tuple[int, ...]:
+    return tuple(sorted(int(a) % rank for a in axes))
+
+
+def _to_last_axis(v: Array, axes: tuple[int, ...]) -> Array:
+    """v with its other axes first (in order) and the window spanning `axes` flattened last."""
+    kept = [a for a in range(v.ndim) if a not in axes]
+    return jnp.transpose(v, kept + list(axes)).reshape(tuple(v.shape[a] for a in kept) + (-1,))
+
+
+def _along_last_axis(values: Callable[[Array, Array], Array], x: Array, r: Array, axes: tuple[int, ...]) -> Array:
+    """`values` of windows laid out on the last axis, applied to windows spanning `axes`."""
+    order = [a for a in range(x.ndim) if a not in axes] + list(axes)
+    moved = tuple(x.shape[a] for a in order)
+    phi = values(_to_last_axis(x, axes), _to_last_axis(r, axes))
+    return jnp.transpose(phi.reshape(moved), np.argsort(order))
+
+
+def _window_position(shape: tuple[int, ...], axes: tuple[int, ...]) -> Array:
+    """Each element's position in its window (C order over `axes`), shaped to broadcast against `shape`."""
+    position = jnp.zeros([1] * len(shape), jnp.int32)
+    for a in axes:
+        iota_shape = [1] * len(shape)
+        iota_shape[a] = shape[a]
+        position = position * shape[a] + lax.broadcasted_iota(jnp.int32, iota_shape, a)
+    return position
+
+
+def _per_window_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` with 1 on the window axes: one value per window, broadcasting over its elements."""
+    return tuple(1 if a in axes else d for a, d in enumerate(shape))
+
+
+def _max_shapley_enumerated(x: Array, r: Array, axes: tuple[int, ...]) -> Array:
+    """The same values, for each element i from the coalitions S of the other players of its window:
+    phi_i = sum_S w(|S|) (max(x_i, M_S) - max(r_i, M_S)), M_S = max(max_{j in S} x_j, max_{j not in S} r_j).
+
+    Computed per element in the input's own layout: the window's players are slices along `axes`
+    broadcast back, and "the others" are chosen by the element's position in its window with
+    selects, so XLA fuses the rule into one branch-free, vectorised loop. Stacking per-player
+    results instead makes XLA fuse the stack into its consumer (the transpose to the convolution's
+    channels-last layout) and evaluate the window's whole game once per element, in scalar code.
+    The terms and their order are those of enumerating the window's 2^n coalitions.
+    """
+    positions = list(itertools.product(*(range(x.shape[a]) for a in axes)))
+    n = len(positions)
+
+    def player(v: Array, position: tuple[int, ...]) -> Array:
+        index = [slice(None)] * v.ndim
+        for a, p in zip(axes, position):
+            index[a] = slice(p, p + 1)
+        return v[tuple(index)]
+
+    position = _window_position(x.shape, axes)
+    # The other players, in window order.
+    win_x, win_r = [player(x, p) for p in positions], [player(r, p) for p in positions]
+    others_x = [jnp.where(position > j, win_x[j], win_x[j + 1]) for j in range(n - 1)]
+    others_r = [jnp.where(position > j, win_r[j], win_r[j + 1]) for j in range(n - 1)]
+    # -inf (masked scores) becomes a very negative finite value, so that equal infinities gain 0, not
+    # NaN. Flooring the element's own values is enough: the others enter only through the maxima.
     floor = np.asarray(np.finfo(x.dtype).min / 4, x.dtype)
-    x, r = jnp.maximum(x, floor), jnp.maximum(r, floor)
-    lowest = jnp.full(x.shape[:-1], floor, x.dtype)
-    best_x, best_r = [lowest], [lowest]
+    own_x, own_r = _larger(x, floor), _larger(r, floor)
+    full = (1 << (n - 1)) - 1
+    # Maxima of the others in S (present, x) and in S's complement (absent, r); None: no one.
+    best_x: list[Array | None] = [None]
+    best_r: list[Array | None] = [None]
     for mask in range(1, full + 1):
-        j = (mask & -mask).bit_length() - 1
-        best_x.append(jnp.maximum(best_x[mask & (mask - 1)], x[..., j]))
-        best_r.append(jnp.maximum(best_r[mask & (mask - 1)], r[..., j]))
-    value = [jnp.maximum(best_x[mask], best_r[full ^ mask]) for mask in range(full + 1)]
+        j, rest = (mask & -mask).bit_length() - 1, mask & (mask - 1)
+        best_x.append(others_x[j] if not rest else _larger(best_x[rest], others_x[j]))
+        best_r.append(others_r[j] if not rest else _larger(best_r[rest], others_r[j]))
     weight = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
-    phis = []
-    for i in range(n):
-        bit = 1 << i
-        phi = jnp.zeros_like(lowest)
-        for mask in range(full + 1):
-            if not mask & bit:
-                phi = phi + weight[bin(mask).count("1")] * (value[mask | bit] - value[mask])
-        phis.append(phi)
-    return jnp.stack(phis, axis=-1)
+    phi: Array | None = None
+    for mask in range(full + 1):
+        present, absent = best_x[mask], best_r[full ^ mask]
+        if present is None or absent is None:
+            top = present if absent is None else absent
+        else:
+            top = _larger(present, absent)
+        gain = own_x - own_r if top is None else _larger(own_x, top) - _larger(own_r, top)
+        term = weight[bin(mask).count("1")] * gain
+        phi = term if phi is None else phi + term
+    return phi
 
 
 #: Windows up to this size look the max game's weights up in a precomputed (n+1)^2 table.
@@ -611,24 +681,38 @@ def _batched_searchsorted(sorted_vals: Array, queries: Array, side: str) -> Arra
     return out.reshape(*lead, queries.shape[-1])
 
 
-def cross_max_values(x: Array, r: Array) -> Array:
-    """shap/Captum's max-pool rule (not the Shapley value): max(X, R) - R to argmax(x), X - max(X, R) to argmax(r)."""
-    big_x, big_r = jnp.max(x, axis=-1, keepdims=True), jnp.max(r, axis=-1, keepdims=True)
+def cross_max_values(x: Array, r: Array, axes: Sequence[int] = (-1,)) -> Array:
+    """shap/Captum's max-pool rule (not the Shapley value): max(X, R) - R to argmax(x), X - max(X, R) to
+    argmax(r) (the first maximum of each window spanning `axes`, laid out as in `max_shapley_values`)."""
+    axes = _normalise_axes(axes, jnp.ndim(x))
+    position = _window_position(x.shape, axes)
+    per_window = _per_window_shape(x.shape, axes)
+
+    def side(v: Array) -> tuple[Array, Array]:
+        # Per side (sample or reference row), over windows made contiguous; the maximum read at the
+        # arg-max, so that XLA makes one reduction of the two.
+        rows = _to_last_axis(v, axes)
+        arg = jnp.argmax(rows, -1, keepdims=True)
+        return jnp.take_along_axis(rows, arg, -1).reshape(per_window), arg.astype(position.dtype).reshape(per_window)
+
+    (big_x, arg_x), (big_r, arg_r) = side(x), side(r)
     top = jnp.maximum(big_x, big_r)
-    ax = jax.nn.one_hot(jnp.argmax(x, axis=-1), x.shape[-1], dtype=x.dtype)
-    ar = jax.nn.one_hot(jnp.argmax(r, axis=-1), r.shape[-1], dtype=x.dtype)
-    return ax * (top - big_r) + ar * (big_x - top)
+    return jnp.where(position == arg_x, top - big_r, 0) + jnp.where(position == arg_r, big_x - top, 0)
 
 
-MaxValues = Callable[[Array, Array], Array]
+#: phi per element from (x, r, window axes), as `max_shapley_values` and `cross_max_values`.
+MaxValues = Callable[[Array, Array, Sequence[int]], Array]
 
 
-def _window_multipliers(xw: Array, rw: Array, m_window: Array, values: MaxValues) -> Array:
-    """Per window element: m_out * phi_i / (x_i - r_i), 0 where x_i ~ r_i (a dummy player)."""
+def _window_multipliers(xw: Array, rw: Array, m_window: Array, values: MaxValues, axes: tuple[int, ...]) -> Array:
+    """Per element: m_out * phi_i / (x_i - r_i), 0 where x_i ~ r_i (a dummy player).
+
+    xw, rw: windows spanning `axes`; m_window: xw's shape with 1 on `axes` (one multiplier per window).
+    """
     near = _near_zero(xw, rw)
     # The slope does not depend on m: written apart, it is computed once per pair, not once per seed.
-    slope = jnp.where(near, 0, values(xw, rw) / jnp.where(near, 1, xw - rw))
-    return m_window[..., None] * slope
+    slope = jnp.where(near, 0, values(xw, rw, axes) / jnp.where(near, 1, xw - rw))
+    return m_window * slope
 
 
 def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | None]], list[Array | None]]:
@@ -638,12 +722,13 @@ def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | 
         sign = -1 if ctx.node.op_type == "ReduceMin" else 1
         axes_input = ctx.xin[1] if len(ctx.xin) > 1 else None
         in_shape, out_shape = tuple(jnp.shape(x)), tuple(jnp.shape(ctx.xout[0]))
+        result: list[Array | None] = [None] * len(ctx.xin)
         blocks = _block_windows(ctx.node, in_shape, out_shape, axes_input)
         if blocks is not None:
-            to_windows, from_windows = blocks
-            mw = _window_multipliers(to_windows(sign * x), to_windows(sign * r), m.reshape(-1), values)
-            result: list[Array | None] = [None] * len(ctx.xin)
-            result[0] = from_windows(mw)
+            to_blocks, from_blocks, axes = blocks
+            xb, rb = to_blocks(sign * x), to_blocks(sign * r)
+            mb = m.reshape(_per_window_shape(xb.shape, axes))
+            result[0] = from_blocks(_window_multipliers(xb, rb, mb, values, axes))
             return result
         index = window_index(ctx.node, in_shape, out_shape, axes_input)
         flat_x = (sign * x).reshape(-1)
@@ -659,9 +744,8 @@ def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | 
                           jnp.min(jnp.where(valid, rw, jnp.inf), -1, keepdims=True))
         xw = jnp.where(valid, xw, low)
         rw = jnp.where(valid, rw, low)
-        mw = _window_multipliers(xw, rw, m.reshape(-1), values)
+        mw = _window_multipliers(xw, rw, m.reshape(-1, 1), values, (1,))
         mw = jnp.where(valid, mw, 0)
-        result = [None] * len(ctx.xin)
         result[0] = _scatter_windows(mw.reshape(-1), index, flat_x.shape[0]).reshape(in_shape)
         return result
 
@@ -673,24 +757,22 @@ Reshaper = Callable[[Array], Array]
 
 def _block_windows(
     node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes_input: Any = None
-) -> tuple[Reshaper, Reshaper] | None:
-    """(to_windows, from_windows) by reshapes and transposes where the windows tile the input.
+) -> tuple[Reshaper, Reshaper, tuple[int, ...]] | None:
+    """(to_blocks, from_blocks, axes) where the windows tile the input: reshapes only, no transposes.
 
-    to_windows maps the input to (n_windows, window) in `window_index`'s order; from_windows maps
-    per-window-element values back, 0 where no window reads. None where windows overlap or pad: a
-    gather on the static `window_index` handles those. Reshapes keep XLA's loops dense; a gather
-    with a scatter back costs several times the max game itself on a pooling layer.
+    to_blocks maps the input to a layout in which each window spans `axes`, its other axes in the
+    output's order (a Reduce* node: the input itself and its reduced axes; a tiling MaxPool:
+    (N, C, O1, k1, O2, k2, ...) with axes 3, 5, ...). from_blocks maps per-element values back, 0
+    where no window reads. None where windows overlap or pad: a gather on the static `window_index`
+    handles those. Transposes would be fused, with the whole rule, into the consumer's transpose
+    (the convolution before a pool wants channels-last), and a gather with a scatter back costs
+    several times the max game itself on a pooling layer.
     """
     op = node.op_type
     rank = len(in_shape)
     if op in REDUCING_MAX_OPS:
         order, n_kept = _reduce_order(node, rank, axes_input)
-        moved = tuple(in_shape[a] for a in order)
-        inverse = np.argsort(order)
-        return (
-            lambda v: jnp.transpose(v, order).reshape(int(np.prod(moved[:n_kept])), -1),
-            lambda w: jnp.transpose(w.reshape(moved), inverse),
-        )
+        return (lambda v: v), (lambda w: w), tuple(order[n_kept:])
     if op != "MaxPool":
         return None
     nd = rank - 2
@@ -708,21 +790,17 @@ def _block_windows(
     if not tiled:
         return None
     lead = list(in_shape[:2])
-    split = lead + [d for o, k in zip(spatial_out, kernel) for d in (o, k)]
-    # (N, C, O1, k1, O2, k2, ...) -> (N, C, O1, O2, ..., k1, k2, ...)
-    order = [0, 1] + [2 + 2 * i for i in range(nd)] + [3 + 2 * i for i in range(nd)]
-    inverse = np.argsort(order)
+    split = lead + [d for o, k in zip(spatial_out, kernel) for d in (o, k)]  # (N, C, O1, k1, O2, k2, ...)
     used = tuple(slice(0, o * k) for o, k in zip(spatial_out, kernel))
     tail = [(0, i - o * k) for o, k, i in zip(spatial_out, kernel, in_shape[2:])]
 
-    def to_windows(v: Array) -> Array:
-        return jnp.transpose(v[(slice(None), slice(None), *used)].reshape(split), order).reshape(-1, int(np.prod(kernel)))
+    def to_blocks(v: Array) -> Array:
+        return v[(slice(None), slice(None), *used)].reshape(split)
 
-    def from_windows(w: Array) -> Array:
-        block = jnp.transpose(w.reshape([split[a] for a in order]), inverse)
-        return jnp.pad(block.reshape(lead + [o * k for o, k in zip(spatial_out, kernel)]), [(0, 0), (0, 0), *tail])
+    def from_blocks(w: Array) -> Array:
+        return jnp.pad(w.reshape(lead + [o * k for o, k in zip(spatial_out, kernel)]), [(0, 0), (0, 0), *tail])
 
-    return to_windows, from_windows
+    return to_blocks, from_blocks, tuple(3 + 2 * i for i in range(nd))
 
 
 def _scatter_windows(values: Array, index: np.ndarray, size: int) -> Array:
