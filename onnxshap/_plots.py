@@ -844,6 +844,7 @@ def plot(
     channel_axis: int | None = None,
     max_display: int | None = None,
     dpi: float = 100,
+    sample_names: Sequence[str] | None = None,
 ) -> Figure | TextHTML | None:
     """Draw an explanation to `path` (.png, .svg or .pdf; .html for kind="text"), or return it.
 
@@ -863,6 +864,7 @@ def plot(
         input: which explained input, when the explanation covers several.
         feature_names: names of the features (bar, waterfall).
         channel_axis: the channel axis of a per-sample image shape (image), when it cannot be inferred.
+        sample_names: one name per sample of the explanation, e.g. its image files (image row titles).
         max_display: features shown before the rest is summed (bar: 20, waterfall: 10).
         dpi: resolution of raster output.
 
@@ -871,7 +873,7 @@ def plot(
         MissingDependencyError: matplotlib is not installed (an ImportError; the HTML text view works without it).
     """
     if path is not None:
-        _draw(explanation, Path(path), kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi)
+        _draw(explanation, Path(path), kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi, sample_names)
         return None
     from onnxshap._notebook import TextHTML, show_inline
 
@@ -880,13 +882,13 @@ def plot(
     with tempfile.TemporaryDirectory(prefix="onnxshap-plot-") as folder:
         if chosen == "text":
             page = Path(folder) / "tokens.html"
-            _draw(explanation, page, kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi)
+            _draw(explanation, page, kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi, sample_names)
             return TextHTML(page.read_text(encoding="utf-8"))
         kept: list[Figure] = []
         reset = _KEPT.set(kept)
         try:
             _draw(explanation, Path(folder) / "figure.png", kind, sample, output, tokens, input, feature_names,
-                  channel_axis, max_display, dpi)
+                  channel_axis, max_display, dpi, sample_names)
         finally:
             _KEPT.reset(reset)
     (fig,) = kept
@@ -905,6 +907,7 @@ def _draw(
     channel_axis: int | None,
     max_display: int | None,
     dpi: float,
+    sample_names: Sequence[str] | None,
 ) -> None:
     """`plot` to a file."""
     if kind not in KINDS:
@@ -913,9 +916,10 @@ def _draw(
         auto_kind(explanation, input=input, tokens=tokens, sample=sample, channel_axis=channel_axis)
         if kind == "auto" else kind
     )
-    options = {"tokens": tokens, "feature_names": feature_names, "channel_axis": channel_axis, "max_display": max_display}
+    options = {"tokens": tokens, "feature_names": feature_names, "channel_axis": channel_axis, "max_display": max_display,
+               "sample_names": sample_names}
     accepted = {
-        "image": {"channel_axis"},
+        "image": {"channel_axis", "sample_names"},
         "text": {"tokens"},
         "bar": {"feature_names", "max_display"},
         "waterfall": {"feature_names", "max_display"},
@@ -924,7 +928,8 @@ def _draw(
     if unused:
         raise InputError(f"{', '.join(f'{u}=' for u in unused)} does not apply to kind={chosen!r}.")
     if chosen == "image":
-        image_plot(explanation, path, sample=sample, output=output, input=input, channel_axis=channel_axis, dpi=dpi)
+        image_plot(explanation, path, sample=sample, output=output, input=input, channel_axis=channel_axis, dpi=dpi,
+                   sample_names=sample_names)
     elif chosen == "text":
         text_plot(explanation, path, tokens, sample=sample, output=output, input=input, dpi=dpi)
     elif chosen == "bar":

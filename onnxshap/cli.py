@@ -943,11 +943,9 @@ def _plot(e: Any, path: Path, args: argparse.Namespace, loaded: InputFiles) -> N
         # Feature names (a CSV header) label tabular plots only.
         if loaded.feature_names and len(loaded.feature_names) == n_features and kind in ("bar", "waterfall"):
             kwargs["feature_names"] = loaded.feature_names
-        if kind == "image" and loaded.sample_names and "tokens" not in kwargs:
-            # Rows titled by their image files; `plot` has no sample_names= to pass them through.
-            _plots.image_plot(e, path, sample_names=loaded.sample_names, **kwargs)
-        else:
-            _plots.plot(e, path, kind=args.plot_kind, **kwargs)
+        if kind == "image" and loaded.sample_names:
+            kwargs["sample_names"] = loaded.sample_names  # rows titled by their image files
+        _plots.plot(e, path, kind=args.plot_kind, **kwargs)
     except OnnxShapError:
         raise
     except ImportError as exc:  # matplotlib (or the plotting module) missing

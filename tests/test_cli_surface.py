@@ -101,7 +101,7 @@ def test_image_folder_rows_are_titled_by_file_name(
     code, _, err = run_main(capsys, "explain", DIGITS, "--input", folder, "--background", DIGITS_BACKGROUND,
                             "--output", "predicted", "--plot", tmp_path / "p.png", "-o", tmp_path / "v.npz")
     assert code == 0, err
-    assert plotted == [("image_plot", {"channel_axis": 0, "sample_names": ["a_three.png", "b_seven.png"]})]
+    assert plotted == [("auto", {"channel_axis": 0, "sample_names": ["a_three.png", "b_seven.png"]})]
 
 
 def test_image_plot_draws_sample_names(tmp_path: Path) -> None:
@@ -112,8 +112,10 @@ def test_image_plot_draws_sample_names(tmp_path: Path) -> None:
         prediction=np.ones((2, 1)), residual=np.zeros((2, 1)), input_names=["x"], output_names=["y"],
         output_indices=np.zeros((2, 1), dtype=np.int64), all_output_names=["y"],
     )
-    _plots.image_plot(e, tmp_path / "named.png", sample_names=["a.png", "a_rather_long_name_of_a_photo.jpg"])
+    _plots.plot(e, tmp_path / "named.png", kind="image", sample_names=["a.png", "a_rather_long_name_of_a_photo.jpg"])
     assert (tmp_path / "named.png").stat().st_size > 0
+    with pytest.raises(onnxshap.InputError, match="sample_names= does not apply to kind='bar'"):
+        _plots.plot(e, tmp_path / "bar.png", kind="bar", sample_names=["a.png", "b.png"])
     assert _plots._short("a_rather_long_name_of_a_photo.jpg") == "…g_name_of_a_photo.jpg"  # the end tells photos apart
     with pytest.raises(onnxshap.InputError, match="sample_names has 1 entries but the explanation has 2 samples"):
         _plots.image_plot(e, tmp_path / "bad.png", sample_names=["a.png"])
