@@ -239,7 +239,7 @@ def test_cli_bad_options_fail_before_the_explain_pass(
 def test_a_plot_that_fails_midway_leaves_no_file(
     mlp: tuple[onnxshap.Explainer, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (the onnxshap[plot] extra)")
     from matplotlib.figure import Figure
 
     explainer, x = mlp

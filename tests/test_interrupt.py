@@ -194,7 +194,7 @@ def test_main_in_process_gives_the_handlers_back(capsys: pytest.CaptureFixture[s
     capsys.readouterr()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 80 interrupted CLI processes, about 100 s; the light tests above cover each phase once
 def test_interrupts_at_many_delays_are_all_clean(tmp_path: Path, many_samples: Path) -> None:
     """The finding's sweep: SIGINT from 0.05 s to 3 s after start (import, compile, run), repeated;
     and through the first explain call, where about 1 in 20 interrupts 0.8-1 s in segfaulted as the

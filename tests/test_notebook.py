@@ -120,7 +120,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     nbformat = pytest.importorskip("nbformat", reason="the notebook test needs the test extra (nbformat)")
     nbclient = pytest.importorskip("nbclient", reason="the notebook test needs the test extra (nbclient)")
     pytest.importorskip("ipykernel", reason="the notebook test needs the test extra (ipykernel)")
-    pytest.importorskip("matplotlib", reason="the notebook plots")
+    pytest.importorskip("matplotlib", reason="the notebook draws plots, which need matplotlib (the onnxshap[plot] extra)")
     pytest.importorskip("shap", reason="the notebook converts to shap")
     root = tmp_path_factory.mktemp("notebook")
     (root / "models").symlink_to(REPO / "models", target_is_directory=True)
@@ -185,7 +185,7 @@ def _screenshot(browser: str, page: Path) -> np.ndarray:
 def test_browser_draws_the_notebook_views(executed: Any, tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip("no Chromium to render the HTML (apt-get install chromium)")
+        pytest.skip("Chromium, a system package, is not installed to render the HTML (apt-get install chromium; .ci/run installs it where apt and root allow)")
     (summary,) = [o for o in _outputs(executed, r"\Ae\Z") if o.output_type == "execute_result"]
     text = _explanation(2, 6, 1, ids=True).plot(kind="text")
     assert isinstance(text, TextHTML)

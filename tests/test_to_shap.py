@@ -24,7 +24,7 @@ VOCAB = [f"w{i}" for i in range(200)]  # a stand-in vocabulary for the text mode
 
 @pytest.fixture(scope="module")
 def shap() -> Any:
-    return pytest.importorskip("shap")
+    return pytest.importorskip("shap", reason="to_shap converts for shap, an optional package (in the test extra)")
 
 
 @pytest.fixture(scope="module")
