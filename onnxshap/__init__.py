@@ -4,6 +4,7 @@ import importlib as _importlib
 import typing as _typing
 
 from onnxshap._errors import (
+    AdditivityError as AdditivityError,
     ConversionError as ConversionError,
     ExternalDataError as ExternalDataError,
     GraphError as GraphError,
@@ -20,7 +21,8 @@ from onnxshap._errors import (
 if _typing.TYPE_CHECKING:
     from onnxshap._compile_cache import enable_compilation_cache as enable_compilation_cache
     from onnxshap._convert import convert as convert
-    from onnxshap._explainer import AdditivityError as AdditivityError, Explainer as Explainer, Explanation as Explanation
+    from onnxshap._explainer import Explainer as Explainer
+    from onnxshap._explanation import Explanation as Explanation
     from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
 
 __version__ = "0.1.0"
@@ -30,9 +32,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "enable_compilation_cache": "onnxshap._compile_cache",
     "convert": "onnxshap._convert",
-    "AdditivityError": "onnxshap._explainer",
     "Explainer": "onnxshap._explainer",
-    "Explanation": "onnxshap._explainer",
+    "Explanation": "onnxshap._explanation",
     "Model": "onnxshap._model",
     "load": "onnxshap._model",
     "unsupported_ops": "onnxshap._model",

@@ -31,6 +31,10 @@ class GraphError(OnnxShapError):
     """The graph is structurally unusable: a cycle, a missing tensor, a value that must be static but is not."""
 
 
+class AdditivityError(OnnxShapError):
+    """Attributions do not sum to f(x) - mean f(background) within tolerance."""
+
+
 class InputError(OnnxShapError, ValueError):
     """An input given by the user does not fit the model: unknown name, wrong rank, shape or dtype."""
 

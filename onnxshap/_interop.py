@@ -25,7 +25,7 @@ from onnxshap._plots import (
 )
 
 if TYPE_CHECKING:
-    from onnxshap._explainer import Explanation
+    from onnxshap._explanation import Explanation
 
 Layout = Literal["features", "image"]
 LAYOUTS: tuple[str, ...] = ("features", "image")

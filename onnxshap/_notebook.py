@@ -1,28 +1,18 @@
-"""How an `Explanation` and its plots show in Jupyter: a short summary with the default plot inline.
-
-Figures are drawn on the Agg canvas without pyplot (see `_plots`), and IPython's inline formatter for
-matplotlib figures is registered only once pyplot is imported; so a figure `plot(path=None)` returns
-carries its own `_repr_png_`. The HTML text view becomes a `TextHTML` whose CSS stays inside its cell.
-"""
+"""How an `Explanation` shows in Jupyter: a short summary with the default plot inline."""
 
 from __future__ import annotations
 
 import base64
 import html
-import io
-import re
-from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxshap._display import TextHTML, figure_png
 from onnxshap._errors import OnnxShapError
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from onnxshap._explainer import Explanation
+    from onnxshap._explanation import Explanation
 
 #: The inline plot of `Explanation._repr_html_`: image and text plots show the first REPR_ROWS
 #: samples and REPR_OUTPUTS outputs (legible at a notebook's width), figures at REPR_DPI.
@@ -31,56 +21,11 @@ REPR_DPI = 72
 #: Also the outputs named in the summary before the rest is counted.
 REPR_OUTPUTS = 4
 _NOTE = 'style="color: #666; font-size: 0.85em"'
-_SCOPE = "onnxshap-view"
-
-
-@dataclass(frozen=True)
-class TextHTML:
-    """The text plot as HTML, what `plot(kind="text")` returns without a path; Jupyter shows it inline.
-
-    Attributes:
-        page: the standalone HTML page, as `plot(path.html, kind="text")` writes it.
-    """
-
-    page: str
-
-    def _repr_html_(self) -> str:
-        return scoped_html(self.page)
-
-
-def scoped_html(page: str) -> str:
-    """The body of a standalone page with its CSS rules confined to one <div>: a notebook shows outputs
-    inside its own page, where the page's `body` rule and class names would restyle every cell."""
-    style = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
-    body = re.search(r"<body>(.*?)</body>", page, re.DOTALL)
-    if body is None:
-        return page
-
-    def scope(rule: re.Match[str]) -> str:
-        selectors = [s.strip() for s in rule.group(1).split(",")]
-        scoped = [f".{_SCOPE}" if s == "body" else f".{_SCOPE} {s}" for s in selectors]
-        return f"{', '.join(scoped)} {{{rule.group(2)}}}\n"
-
-    css = re.sub(r"([^{}]+?)\s*\{([^}]*)\}", scope, style.group(1)) if style else ""
-    return f'<div class="{_SCOPE}"><style>{css}</style>{body.group(1)}</div>'
-
-
-def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, drawn as `plot` writes it to a .png file."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi, facecolor="white")
-    return buffer.getvalue()
-
-
-def show_inline(fig: Figure) -> Figure:
-    """Let Jupyter display the figure as a PNG (IPython calls `_repr_png_` when no formatter claims it)."""
-    fig._repr_png_ = partial(figure_png, fig)  # type: ignore[attr-defined]  # a partial keeps it picklable
-    return fig
 
 
 def completeness(e: Explanation) -> tuple[float, float, bool]:
     """(max relative residual, tolerance, passed), judged as `Explainer(check=...)` judges it."""
-    from onnxshap._explainer import ADDITIVITY_RTOL
+    from onnxshap._explanation import ADDITIVITY_RTOL
 
     dtype = np.dtype(np.asarray(e.prediction).dtype)
     rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])

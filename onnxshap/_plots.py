@@ -7,21 +7,21 @@ current figure, the backend) is read or changed and nothing is left open. The HT
 matplotlib at all.
 
 Entry point: `plot(explanation, path, kind="auto", ...)`; the individual kinds are `image_plot`,
-`text_plot`, `bar_plot` and `waterfall_plot`.
+`text_plot`, `bar_plot` and `waterfall_plot`. Each writes `path` whole or not at all, or without a
+path returns what it drew: a Figure (shown inline by Jupyter) or, for the HTML text view, a `TextHTML`.
 """
 
 from __future__ import annotations
 
 import html
-import tempfile
 from collections.abc import Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from onnxshap._display import TextHTML, show_inline
 from onnxshap._errors import InputError, MissingDependencyError
 from onnxshap._files import write_whole
 
@@ -29,8 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
-    from onnxshap._explainer import Explanation
-    from onnxshap._notebook import TextHTML
+    from onnxshap._explanation import Explanation
 
 Kind = Literal["auto", "image", "text", "bar", "waterfall"]
 KINDS: tuple[str, ...] = ("auto", "image", "text", "bar", "waterfall")
@@ -273,20 +272,24 @@ def _new_figure(width: float, height: float, dpi: float) -> Figure:
     return fig
 
 
-#: Set while `plot(path=None)` draws: `_save` hands the finished figure to this list instead of writing it.
-_KEPT: ContextVar[list[Figure] | None] = ContextVar("onnxshap_kept_figures", default=None)
+def _target(path: str | Path | None, *, html_ok: bool) -> Path | None:
+    """The file a kind draws to (its suffix checked before anything is drawn), or None: return it."""
+    if path is None:
+        return None
+    path = Path(path)
+    check_suffix(path, html_ok=html_ok)
+    return path
 
 
-def _save(fig: Figure, path: Path) -> None:
-    """Write the figure whole or not at all (`_files.write_whole`); under `plot(path=None)`, keep it."""
-    kept = _KEPT.get()
-    if kept is not None:
-        kept.append(fig)
-        return
+def _deliver(fig: Figure, path: Path | None) -> Figure | None:
+    """Write the figure whole or not at all (`_files.write_whole`); without a path, return it for Jupyter."""
+    if path is None:
+        return show_inline(fig)
     try:
         write_whole(path, lambda tmp: fig.savefig(tmp, dpi=fig.dpi, facecolor="white"))
     finally:
         fig.clear()
+    return None
 
 
 def _fmt(value: float) -> str:
@@ -365,7 +368,7 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 def image_plot(
     explanation: Explanation,
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     sample: Selector = None,
     output: OutputSelector = None,
@@ -373,7 +376,7 @@ def image_plot(
     channel_axis: int | None = None,
     sample_names: Sequence[str] | None = None,
     dpi: float = 100,
-) -> None:
+) -> Figure | None:
     """One row per sample: the image, then its attribution heat map for each output, one colour bar.
 
     The input may be (H, W), (C, H, W) or (H, W, C) per sample (values (n, *input_shape, n_outputs));
@@ -386,8 +389,7 @@ def image_plot(
     `sample_names` (one per sample of the explanation, e.g. the image files) label the rows; default
     "sample i".
     """
-    path = Path(path)
-    check_suffix(path, html_ok=False)
+    target = _target(path, html_ok=False)
     sample, note = _default_rows(explanation, input, sample)
     view = _view(explanation, input, sample, output)
     n_total = np.asarray(explanation.values_for(view.input_name)).shape[0]
@@ -437,7 +439,7 @@ def image_plot(
     colorbar.set_label("SHAP value" + (f"\n(sum over {channels} channels)" if channels > 1 else ""))
     if note:
         fig.suptitle(note, fontsize=9, color="#444")
-    _save(fig, path)
+    return _deliver(fig, target)
 
 
 # --- text -----------------------------------------------------------------------------------------
@@ -496,14 +498,14 @@ def _per_token(view: _View) -> np.ndarray:
 
 def text_plot(
     explanation: Explanation,
-    path: str | Path,
+    path: str | Path | None = None,
     tokens: Sequence[str] | Sequence[Sequence[str]] | None = None,
     *,
     sample: Selector = None,
     output: OutputSelector = None,
     input: str | None = None,
     dpi: float = 100,
-) -> None:
+) -> TextHTML | Figure | None:
     """Tokens coloured by their attribution, one block per (sample, output); HTML or an image by suffix.
 
     The first per-sample axis of the input is the token axis; any further axes (an embedding) are
@@ -513,8 +515,7 @@ def text_plot(
     The .html output needs no matplotlib; hovering a token shows its value. With sample=None, an
     explanation of more than DEFAULT_ROWS samples shows the first DEFAULT_ROWS.
     """
-    path = Path(path)
-    check_suffix(path, html_ok=True)
+    target = _target(path, html_ok=True)
     sample, note = _default_rows(explanation, input, sample)
     view = _view(explanation, input, sample, output)
     per_token = _per_token(view)
@@ -527,11 +528,14 @@ def text_plot(
     # Token-id inputs arrive already summed over their embedding (Explanation.embedding_values).
     summed = view.values.ndim > 3 or view.input_name in getattr(explanation, "embedding_values", {})
     _check_panels(len(token_lists) * per_token.shape[2])
-    if path.suffix.lower() == ".html":
+    if target is None or target.suffix.lower() == ".html":
         page = _text_html(view, per_token, token_lists, vmax, summed, note)
-        write_whole(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+        if target is None:
+            return TextHTML(page)
+        write_whole(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+        return None
     else:
-        _text_figure(view, per_token, token_lists, vmax, summed, note, path, dpi)
+        return _text_figure(view, per_token, token_lists, vmax, summed, note, target, dpi)
 
 
 def _block_title(view: _View, row: int, col: int) -> str:
@@ -586,9 +590,9 @@ def _text_figure(
     vmax: float,
     summed: bool,
     note: str,
-    path: Path,
+    path: Path | None,
     dpi: float,
-) -> None:
+) -> Figure | None:
     _matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
@@ -658,7 +662,7 @@ def _text_figure(
     colorbar.set_label("SHAP value per token" + (" (sum over the embedding axis)" if summed else ""), fontsize=9)
     colorbar.ax.tick_params(labelsize=8)
     colorbar.ax.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))
-    _save(fig, path)
+    return _deliver(fig, path)
 
 
 # --- bar and waterfall ----------------------------------------------------------------------------
@@ -666,7 +670,7 @@ def _text_figure(
 
 def bar_plot(
     explanation: Explanation,
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     sample: Selector = None,
     output: OutputSelector = None,
@@ -674,15 +678,14 @@ def bar_plot(
     feature_names: Sequence[str] | None = None,
     max_display: int = 20,
     dpi: float = 100,
-) -> None:
+) -> Figure | None:
     """Mean |value| per feature over the samples, largest at the top; one bar colour per output.
 
     Features beyond `max_display - 1` are summed into one "N other features" bar. Inputs with more
     than one axis are flattened (names like x[0,3]). `feature_names` (one per feature) replaces the
     default names input[i].
     """
-    path = Path(path)
-    check_suffix(path, html_ok=False)
+    target = _target(path, html_ok=False)
     if max_display < 2:
         raise InputError(f"max_display must be at least 2, not {max_display}.")
     view = _view(explanation, input, sample, output)
@@ -712,7 +715,7 @@ def bar_plot(
     ax.margins(x=0.12)
     if k > 1:
         ax.legend(fontsize=8, loc="lower right", frameon=False)
-    _save(fig, path)
+    return _deliver(fig, target)
 
 
 def _tab10(k: int) -> list[tuple[float, ...]]:
@@ -724,7 +727,7 @@ def _tab10(k: int) -> list[tuple[float, ...]]:
 
 def waterfall_plot(
     explanation: Explanation,
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     sample: int | None = None,
     output: OutputSelector = None,
@@ -732,7 +735,7 @@ def waterfall_plot(
     feature_names: Sequence[str] | None = None,
     max_display: int = 10,
     dpi: float = 100,
-) -> None:
+) -> Figure | None:
     """How one prediction gets from the base value E[f(X)] to f(x), feature by feature.
 
     One panel per selected output. Features are sorted by |value|, largest at the top; those beyond
@@ -740,8 +743,7 @@ def waterfall_plot(
     end at E[f(X)] + sum(values) = f(x) (up to the explanation's residual) at the top; red pushes the
     prediction up, blue down. Labels show the feature's value in the sample when the data is known.
     """
-    path = Path(path)
-    check_suffix(path, html_ok=False)
+    target = _target(path, html_ok=False)
     if max_display < 2:
         raise InputError(f"max_display must be at least 2, not {max_display}.")
     n_total = np.asarray(explanation.values_for(input_name(explanation, input))).shape[0]
@@ -796,7 +798,7 @@ def waterfall_plot(
         ax.spines[["top", "right"]].set_visible(False)
         ax.use_sticky_edges = False  # bars start mid-axis: let the margins pad both ends
         ax.margins(x=0.15)
-    _save(fig, path)
+    return _deliver(fig, target)
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -872,32 +874,14 @@ def plot(
         InputError: an option that does not fit the explanation or the kind.
         MissingDependencyError: matplotlib is not installed (an ImportError; the HTML text view works without it).
     """
-    if path is not None:
-        _draw(explanation, Path(path), kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi, sample_names)
-        return None
-    from onnxshap._notebook import TextHTML, show_inline
-
-    chosen = auto_kind(explanation, input=input, tokens=tokens, sample=sample, channel_axis=channel_axis) if kind == "auto" else kind
-    # The kinds draw to a path: the text page is read back from a scratch file, figures are kept by _save.
-    with tempfile.TemporaryDirectory(prefix="onnxshap-plot-") as folder:
-        if chosen == "text":
-            page = Path(folder) / "tokens.html"
-            _draw(explanation, page, kind, sample, output, tokens, input, feature_names, channel_axis, max_display, dpi, sample_names)
-            return TextHTML(page.read_text(encoding="utf-8"))
-        kept: list[Figure] = []
-        reset = _KEPT.set(kept)
-        try:
-            _draw(explanation, Path(folder) / "figure.png", kind, sample, output, tokens, input, feature_names,
-                  channel_axis, max_display, dpi, sample_names)
-        finally:
-            _KEPT.reset(reset)
-    (fig,) = kept
-    return show_inline(fig)
+    target = None if path is None else Path(path)
+    return _draw(explanation, target, kind, sample, output, tokens, input, feature_names, channel_axis, max_display,
+                 dpi, sample_names)
 
 
 def _draw(
     explanation: Explanation,
-    path: Path,
+    path: Path | None,
     kind: str,
     sample: Selector,
     output: OutputSelector,
@@ -908,8 +892,8 @@ def _draw(
     max_display: int | None,
     dpi: float,
     sample_names: Sequence[str] | None,
-) -> None:
-    """`plot` to a file."""
+) -> Figure | TextHTML | None:
+    """`plot` with its options checked against the kind: to a file, or without a path returned."""
     if kind not in KINDS:
         raise InputError(f"kind must be one of {list(KINDS)}, not {kind!r}.")
     chosen = (
@@ -928,15 +912,15 @@ def _draw(
     if unused:
         raise InputError(f"{', '.join(f'{u}=' for u in unused)} does not apply to kind={chosen!r}.")
     if chosen == "image":
-        image_plot(explanation, path, sample=sample, output=output, input=input, channel_axis=channel_axis, dpi=dpi,
+        return image_plot(explanation, path, sample=sample, output=output, input=input, channel_axis=channel_axis, dpi=dpi,
                    sample_names=sample_names)
     elif chosen == "text":
-        text_plot(explanation, path, tokens, sample=sample, output=output, input=input, dpi=dpi)
+        return text_plot(explanation, path, tokens, sample=sample, output=output, input=input, dpi=dpi)
     elif chosen == "bar":
-        bar_plot(explanation, path, sample=sample, output=output, input=input, feature_names=feature_names,
+        return bar_plot(explanation, path, sample=sample, output=output, input=input, feature_names=feature_names,
                  max_display=20 if max_display is None else max_display, dpi=dpi)
     else:
         if sample is not None and not isinstance(sample, (int, np.integer)):
             raise InputError(f"A waterfall shows one prediction: sample must be one int, not {sample!r}.")
-        waterfall_plot(explanation, path, sample=sample, output=output, input=input, feature_names=feature_names,
+        return waterfall_plot(explanation, path, sample=sample, output=output, input=input, feature_names=feature_names,
                        max_display=10 if max_display is None else max_display, dpi=dpi)

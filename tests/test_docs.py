@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import onnxshap
-from onnxshap import _explainer
+from onnxshap import _explanation
 from tests.conftest import REPO
 
 DOCS = REPO / "docs"
@@ -146,7 +146,7 @@ def test_index_lists_every_page() -> None:
 def test_completeness_page_states_the_current_tolerances() -> None:
     text = (DOCS / "completeness.md").read_text(encoding="utf-8")
     for name in ("ADDITIVITY_RTOL", "ADDITIVITY_FLOOR", "ADDITIVITY_MASS_FLOOR"):
-        table = getattr(_explainer, name)
+        table = getattr(_explanation, name)
         for dtype, value in table.items():
             row = re.search(rf"^\|\s*`{name}`\s*\|\s*{np.dtype(dtype).name}\s*\|\s*([^|]+)\|", text, re.MULTILINE)
             assert row, f"docs/completeness.md has no table row for {name} / {np.dtype(dtype).name}"

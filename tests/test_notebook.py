@@ -16,7 +16,7 @@ import pytest
 
 from onnxshap import Explanation
 from onnxshap._errors import MissingDependencyError
-from onnxshap._notebook import TextHTML
+from onnxshap._display import TextHTML
 from tests.conftest import REPO
 
 NOTEBOOK = REPO / "docs" / "examples" / "getting-started.ipynb"
