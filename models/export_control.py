@@ -20,14 +20,12 @@ Each model is random-initialised (seeded), checked (strict shape inference + ful
 onnxruntime on seeded inputs and compared with torch (for the If models on inputs that take each
 branch), and merged into models/manifest.json with "family": "control" and "control", a sentence
 saying what the control flow is. An export failure is printed and recorded in the FAILURES summary.
+`--out DIR` writes there instead (with a manifest.json of its own).
 """
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
-import warnings
 
 import numpy as np
 import onnx
@@ -36,20 +34,9 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
 
-warnings.filterwarnings("ignore")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
-
-TS_OPSET = 17
-DYNAMO_OPSET = 18
-FRAMEWORK = f"torch {torch.__version__}"
 FAMILY = "control"
-
-
-def seed(s: int) -> None:
-    torch.manual_seed(s)
-    np.random.seed(s)
 
 
 # ----------------------------------------------------------------------------- models
@@ -91,42 +78,7 @@ class LoopCell(nn.Module):
         return self.out(h)
 
 
-def make(cls, s):
-    seed(s)
-    return cls().eval()
-
-
-def normal(g, shape):
-    return g.standard_normal(shape).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- export
-def export_dynamo(model, example, path, in_names, out_names):
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = os.path.join(tmp, "m.onnx")
-        torch.onnx.export(
-            model, example, tmp_path, dynamo=True, opset_version=DYNAMO_OPSET,
-            input_names=list(in_names), output_names=list(out_names), external_data=False,
-        )
-        m = onnx.load(tmp_path, load_external_data=True)
-    onnx.save(m, path, save_as_external_data=False)
-
-
-def export_ts(model, example, path, in_names, out_names, dynamic_axes=None):
-    torch.onnx.export(
-        model, example, path, dynamo=False, opset_version=TS_OPSET,
-        input_names=list(in_names), output_names=list(out_names), dynamic_axes=dynamic_axes,
-        training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-    )
-
-
-def run_torch(model, feeds):
-    with torch.no_grad():
-        out = model(*[torch.from_numpy(v) for v in feeds.values()])
-    out = out if isinstance(out, tuple) else (out,)
-    return [o.numpy() for o in out]
-
-
+# ----------------------------------------------------------------------------- checks
 def control_ops(path):
     """{op: count} of the If/Loop/Scan nodes in the main graph."""
     m = onnx.load(path)
@@ -138,48 +90,36 @@ def control_ops(path):
 
 
 def main():
-    entries, failures = {}, {}
+    C.parse_args(__doc__)
+    run = C.Results()
 
     def record(name, exporter, conv, diff, desc, control):
-        entries[name] = C.describe(name, exporter=exporter, framework=FRAMEWORK, converter=conv, max_abs_diff=diff,
-                                   description=desc, input_range="normal",
-                                   extra={"family": FAMILY, "control": control,
-                                          "control_nodes": control_ops(C.model_path(name))})
-        e = entries[name]
+        e = run.entries[name] = C.describe(
+            name, exporter=exporter, framework=T.FRAMEWORK, converter=conv, max_abs_diff=diff,
+            description=desc, input_range="normal",
+            extra={"family": FAMILY, "control": control,
+                   "control_nodes": control_ops(C.model_path(name))})
         print(f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, ops {e['ops']}")
-
-    def attempt(name, fn):
-        print(f"{name}:")
-        try:
-            fn()
-        except Exception as e:  # record and skip only this model
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(f"  {name}: FAILED: {msg}")
-            traceback.print_exc()
-            failures[name] = msg
-            p = C.model_path(name)
-            if name not in entries and os.path.exists(p):
-                os.remove(p)
 
     def cond():
         name = "control_cond_dynamo"
-        model = make(Verifier, 30)
+        model = T.make(Verifier, 30)
         with torch.no_grad():  # the median score of normal inputs: both branches are common
-            scores = model.score(model.backbone(torch.from_numpy(normal(np.random.default_rng(6), (64, 8)))))
+            scores = model.score(model.backbone(torch.from_numpy(C.normal(np.random.default_rng(6), (64, 8)))))
             model.threshold = round(float(scores.median()), 4)
         p = C.model_path(name)
-        export_dynamo(model, (torch.from_numpy(normal(np.random.default_rng(7), (1, 8))),), p, ["x"], ["logits"])
+        T.export_dynamo(model, (torch.from_numpy(C.normal(np.random.default_rng(7), (1, 8))),), p, ["x"], ["logits"])
         C.check_file(p)
         assert control_ops(p) == {"If": 1}, control_ops(p)
         g = np.random.default_rng(31)
         worst, taken = 0.0, set()
         for _ in range(12):
-            x = normal(g, (1, 8))
+            x = C.normal(g, (1, 8))
             with torch.no_grad():
                 taken.add(bool(model.score(model.backbone(torch.from_numpy(x))).sum() > model.threshold))
-            worst = max(worst, C.compare(name, C.ort_run(p, {"x": x}), run_torch(model, {"x": x})))
+            worst = max(worst, C.compare(name, C.ort_run(p, {"x": x}), T.run_torch(model, {"x": x})))
         assert taken == {True, False}, "the seeded inputs must take both branches"
-        record(name, "torch.onnx dynamo", f"torch.onnx dynamo exporter, opset {DYNAMO_OPSET}", worst,
+        record(name, T.DYNAMO_EXPORTER, f"torch.onnx dynamo exporter, opset {T.DYNAMO_OPSET}", worst,
                "Second-stage verifier: h = ReLU(Linear(8->16)(x)); s = Linear(16->1)(h).sum(); torch.cond(s > t, "
                "Linear(16->16) Tanh Linear(16->3), Linear(16->3), (h,)) with t the median score of normal inputs "
                f"({model.threshold}); batch fixed at 1; random weights",
@@ -190,31 +130,31 @@ def main():
         name = "control_if_outer_dynamo"
         model = FlagIf().eval()
         p = C.model_path(name)
-        export_dynamo(model, (torch.from_numpy(normal(np.random.default_rng(8), (1, 6))), torch.tensor(True)), p,
+        T.export_dynamo(model, (torch.from_numpy(C.normal(np.random.default_rng(8), (1, 6))), torch.tensor(True)), p,
                       ["x", "flag"], ["y"])
         C.check_file(p)
         assert control_ops(p) == {"If": 1}, control_ops(p)
         g = np.random.default_rng(32)
         worst = 0.0
         for value in (True, False):
-            feeds = {"x": normal(g, (1, 6)), "flag": np.array(value)}
-            worst = max(worst, C.compare(f"{name} (flag={value})", C.ort_run(p, feeds), run_torch(model, feeds)))
-        record(name, "torch.onnx dynamo", f"torch.onnx dynamo exporter, opset {DYNAMO_OPSET}", worst,
+            feeds = {"x": C.normal(g, (1, 6)), "flag": np.array(value)}
+            worst = max(worst, C.compare(f"{name} (flag={value})", C.ort_run(p, feeds), T.run_torch(model, feeds)))
+        record(name, T.DYNAMO_EXPORTER, f"torch.onnx dynamo exporter, opset {T.DYNAMO_OPSET}", worst,
                "y = torch.cond(flag, relu, neg, (x,)): x 1x6 float, flag a bool scalar input; no weights",
                "one If on the bool input flag; its branches (Relu, Neg) read x from the enclosing graph, so the If "
                "node itself has no float input")
 
     def loop():
         name = "control_loop_ts"
-        model = torch.jit.script(make(LoopCell, 33))
+        model = torch.jit.script(T.make(LoopCell, 33))
         p = C.model_path(name)
-        export_ts(model, (torch.from_numpy(normal(np.random.default_rng(9), (2, 6, 3))),), p, ["x"], ["y"],
-                  dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+        T.export_ts(model, (torch.from_numpy(C.normal(np.random.default_rng(9), (2, 6, 3))),), p, ["x"], ["y"],
+                    dynamic_axes=T.batch_axes(["x", "y"], "N"))
         C.check_file(p)
         assert control_ops(p) == {"Loop": 1}, control_ops(p)
-        x = normal(np.random.default_rng(34), (3, 6, 3))
-        worst = C.compare(name, C.ort_run(p, {"x": x}), run_torch(model, {"x": x}))
-        record(name, "torch.onnx TorchScript", f"torch.onnx TorchScript exporter (torch.jit.script), opset {TS_OPSET}",
+        x = C.normal(np.random.default_rng(34), (3, 6, 3))
+        worst = C.compare(name, C.ort_run(p, {"x": x}), T.run_torch(model, {"x": x}))
+        record(name, T.TS_EXPORTER, f"torch.onnx TorchScript exporter (torch.jit.script), opset {T.TS_OPSET}",
                worst,
                "Scripted recurrent cell: h = zeros(N, 4); for t in range(x.size(1)): h = tanh(Linear(4->4)(h) + "
                "Linear(3->4)(x[:, t])); Linear(4->2)(h); x N x 6 x 3; random weights",
@@ -222,17 +162,11 @@ def main():
                "constant true condition and one loop-carried state; the body reads x and the weights from the "
                "enclosing graph")
 
-    attempt("control_cond_dynamo", cond)
-    attempt("control_if_outer_dynamo", flag)
-    attempt("control_loop_ts", loop)
+    run.attempt("control_cond_dynamo", cond)
+    run.attempt("control_if_outer_dynamo", flag)
+    run.attempt("control_loop_ts", loop)
 
-    C.update_manifest(entries)
-    if failures:
-        print("FAILURES:")
-        for k, v in failures.items():
-            print(f"  {k}: {v}")
-    else:
-        print("FAILURES: none")
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ from $TF_PYTHON, default /work/tfenv/bin/python, and the script runs itself ther
     /work/tfenv/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnx==1.23.2 \
         onnxruntime==1.32.0 scikit-learn
 
-(scikit-learn only because models/export_keras.py, whose tf2onnx conversion helpers are reused,
-imports it.)
+(scikit-learn only for models/export_keras.py's digits model; this script does not need it.)
 
 - `datadep_audio_db_floor_ts`: an audio-style front end on a power spectrogram N x 1 x 16 x 24:
   10 * log10(clamp(x, 1e-10)), then the top-dB floor `torch.clamp(db, min=db.amax() - 80)`
@@ -31,9 +30,11 @@ Every model is checked (strict shape inference + full checker), run in onnxrunti
 inputs, compared with the framework, checked to really carry its data-dependent input (the
 script fails otherwise), and merged into models/manifest.json with "family": "datadep" and
 "data_dependent": the nodes whose condition or bound input depends on x, as "Op[input]" strings.
+`--out DIR` writes there instead (with a manifest.json of its own).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -48,8 +49,6 @@ import _common as C  # noqa: E402
 warnings.filterwarnings("ignore")
 
 FAMILY = "datadep"
-TS_OPSET = 17
-KERAS_OPSET = 17
 TF_PYTHON = os.environ.get("TF_PYTHON", "/work/tfenv/bin/python")
 
 #: (op, input position) pairs whose input used to have to be constant: a condition or a bound.
@@ -76,11 +75,9 @@ def data_dependent(path: str, inputs: tuple[str, ...] = ("x",)) -> list[str]:
 
 
 def export_torch() -> dict:
+    import _torch_common as T  # also fixes torch's threads and determinism
     import torch
     import torch.nn as nn
-
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
 
     class DbFloorFrontEnd(nn.Module):
         """Power spectrogram -> dB with an 80 dB floor below the clip's peak -> a small conv head."""
@@ -104,20 +101,17 @@ def export_torch() -> dict:
     # Log-uniform power over 12 decades: the 80 dB floor binds on part of every clip.
     x = (10.0 ** g.uniform(-12, 0, (3, 1, 16, 24))).astype(np.float32)
     with torch.no_grad():
-        torch.onnx.export(
-            model, (torch.from_numpy(x),), path, dynamo=False, opset_version=TS_OPSET,
-            input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
-            do_constant_folding=False,
-        )
-        want = [model(torch.from_numpy(x)).numpy()]
+        T.export_ts(model, (torch.from_numpy(x),), path, ["x"], ["logits"],
+                    T.batch_axes(["x", "logits"], "N"))
+    want = T.run_torch(model, {"x": x})
     C.check_file(path)
     diff = C.compare(name, C.ort_run(path, {"x": x}), want)
     found = data_dependent(path)
     assert "Clip[1]" in found, f"{name}: no Clip with a bound computed from x: {found}"
     return {
         name: C.describe(
-            name, exporter="torch.onnx TorchScript", framework=f"torch {torch.__version__}",
-            converter=f"torch.onnx TorchScript exporter, opset {TS_OPSET}", max_abs_diff=diff,
+            name, exporter=T.TS_EXPORTER, framework=T.FRAMEWORK, converter=T.TS_CONV,
+            max_abs_diff=diff,
             description="audio-style front end on a power spectrogram N x 1 x 16 x 24: 10*log10(clamp(x, 1e-10)), "
             "the top-dB floor torch.clamp(db, min=db.amax() - 80) (exported as Clip with a bound from ReduceMax), "
             "Conv2d(1, 4, 3, padding=1), ReLU, mean over (freq, time), Linear(4, 3); random init (seed 0)",
@@ -131,15 +125,10 @@ def export_torch() -> dict:
 
 
 def export_keras() -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    import _keras_common as K  # before TensorFlow: hash seed, TF threads, determinism
     import tensorflow as tf
-    import tf2onnx
 
-    from export_keras import canonicalize_constants  # also fixes TF's threads and determinism
-
-    keras = tf.keras
+    keras = K.keras
     L = keras.layers
 
     class SafeNormalize(L.Layer):
@@ -156,7 +145,7 @@ def export_keras() -> dict:
 
     name = "datadep_keras_div_no_nan"
     path = C.model_path(name)
-    keras.utils.set_random_seed(3)
+    K.seed(3)
     g = np.random.default_rng(3)
     X = g.standard_normal((1200, 10)).astype(np.float32)
     y = np.argmax(X[:, :3] + 0.5 * X[:, 3:6] ** 2, axis=1)
@@ -168,14 +157,7 @@ def export_keras() -> dict:
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(X, y, epochs=5, batch_size=64, shuffle=True, verbose=0)
 
-    spec = (tf.TensorSpec((None, 10), tf.float32, name="x"),)
-
-    @tf.function(input_signature=spec)
-    def fn(x):
-        return {"logits": model(x, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=KERAS_OPSET)
-    onnx.save(canonicalize_constants(proto), path)
+    K.convert(model, tf.TensorSpec((None, 10), tf.float32, name="x"), "logits", path)
     C.check_file(path)
     x = g.standard_normal((3, 10)).astype(np.float32)
     diff = C.compare(name, C.ort_run(path, {"x": x}), [model(x, training=False).numpy()])
@@ -183,8 +165,7 @@ def export_keras() -> dict:
     assert "Where[0]" in found, f"{name}: no Where with a condition computed from x: {found}"
     return {
         name: C.describe(
-            name, exporter="tf2onnx", framework=f"tensorflow {tf.__version__}, keras {keras.__version__}",
-            converter=f"tf2onnx {tf2onnx.__version__} (convert.from_function), opset {KERAS_OPSET}",
+            name, exporter="tf2onnx", framework=K.FRAMEWORK, converter=K.CONVERTER,
             max_abs_diff=diff,
             description="Keras Dense(12, relu); tf.math.divide_no_nan(h, reduce_sum(h)) (tf2onnx: "
             "Where(Equal(sum, 0), 0, Div)); tf.where(p > 0.1, p, 0) (tf2onnx: Cast(Greater) * p + "
@@ -196,16 +177,21 @@ def export_keras() -> dict:
 
 
 def main() -> None:
-    if "--keras" in sys.argv:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keras", action="store_true",
+                        help="only the Keras model (how the script runs itself in $TF_PYTHON)")
+    args = C.parse_args(__doc__, parser)
+    if args.keras:
         C.update_manifest(export_keras())
         return
     entries = export_torch()
     C.update_manifest(entries)
     for name, entry in entries.items():
         print(f"  {name}: {entry['file_size']} bytes, ops {entry['ops']}, data-dependent {entry['data_dependent']}")
-    # tf2onnx de-duplicates constants through set iteration over strings: a fixed hash seed keeps names stable.
+    # PYTHONHASHSEED=0 up front spares the child _keras_common's re-exec (see C.fix_hash_seed).
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run([TF_PYTHON, os.path.abspath(__file__), "--keras"], check=True, env=env)
+    subprocess.run([TF_PYTHON, os.path.abspath(__file__), "--keras", "--out", C.OUT_DIR],
+                   check=True, env=env)
 
 
 if __name__ == "__main__":

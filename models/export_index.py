@@ -27,44 +27,27 @@ do_constant_folding=False; dynamo: dynamo=True, opset 18, a dynamic batch. Every
 and compared with PyTorch, and merged into models/manifest.json ("family": "index", plus
 "index_input", "encoding" ("float_ids_embedding", "equal_range", "onehot_op"), "seq_len",
 "vocab_size" and, for the embedding, "embedding_dim"). An export failure is printed and recorded in
-the FAILURES summary; the other models are still written.
+the FAILURES summary (exit status 1); the other models are still written. `--out DIR` writes
+there instead (with a manifest.json of its own).
 """
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
-import warnings
 
 import numpy as np
 import onnx
-import onnxscript
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
 
-warnings.filterwarnings("ignore")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
-
-TS_OPSET = 17
-DYNAMO_OPSET = 18
-FRAMEWORK = f"torch {torch.__version__}"
 FAMILY = "index"
-TS_CONV = f"torch.onnx TorchScript exporter, opset {TS_OPSET}"
-DYNAMO_CONV = f"torch.onnx dynamo exporter (onnxscript {onnxscript.__version__}), opset {DYNAMO_OPSET}"
-
 VOCAB, EMB, ID_LEN = 50, 8, 12
 BYTES, BYTE_LEN = 257, 32  # 256 byte values + a padding id 256
-
-
-def seed(s: int) -> None:
-    torch.manual_seed(s)
-    np.random.seed(s)
 
 
 # ----------------------------------------------------------------------------- models
@@ -106,28 +89,16 @@ class ByteOneHot(ByteEqual):
 
 
 # ----------------------------------------------------------------------------- export / checks
-def export_ts(model, example, path):
-    torch.onnx.export(
-        model, example, path, dynamo=False, opset_version=TS_OPSET, input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-        training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-    )
+#: kind -> (manifest exporter, converter)
+EXPORTERS = {"ts": (T.TS_EXPORTER, T.TS_CONV), "dynamo": (T.DYNAMO_EXPORTER, T.DYNAMO_CONV)}
 
 
-def export_dynamo(model, example, path):
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = os.path.join(tmp, "m.onnx")
-        torch.onnx.export(
-            model, example, tmp_path, dynamo=True, opset_version=DYNAMO_OPSET, input_names=["x"],
-            output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
-        )
-        m = onnx.load(tmp_path, load_external_data=True)
-    onnx.save(m, path, save_as_external_data=False)
-
-
-def run_torch(model, feeds):
-    with torch.no_grad():
-        return [model(torch.from_numpy(feeds["x"])).numpy()]
+def export(kind: str, model: nn.Module, example: tuple, path: str) -> None:
+    """Export with one input x and one output logits, a dynamic batch: kind "ts" or "dynamo"."""
+    if kind == "ts":
+        T.export_ts(model, example, path, ["x"], ["logits"], T.batch_axes(["x", "logits"]))
+    else:
+        T.export_dynamo(model, example, path, ["x"], ["logits"], ({0: torch.export.Dim("batch")},))
 
 
 def op_chain(path: str, start: str = "x") -> list[str]:
@@ -149,27 +120,15 @@ def ids(rng, shape, high, dtype):
 
 # ----------------------------------------------------------------------------- main
 def main():
-    entries, failures = {}, {}
+    C.parse_args(__doc__)
+    run = C.Results()
 
     def record(name, exporter, conv, diff, desc, extra):
-        entries[name] = C.describe(name, exporter=exporter, framework=FRAMEWORK, converter=conv,
-                                   max_abs_diff=diff, description=desc, input_range=extra.pop("input_range"),
-                                   extra={"family": FAMILY, "index_input": "x", **extra})
-        e = entries[name]
+        e = run.entries[name] = C.describe(
+            name, exporter=exporter, framework=T.FRAMEWORK, converter=conv, max_abs_diff=diff,
+            description=desc, input_range=extra.pop("input_range"),
+            extra={"family": FAMILY, "index_input": "x", **extra})
         print(f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, ops {e['ops']}")
-
-    def attempt(name, fn):
-        print(f"{name}:")
-        try:
-            fn()
-        except Exception as e:  # record and skip only this model
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(f"  {name}: FAILED: {msg}")
-            traceback.print_exc()
-            failures[name] = msg
-            p = C.model_path(name)
-            if name not in entries and os.path.exists(p):
-                os.remove(p)
 
     def check(name, model, p, high, dtype, length, chain_head):
         C.check_file(p)
@@ -177,13 +136,13 @@ def main():
         print(f"  {name}: ids path {' -> '.join(chain)}")
         assert chain[:len(chain_head)] == chain_head, f"{name}: expected {chain_head} from x, got {chain}"
         feeds = {"x": ids(np.random.default_rng(42), (3, length), high, dtype)}
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(model, feeds))
+        diff = C.compare(name, C.ort_run(p, feeds), T.run_torch(model, feeds))
         one = {"x": ids(np.random.default_rng(1), (1, length), high, dtype)}
-        C.compare(name + " (batch 1)", C.ort_run(p, one), run_torch(model, one))
+        C.compare(name + " (batch 1)", C.ort_run(p, one), T.run_torch(model, one))
         return diff, chain
 
     # 1/2. float ids -> Cast -> Gather
-    seed(30)
+    T.seed(30)
     fid = FloatIdEmbedding().eval()
     fid_example = (torch.from_numpy(ids(np.random.default_rng(123), (2, ID_LEN), VOCAB, np.float32)),)
     fid_desc = (f"Float-id embedding model: x N x {ID_LEN} float32 ids, x.long(), nn.Embedding({VOCAB}, {EMB}), "
@@ -194,52 +153,44 @@ def main():
     def float_ids(kind):
         name = f"index_float_ids_{kind}"
         p = C.model_path(name)
-        (export_ts if kind == "ts" else export_dynamo)(fid, fid_example, p)
+        export(kind, fid, fid_example, p)
         diff, chain = check(name, fid, p, VOCAB, np.float32, ID_LEN, ["Cast", "Gather"])
-        record(name, "torch.onnx TorchScript" if kind == "ts" else "torch.onnx dynamo",
-               TS_CONV if kind == "ts" else DYNAMO_CONV, diff,
+        record(name, *EXPORTERS[kind], diff,
                fid_desc if kind == "ts" else fid_desc.replace("random weights", "same weights as index_float_ids_ts"),
                {**fid_extra, "ids_path": chain})
 
-    attempt("index_float_ids_ts", lambda: float_ids("ts"))
-    attempt("index_float_ids_dynamo", lambda: float_ids("dynamo"))
+    run.attempt("index_float_ids_ts", lambda: float_ids("ts"))
+    run.attempt("index_float_ids_dynamo", lambda: float_ids("dynamo"))
 
     # 3-5. byte classifiers, one-hot two ways
-    seed(31)
+    T.seed(31)
     byte_equal = ByteEqual().eval()
     byte_onehot = ByteOneHot().eval()
     byte_onehot.load_state_dict(byte_equal.state_dict())
     byte_example = (torch.from_numpy(ids(np.random.default_rng(123), (2, BYTE_LEN), BYTES, np.int32)),)
     head = (f"transpose, Conv1d({BYTES}->8, 5, pad 2), ReLU, max over positions, Linear(8->2); random weights")
 
-    def bytes_model(name, model, export, exporter, conv, encoding, how, chain_head):
+    def bytes_model(name, model, kind, encoding, how, chain_head):
         p = C.model_path(name)
-        export(model, byte_example, p)
+        export(kind, model, byte_example, p)
         diff, chain = check(name, model, p, BYTES, np.int32, BYTE_LEN, chain_head)
-        record(name, exporter, conv, diff,
+        record(name, *EXPORTERS[kind], diff,
                f"Byte classifier: x N x {BYTE_LEN} int32 bytes (0-255, 256 = padding), one-hot by {how}, {head}",
                {"encoding": encoding, "seq_len": BYTE_LEN, "vocab_size": BYTES, "input_range": [0, BYTES - 1],
                 "ids_path": chain})
 
-    attempt("index_bytes_equal_ts", lambda: bytes_model(
-        "index_bytes_equal_ts", byte_equal, export_ts, "torch.onnx TorchScript", TS_CONV, "equal_range",
+    run.attempt("index_bytes_equal_ts", lambda: bytes_model(
+        "index_bytes_equal_ts", byte_equal, "ts", "equal_range",
         f"(x.unsqueeze(-1) == torch.arange({BYTES})).float()", ["Unsqueeze", "Cast", "Equal", "Cast"]))
-    attempt("index_bytes_onehot_ts", lambda: bytes_model(
-        "index_bytes_onehot_ts", byte_onehot, export_ts, "torch.onnx TorchScript", TS_CONV, "onehot_op",
+    run.attempt("index_bytes_onehot_ts", lambda: bytes_model(
+        "index_bytes_onehot_ts", byte_onehot, "ts", "onehot_op",
         f"F.one_hot(x.long(), {BYTES}).float()", ["Cast", "OneHot", "Cast"]))
-    attempt("index_bytes_onehot_dynamo", lambda: bytes_model(
-        "index_bytes_onehot_dynamo", byte_onehot, export_dynamo, "torch.onnx dynamo", DYNAMO_CONV, "equal_range",
+    run.attempt("index_bytes_onehot_dynamo", lambda: bytes_model(
+        "index_bytes_onehot_dynamo", byte_onehot, "dynamo", "equal_range",
         f"F.one_hot(x.long(), {BYTES}).float() (the dynamo exporter decomposes it into Equal against a range)",
         ["Cast", "Unsqueeze", "Equal", "Cast", "Cast"]))
 
-    if entries:
-        C.update_manifest(entries)
-    if failures:
-        print("FAILURES:")
-        for name, msg in failures.items():
-            print(f"  {name}: {msg}")
-        return 1
-    return 0
+    return run.finish()
 
 
 if __name__ == "__main__":

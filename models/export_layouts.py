@@ -27,7 +27,8 @@ the untouched paddle2onnx file as layout_unknown_dims_p2o.onnx. Every model is c
 the framework, and merged into models/manifest.json ("family": "layout", plus "layout", a
 sentence, "batch_axes", input/output name -> batch axis or null, and "declared_shapes", the
 dims as declared, dim_param names included). An export failure is
-printed and recorded in the FAILURES summary; the other models are still written.
+printed and recorded in the FAILURES summary; the other models are still written. `--out DIR`
+writes there instead (with a manifest.json of its own).
 """
 from __future__ import annotations
 
@@ -37,35 +38,20 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import traceback
-import warnings
 
 import numpy as np
 import onnx
-import onnxscript
 import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
 
-warnings.filterwarnings("ignore")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
-
-TS_OPSET = 17
-DYNAMO_OPSET = 18
 PADDLE_OPSET = 17
-FRAMEWORK = f"torch {torch.__version__}"
 FAMILY = "layout"
-TS_CONV = f"torch.onnx TorchScript exporter, opset {TS_OPSET}"
 PADDLE_PYTHON = os.environ.get("PADDLE_PYTHON", "/work/paddleenv/bin/python")
-
-
-def seed(s: int) -> None:
-    torch.manual_seed(s)
-    np.random.seed(s)
 
 
 # ----------------------------------------------------------------------------- models
@@ -164,38 +150,7 @@ class LSTMState(nn.Module):
         return self.fc(h[:, -1, :])
 
 
-def make(cls, s, *args):
-    seed(s)
-    return cls(*args).eval()
-
-
-# ----------------------------------------------------------------------------- export / checks
-def export_ts(model, example, path, in_names, out_names, dynamic_axes=None):
-    torch.onnx.export(
-        model, example, path, dynamo=False, opset_version=TS_OPSET,
-        input_names=list(in_names), output_names=list(out_names), dynamic_axes=dynamic_axes,
-        training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-    )
-
-
-def export_dynamo_static(model, example, path, in_names, out_names):
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = os.path.join(tmp, "m.onnx")
-        torch.onnx.export(
-            model, example, tmp_path, dynamo=True, opset_version=DYNAMO_OPSET,
-            input_names=list(in_names), output_names=list(out_names), external_data=False,
-        )
-        m = onnx.load(tmp_path, load_external_data=True)
-    onnx.save(m, path, save_as_external_data=False)
-
-
-def run_torch(model, feeds):
-    with torch.no_grad():
-        out = model(*[torch.from_numpy(v) for v in feeds.values()])
-    out = out if isinstance(out, tuple) else (out,)
-    return [o.numpy() for o in out]
-
-
+# ----------------------------------------------------------------------------- checks
 def declared(path):
     """[(name, [dim_value or dim_param or None])] for the graph inputs and outputs."""
     m = onnx.load(path)
@@ -225,21 +180,6 @@ def reshape_targets(path):
             v = consts.get(n.input[1])
             res.append(None if v is None else [int(d) for d in v.reshape(-1)])
     return res
-
-
-def rnn_nodes(path):
-    m = onnx.load(path)
-    res = []
-    for n in m.graph.node:
-        if n.op_type in ("LSTM", "GRU", "RNN"):
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-            res.append({"op": n.op_type, "inputs": list(n.input), **attrs})
-    return res
-
-
-def normal(g, shape, scale=1.0):
-    return (scale * g.standard_normal(shape)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- paddle
@@ -317,37 +257,25 @@ def rename_dim_params(model: onnx.ModelProto, new: str = "?") -> int:
 
 # ----------------------------------------------------------------------------- main
 def main():
-    entries, failures, notes = {}, {}, {}
+    C.parse_args(__doc__)
+    run = C.Results()
 
-    def record(name, exporter, conv, diff, desc, extra, framework=FRAMEWORK):
+    def record(name, exporter, conv, diff, desc, extra, framework=T.FRAMEWORK):
         ins, outs = declared(C.model_path(name))
         # "inputs"/"outputs" write null for any dim_param; keep the declared names here as well
         shapes = {n: d for n, d in ins + outs}
-        entries[name] = C.describe(name, exporter=exporter, framework=framework, converter=conv,
-                                   max_abs_diff=diff, description=desc, input_range="normal",
-                                   extra={"family": FAMILY, **extra, "declared_shapes": shapes})
-        e = entries[name]
+        e = run.entries[name] = C.describe(
+            name, exporter=exporter, framework=framework, converter=conv, max_abs_diff=diff,
+            description=desc, input_range="normal",
+            extra={"family": FAMILY, **extra, "declared_shapes": shapes})
         print(f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, opsets {e['opsets']}")
         print(f"    inputs {ins} -> outputs {outs}")
         print(f"    ops {e['ops']}")
 
-    def attempt(name, fn):
-        print(f"{name}:")
-        try:
-            fn()
-        except Exception as e:  # record and skip only this model
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(f"  {name}: FAILED: {msg}")
-            traceback.print_exc()
-            failures[name] = msg
-            p = C.model_path(name)
-            if name not in entries and os.path.exists(p):
-                os.remove(p)
-
     # 1/2. static CNN, batch fixed at 1 by reshape(1, -1)
-    cnn = make(StaticCNN, 20)
-    cnn_feeds = {"x": normal(np.random.default_rng(42), (1, 3, 16, 16))}
-    cnn_example = (torch.from_numpy(normal(np.random.default_rng(123), (1, 3, 16, 16))),)
+    cnn = T.make(StaticCNN, 20)
+    cnn_feeds = {"x": C.normal(np.random.default_rng(42), (1, 3, 16, 16))}
+    cnn_example = (torch.from_numpy(C.normal(np.random.default_rng(123), (1, 3, 16, 16))),)
     cnn_desc = ("Static CNN, batch fixed at 1: Conv(3->8, 3x3, pad 1) ReLU MaxPool(2) Conv(8->8, 3x3, "
                 "pad 1) ReLU, x.reshape(1, -1), Linear(512->5), Softmax(dim=1); random weights")
     cnn_layout = ("Static batch of 1: x is declared [1, 3, 16, 16] and the graph flattens with a "
@@ -356,49 +284,48 @@ def main():
     def cnn_ts():
         name = "layout_cnn_static_ts"
         p = C.model_path(name)
-        export_ts(cnn, cnn_example, p, ["x"], ["probs"])
+        T.export_ts(cnn, cnn_example, p, ["x"], ["probs"])
         C.check_file(p)
         targets = reshape_targets(p)
         assert [1, -1] in targets, f"{name}: no Reshape to [1, -1] (Reshape targets {targets})"
         print(f"  {name}: Reshape targets {targets}")
-        diff = C.compare(name, C.ort_run(p, cnn_feeds), run_torch(cnn, cnn_feeds))
-        record(name, "torch.onnx TorchScript", TS_CONV, diff, cnn_desc,
+        diff = C.compare(name, C.ort_run(p, cnn_feeds), T.run_torch(cnn, cnn_feeds))
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff, cnn_desc,
                {"layout": cnn_layout, "batch_axes": {"x": 0, "probs": 0}, "reshape_targets": targets})
 
     def cnn_dynamo():
         name = "layout_cnn_static_dynamo"
         p = C.model_path(name)
-        export_dynamo_static(cnn, cnn_example, p, ["x"], ["probs"])
+        T.export_dynamo(cnn, cnn_example, p, ["x"], ["probs"])
         C.check_file(p)
         targets = reshape_targets(p)
         print(f"  {name}: Reshape targets {targets}")
         assert targets and all(t is not None and t[0] == 1 for t in targets), \
             f"{name}: expected constant Reshape targets starting with 1, got {targets}"
-        diff = C.compare(name, C.ort_run(p, cnn_feeds), run_torch(cnn, cnn_feeds))
+        diff = C.compare(name, C.ort_run(p, cnn_feeds), T.run_torch(cnn, cnn_feeds))
         layout = ("Static batch of 1: x is declared [1, 3, 16, 16] (torch.export, no dynamic_shapes) and "
                   f"the flatten is a Reshape to {targets[0]}, so the model only accepts batch size 1.")
-        record(name, "torch.onnx dynamo",
-               f"torch.onnx dynamo exporter (onnxscript {onnxscript.__version__}), opset {DYNAMO_OPSET}, "
-               "static shapes", diff, cnn_desc.replace("random weights", "same weights as layout_cnn_static_ts"),
+        record(name, T.DYNAMO_EXPORTER, T.DYNAMO_CONV + ", static shapes", diff,
+               cnn_desc.replace("random weights", "same weights as layout_cnn_static_ts"),
                {"layout": layout, "batch_axes": {"x": 0, "probs": 0}, "reshape_targets": targets})
 
-    attempt("layout_cnn_static_ts", cnn_ts)
-    attempt("layout_cnn_static_dynamo", cnn_dynamo)
+    run.attempt("layout_cnn_static_ts", cnn_ts)
+    run.attempt("layout_cnn_static_dynamo", cnn_dynamo)
 
     # 3. detector head, static batch 1, two outputs
     def detector():
         name = "layout_detector_static_ts"
         p = C.model_path(name)
-        m = make(Detector, 21)
-        feeds = {"image": normal(np.random.default_rng(42), (1, 3, 32, 32))}
-        example = (torch.from_numpy(normal(np.random.default_rng(123), (1, 3, 32, 32))),)
-        export_ts(m, example, p, ["image"], ["boxes", "scores"])
+        m = T.make(Detector, 21)
+        feeds = {"image": C.normal(np.random.default_rng(42), (1, 3, 32, 32))}
+        example = (torch.from_numpy(C.normal(np.random.default_rng(123), (1, 3, 32, 32))),)
+        T.export_ts(m, example, p, ["image"], ["boxes", "scores"])
         C.check_file(p)
         targets = reshape_targets(p)
         print(f"  {name}: Reshape targets {targets}")
         assert any(t is not None and t[0] == 1 for t in targets), f"{name}: no Reshape to [1, ...]: {targets}"
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(m, feeds))
-        record(name, "torch.onnx TorchScript", TS_CONV, diff,
+        diff = C.compare(name, C.ort_run(p, feeds), T.run_torch(m, feeds))
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff,
                "Detector-style head, batch fixed at 1: image 1x3x32x32, 3x(Conv 3x3 stride 2 ReLU) to 16x4x4, "
                "1x1 Conv heads with A*4 = 12 (boxes) and A*K = 6 (scores) channels (A = 3 anchors, K = 2 "
                "classes), permute(0, 2, 3, 1) and reshape(1, -1, 4) -> boxes 1x48x4, reshape(1, -1, 2) + "
@@ -408,25 +335,26 @@ def main():
                 "batch_axes": {"image": 0, "boxes": 0, "scores": 0}, "reshape_targets": targets,
                 "anchors": 3, "classes": 2})
 
-    attempt("layout_detector_static_ts", detector)
+    run.attempt("layout_detector_static_ts", detector)
 
     # 4. CRNN, CTC layout (batch on axis 1 of the output)
     def crnn():
         name = "layout_crnn_ctc_ts"
         p = C.model_path(name)
-        m = make(CRNN, 22)
-        example = (torch.from_numpy(normal(np.random.default_rng(123), (2, 1, 8, 32))),)
-        export_ts(m, example, p, ["x"], ["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {1: "batch"}})
+        m = T.make(CRNN, 22)
+        example = (torch.from_numpy(C.normal(np.random.default_rng(123), (2, 1, 8, 32))),)
+        T.export_ts(m, example, p, ["x"], ["logits"],
+                    dynamic_axes={"x": {0: "batch"}, "logits": {1: "batch"}})
         C.check_file(p)
-        feeds = {"x": normal(np.random.default_rng(42), (3, 1, 8, 32))}
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(m, feeds))
-        f7 = {"x": normal(np.random.default_rng(7), (7, 1, 8, 32))}
-        C.compare(name + " (batch 7)", C.ort_run(p, f7), run_torch(m, f7))
-        f1 = {"x": normal(np.random.default_rng(1), (1, 1, 8, 32))}
-        C.compare(name + " (batch 1)", C.ort_run(p, f1), run_torch(m, f1))
-        for r in rnn_nodes(p):
+        feeds = {"x": C.normal(np.random.default_rng(42), (3, 1, 8, 32))}
+        diff = C.compare(name, C.ort_run(p, feeds), T.run_torch(m, feeds))
+        f7 = {"x": C.normal(np.random.default_rng(7), (7, 1, 8, 32))}
+        C.compare(name + " (batch 7)", C.ort_run(p, f7), T.run_torch(m, f7))
+        f1 = {"x": C.normal(np.random.default_rng(1), (1, 1, 8, 32))}
+        C.compare(name + " (batch 1)", C.ort_run(p, f1), T.run_torch(m, f1))
+        for r in C.node_summaries(p, ("LSTM", "GRU", "RNN")):
             print(f"    {r}")
-        record(name, "torch.onnx TorchScript", TS_CONV, diff,
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff,
                "CRNN text-line recogniser, CTC layout: grayscale line x N x 1 x 8 x 32, Conv(1->8) ReLU "
                "MaxPool(2), Conv(8->16) ReLU MaxPool(2), Conv(16->16, 2x1) ReLU (height 1), squeeze height, "
                "permute to T x N x C (T = 8), bidirectional nn.LSTM(16, 8, batch_first=False), Linear(16->6), "
@@ -435,71 +363,79 @@ def main():
                           "output logits is time-major [8, batch, 6] (batch axis 1, CTC layout).",
                 "batch_axes": {"x": 0, "logits": 1}, "seq_len": 8, "num_classes": 6})
 
-    attempt("layout_crnn_ctc_ts", crnn)
+    run.attempt("layout_crnn_ctc_ts", crnn)
 
     # 5. frames x bins, no batch axis
+    def static_ts(name, cls, s, shape, out_name):
+        """Export cls() (seed s) with one static input x of `shape`; returns the max abs diff vs
+        torch."""
+        p = C.model_path(name)
+        m = T.make(cls, s)
+        example = (torch.from_numpy(C.normal(np.random.default_rng(123), shape)),)
+        T.export_ts(m, example, p, ["x"], [out_name])
+        C.check_file(p)
+        feeds = {"x": C.normal(np.random.default_rng(42), shape)}
+        return C.compare(name, C.ort_run(p, feeds), T.run_torch(m, feeds))
+
     def frames():
         name = "layout_nobatch_frames_ts"
-        p = C.model_path(name)
-        m = make(FrameVAD, 23)
-        example = (torch.from_numpy(normal(np.random.default_rng(123), (24, 16))),)
-        export_ts(m, example, p, ["x"], ["vad"])
-        C.check_file(p)
-        feeds = {"x": normal(np.random.default_rng(42), (24, 16))}
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(m, feeds))
-        record(name, "torch.onnx TorchScript", TS_CONV, diff,
+        diff = static_ts(name, FrameVAD, 23, (24, 16), "vad")
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff,
                "Per-frame voice-activity scorer without a batch axis: x 24 frames x 16 bins, Linear(16->8) "
                "Tanh Linear(8->1) per frame, squeeze(-1), sigmoid -> vad 24; random weights",
                {"layout": "No batch axis: x is one static [24, 16] (frames, bins) example and vad is [24], "
                           "one value per frame; axis 0 is time, not a batch.",
                 "batch_axes": {"x": None, "vad": None}})
 
-    attempt("layout_nobatch_frames_ts", frames)
+    run.attempt("layout_nobatch_frames_ts", frames)
 
     # 6. batch-1 sequence, output without a batch axis
     def seq_squeezed():
         name = "layout_seq_squeezed_ts"
-        p = C.model_path(name)
-        m = make(SeqSqueezed, 24)
-        example = (torch.from_numpy(normal(np.random.default_rng(123), (1, 12))),)
-        export_ts(m, example, p, ["x"], ["y"])
-        C.check_file(p)
-        feeds = {"x": normal(np.random.default_rng(42), (1, 12))}
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(m, feeds))
-        record(name, "torch.onnx TorchScript", TS_CONV, diff,
+        diff = static_ts(name, SeqSqueezed, 24, (1, 12), "y")
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff,
                "1-D conv over a batch-1 sequence: x 1 x 12, unsqueeze(1), Conv1d(1->4, k=3, pad 1) ReLU "
                "Conv1d(4->1, k=1), reshape(-1) -> y 12; random weights",
                {"layout": "Batch fixed at 1 on the input only: x is [1, 12] (batch axis 0, size 1) but the "
                           "output y is [12] with no batch axis (reshape(-1) drops it).",
                 "batch_axes": {"x": 0, "y": None}})
 
-    attempt("layout_seq_squeezed_ts", seq_squeezed)
+    run.attempt("layout_seq_squeezed_ts", seq_squeezed)
 
-    # 7. LSTM with explicit (h0, c0), dynamic batch
-    def lstm_state():
-        name = "layout_lstm_state_ts"
+    # 7/8. LSTMs with explicit (h0, c0)
+    def lstm_with_state(name, s, num_layers, n_out, dynamic):
+        """Export LSTMState(num_layers, n_out) (seed s) with inputs x, h0, c0: a dynamic batch if
+        `dynamic` (compared on batches 3 and 7 and with a zero state), else a static batch of 1;
+        returns the max abs diff vs torch on the first batch."""
         p = C.model_path(name)
-        m = make(LSTMState, 25, 1, 1)
+        m = T.make(LSTMState, s, num_layers, n_out)
 
         def sample(g, n):
-            return {"x": normal(g, (n, 20, 5)), "h0": normal(g, (1, n, 16), 0.5), "c0": normal(g, (1, n, 16), 0.5)}
+            return {"x": C.normal(g, (n, 20, 5)), "h0": C.normal(g, (num_layers, n, 16), 0.5),
+                    "c0": C.normal(g, (num_layers, n, 16), 0.5)}
 
-        example = tuple(torch.from_numpy(v) for v in sample(np.random.default_rng(123), 2).values())
-        export_ts(m, example, p, ["x", "h0", "c0"], ["y"],
-                  dynamic_axes={"x": {0: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"}, "y": {0: "batch"}})
+        example = sample(np.random.default_rng(123), 2 if dynamic else 1)
+        example = tuple(torch.from_numpy(v) for v in example.values())
+        axes = {"x": {0: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"}, "y": {0: "batch"}}
+        T.export_ts(m, example, p, ["x", "h0", "c0"], ["y"], dynamic_axes=axes if dynamic else None)
         C.check_file(p)
-        feeds = sample(np.random.default_rng(42), 3)
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(m, feeds))
-        f7 = sample(np.random.default_rng(7), 7)
-        C.compare(name + " (batch 7)", C.ort_run(p, f7), run_torch(m, f7))
-        z = dict(feeds, h0=np.zeros_like(feeds["h0"]), c0=np.zeros_like(feeds["c0"]))
-        C.compare(name + " (zero state)", C.ort_run(p, z), run_torch(m, z))
-        nodes = rnn_nodes(p)
-        for r in nodes:
+        feeds = sample(np.random.default_rng(42), 3 if dynamic else 1)
+        diff = C.compare(name, C.ort_run(p, feeds), T.run_torch(m, feeds))
+        if dynamic:
+            f7 = sample(np.random.default_rng(7), 7)
+            C.compare(name + " (batch 7)", C.ort_run(p, f7), T.run_torch(m, f7))
+            z = dict(feeds, h0=np.zeros_like(feeds["h0"]), c0=np.zeros_like(feeds["c0"]))
+            C.compare(name + " (zero state)", C.ort_run(p, z), T.run_torch(m, z))
+        for r in C.node_summaries(p, ("LSTM", "GRU", "RNN")):
             print(f"    {r}")
         ins, _ = declared(p)
         assert [n for n, _ in ins] == ["x", "h0", "c0"], f"{name}: graph inputs {ins}"
-        record(name, "torch.onnx TorchScript", TS_CONV, diff,
+        return diff
+
+    def lstm_state():
+        name = "layout_lstm_state_ts"
+        diff = lstm_with_state(name, 25, 1, 1, dynamic=True)
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff,
                "LSTM regressor with explicit initial state: x N x 20 x 5, h0 / c0 1 x N x 16, "
                "nn.LSTM(5, 16, batch_first=True) called as rnn(x, (h0, c0)), last time step, Linear(16->1); "
                "random weights; verified with non-zero h0/c0 (std 0.5)",
@@ -507,28 +443,12 @@ def main():
                           "state inputs h0 and c0 are [1, batch, 16] (axis 1); y is [batch, 1].",
                 "batch_axes": {"x": 0, "h0": 1, "c0": 1, "y": 0}, "fixed_inputs": ["h0", "c0"], "seq_len": 20})
 
-    attempt("layout_lstm_state_ts", lstm_state)
+    run.attempt("layout_lstm_state_ts", lstm_state)
 
-    # 8. 2-layer LSTM with state, static batch 1
     def lstm2_state():
         name = "layout_lstm2_state_static_ts"
-        p = C.model_path(name)
-        m = make(LSTMState, 26, 2, 3)
-
-        def sample(g):
-            return {"x": normal(g, (1, 20, 5)), "h0": normal(g, (2, 1, 16), 0.5), "c0": normal(g, (2, 1, 16), 0.5)}
-
-        example = tuple(torch.from_numpy(v) for v in sample(np.random.default_rng(123)).values())
-        export_ts(m, example, p, ["x", "h0", "c0"], ["y"])
-        C.check_file(p)
-        feeds = sample(np.random.default_rng(42))
-        diff = C.compare(name, C.ort_run(p, feeds), run_torch(m, feeds))
-        nodes = rnn_nodes(p)
-        for r in nodes:
-            print(f"    {r}")
-        ins, _ = declared(p)
-        assert [n for n, _ in ins] == ["x", "h0", "c0"], f"{name}: graph inputs {ins}"
-        record(name, "torch.onnx TorchScript", TS_CONV, diff,
+        diff = lstm_with_state(name, 26, 2, 3, dynamic=False)
+        record(name, T.TS_EXPORTER, T.TS_CONV, diff,
                "2-layer LSTM regressor with explicit initial state, batch fixed at 1: x 1 x 20 x 5, h0 / c0 "
                "2 x 1 x 16 (num_layers, batch, hidden), nn.LSTM(5, 16, num_layers=2, batch_first=True) called "
                "as rnn(x, (h0, c0)), last time step, Linear(16->3) -> 3 regression targets; random weights; "
@@ -538,14 +458,14 @@ def main():
                 "batch_axes": {"x": 0, "h0": 1, "c0": 1, "y": 0}, "fixed_inputs": ["h0", "c0"], "seq_len": 20,
                 "num_layers": 2})
 
-    attempt("layout_lstm2_state_static_ts", lstm2_state)
+    run.attempt("layout_lstm2_state_static_ts", lstm2_state)
 
     # 9. paddle2onnx fully-convolutional classifier, dynamic dims renamed to "?"
     def unknown_dims():
         name, raw_name = "layout_unknown_dims", "layout_unknown_dims_p2o"
-        feeds = {"a": normal(np.random.default_rng(42), (1, 3, 48, 192)),
-                 "b": normal(np.random.default_rng(43), (2, 3, 16, 24)),
-                 "c": normal(np.random.default_rng(44), (3, 3, 16, 16))}
+        feeds = {"a": C.normal(np.random.default_rng(42), (1, 3, 48, 192)),
+                 "b": C.normal(np.random.default_rng(43), (2, 3, 16, 24)),
+                 "c": C.normal(np.random.default_rng(44), (3, 3, 16, 16))}
         raw_tmp, refs, versions, tmp = export_paddle(feeds)
         try:
             shutil.copyfile(raw_tmp, C.model_path(raw_name))  # byte for byte as paddle2onnx wrote it
@@ -586,15 +506,9 @@ def main():
                 "batch_axes": {"x": 0, out_name: 0},
                 "verified_input_shapes": [list(v.shape) for v in feeds.values()]}, framework=framework)
 
-    attempt("layout_unknown_dims", unknown_dims)
+    run.attempt("layout_unknown_dims", unknown_dims)
 
-    C.update_manifest(entries)
-    if failures:
-        print("FAILURES:")
-        for k, v in failures.items():
-            print(f"  {k}: {v}")
-    else:
-        print("FAILURES: none")
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -27,14 +27,14 @@ models/manifest.json ("family": "qdq", plus "float_model", "quantization" and
 "max_abs_diff_ort_optimized": onnxruntime with all optimisations vs without). For these rows
 "max_abs_diff_vs_framework" is the quantisation error: onnxruntime on the QDQ model vs the float
 model (torch for the transformer block, onnxruntime on the float ONNX file for the CNN).
+`--out DIR` writes there instead (with a manifest.json of its own; the float CNN is still read
+from models/).
 """
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
-import traceback
-import warnings
 
 import numpy as np
 import onnx
@@ -45,16 +45,14 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
 
-warnings.filterwarnings("ignore")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
 torch.backends.mha.set_fastpath_enabled(False)
 
-TS_OPSET = 17
 FAMILY = "qdq"
 QUANTIZER = f"onnxruntime.quantization {ort.__version__}"
 DIGITS = "torch_cnn_digits_ts"
+DIGITS_PATH = os.path.join(C.MODELS_DIR, DIGITS + ".onnx")  # the committed one, also with --out
 
 
 class _Rows(oq.CalibrationDataReader):
@@ -81,19 +79,6 @@ class TransformerBlock(nn.Module):
         return self.fc(self.encoder(x).mean(dim=1))
 
 
-def _session(path: str, optimized: bool) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def _run(path: str, feeds: dict, optimized: bool = False) -> list:
-    return _session(path, optimized).run(None, feeds)
-
-
 def _max_diff(a: list, b: list) -> float:
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b))
 
@@ -111,8 +96,8 @@ def quantize(src: str, name: str, rows: np.ndarray, *, per_channel: bool, activa
 def entry(name: str, *, float_model: str, reference: list, feeds: dict, description: str, input_range,
           per_channel: bool, activation: oq.QuantType, calibration: str, exporter_note: str) -> dict:
     path = C.model_path(name)
-    got = _run(path, feeds)
-    fused = _run(path, feeds, optimized=True)
+    got = C.ort_run(path, feeds, optimized=False)
+    fused = C.ort_run(path, feeds)
     error = _max_diff(got, reference)
     print(f"  {name}: quantisation error vs float {error:.3g}; ORT optimised vs not {_max_diff(fused, got):.3g}; "
           f"{os.path.getsize(path)} bytes")
@@ -132,10 +117,10 @@ def entry(name: str, *, float_model: str, reference: list, feeds: dict, descript
 
 
 def digits(entries: dict) -> None:
-    src = C.model_path(DIGITS)
+    src = DIGITS_PATH
     background = np.load(os.path.join(C.MODELS_DIR, "data", "digits_background.npy"))
     samples = np.load(os.path.join(C.MODELS_DIR, "data", "digits_samples.npy"))
-    reference = _run(src, {"x": samples})
+    reference = C.ort_run(src, {"x": samples}, optimized=False)
     calibration = "MinMax on the 64 rows of models/data/digits_background.npy"
     for name, per_channel, activation in (
         ("qdq_digits_cnn", False, oq.QuantType.QUInt8),
@@ -162,12 +147,10 @@ def transformer(entries: dict) -> None:
         reference = [model(torch.from_numpy(check)).numpy()]
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "transformer_block.onnx")
-        torch.onnx.export(
-            model, (torch.from_numpy(check),), src, dynamo=False, opset_version=TS_OPSET,
-            input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-            training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-        )
-        C.compare("transformer_block (float)", _run(src, {"x": check}), reference)
+        T.export_ts(model, (torch.from_numpy(check),), src, ["x"], ["logits"],
+                    T.batch_axes(["x", "logits"]))
+        C.compare("transformer_block (float)", C.ort_run(src, {"x": check}, optimized=False),
+                  reference)
         for name, per_channel in (("qdq_transformer_block", False), ("qdq_transformer_block_pc", True)):
             quantize(src, name, calibration_rows, per_channel=per_channel, activation=oq.QuantType.QInt8)
             kind = "per-channel" if per_channel else "per-tensor"
@@ -185,30 +168,19 @@ def transformer(entries: dict) -> None:
 
 def dynamic() -> None:
     path = C.model_path("qdq_dynamic_digits")
-    oq.quantize_dynamic(C.model_path(DIGITS), path, weight_type=oq.QuantType.QInt8)
+    oq.quantize_dynamic(DIGITS_PATH, path, weight_type=oq.QuantType.QInt8)
     C.check_file(path)
     ops = sorted({n.op_type for n in onnx.load(path).graph.node})
     print(f"  qdq_dynamic_digits: ops {ops}; {os.path.getsize(path)} bytes (no manifest row)")
 
 
 def main() -> int:
-    entries: dict = {}
-    failures = []
+    C.parse_args(__doc__)
+    run = C.Results()
     for step in (digits, transformer):
-        try:
-            step(entries)
-        except Exception:
-            traceback.print_exc()
-            failures.append(step.__name__)
-    try:
-        dynamic()
-    except Exception:
-        traceback.print_exc()
-        failures.append("dynamic")
-    if entries:
-        C.update_manifest(entries)
-    print("FAILURES:", failures or "none")
-    return 1 if failures else 0
+        run.attempt(step.__name__, lambda step=step: step(run.entries))
+    run.attempt("dynamic", dynamic)
+    return run.finish()
 
 
 if __name__ == "__main__":

@@ -8,42 +8,28 @@ Writes models/seq_<name>_ts.onnx (TorchScript exporter, dynamo=False, opset 17) 
 models/seq_<name>_dynamo.onnx (dynamo exporter, dynamo=True, opset 18) with a dynamic
 batch axis, verifies each against PyTorch in onnxruntime and updates models/manifest.json
 (every entry carries "family": "sequence"). An exporter failure is printed and recorded in
-the FAILURES summary; the other variants are still written.
+the FAILURES summary; the other variants are still written. `--out DIR` writes there
+instead (with a manifest.json of its own).
 """
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
-import warnings
 
 import numpy as np
-import onnx
-import onnxscript
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
 
-warnings.filterwarnings("ignore")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
 # Keep nn.TransformerEncoderLayer / MultiheadAttention off their eval-mode "fast path" (fused
 # kernels, nested tensors) so both exporters see the plain decomposed attention. A precaution:
 # with torch 2.13 both exports also succeed (same graph) with the fast path left on.
 torch.backends.mha.set_fastpath_enabled(False)
 
-TS_OPSET = 17
-DYNAMO_OPSET = 18
-FRAMEWORK = f"torch {torch.__version__}"
 FAMILY = "sequence"
-
-
-def seed(s: int) -> None:
-    torch.manual_seed(s)
-    np.random.seed(s)
 
 
 # ----------------------------------------------------------------------------- models
@@ -137,7 +123,7 @@ def seq_data(g, n):
 
 
 def make_lstm():
-    seed(10)
+    T.seed(10)
     g = np.random.default_rng(10)
     X = seq_data(g, 512)
     y = (X[:, -5:, 0].sum(1) - 0.5 * X[:, -3:, 1].sum(1))[:, None].astype(np.float32)
@@ -145,7 +131,7 @@ def make_lstm():
 
 
 def make_gru():
-    seed(11)
+    T.seed(11)
     g = np.random.default_rng(11)
     X = seq_data(g, 512)
     s = X[:, -6:, :3].sum(1)
@@ -156,7 +142,7 @@ def make_gru():
 
 
 def make_bilstm():
-    seed(12)
+    T.seed(12)
     g = np.random.default_rng(12)
     X = seq_data(g, 512)
     y = (X[:, :4, 2].sum(1) + X[:, -4:, 3].sum(1))[:, None].astype(np.float32)
@@ -164,7 +150,7 @@ def make_bilstm():
 
 
 def make_text_cnn():
-    seed(13)
+    T.seed(13)
     g = np.random.default_rng(13)
     X = g.integers(0, 200, (512, 30))
     y = (np.isin(X, np.arange(10)).sum(1) > np.isin(X, np.arange(10, 20)).sum(1)).astype(np.int64)
@@ -178,7 +164,7 @@ def token_mask(g, n, seq_len=16):
 
 
 def make_transformer():
-    seed(14)
+    T.seed(14)
     g = np.random.default_rng(14)
     X = g.integers(0, 100, (512, 16))
     M = token_mask(g, 512)
@@ -188,54 +174,12 @@ def make_transformer():
                 nn.functional.cross_entropy, steps=40)
 
 
-# ----------------------------------------------------------------------------- export
-def export_ts(model, example, path, in_names, out_names):
-    dyn = {n: {0: "batch"} for n in list(in_names) + list(out_names)}
-    torch.onnx.export(
-        model, example, path, dynamo=False, opset_version=TS_OPSET,
-        input_names=list(in_names), output_names=list(out_names), dynamic_axes=dyn,
-        training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-    )
-
-
-def export_dynamo(model, example, path, in_names, out_names):
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dyn = {n: {0: batch} for n in in_names}  # forward() argument names == ONNX input names
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = os.path.join(tmp, "m.onnx")
-        torch.onnx.export(
-            model, example, tmp_path, dynamo=True, opset_version=DYNAMO_OPSET,
-            input_names=list(in_names), output_names=list(out_names), dynamic_shapes=dyn,
-            external_data=False,
-        )
-        m = onnx.load(tmp_path, load_external_data=True)
-    onnx.save(m, path, save_as_external_data=False)
-
-
-def run_torch(model, feeds):
-    with torch.no_grad():
-        out = model(*[torch.from_numpy(v) for v in feeds.values()])
-    out = out if isinstance(out, tuple) else (out,)
-    return [o.numpy() for o in out]
-
-
-def rnn_nodes(path):
-    """LSTM/GRU nodes with their attributes (for the printout / manifest)."""
-    model = onnx.load(path)
-    res = []
-    for n in model.graph.node:
-        if n.op_type in ("LSTM", "GRU", "RNN", "Loop", "Scan"):
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute if a.type != a.GRAPH}
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-            res.append({"op": n.op_type, **{k: v for k, v in attrs.items() if not isinstance(v, list)}})
-    return res
-
-
+# ----------------------------------------------------------------------------- main
 def main():
-    normal = lambda g, s: g.standard_normal(s).astype(np.float32)  # noqa: E731
+    C.parse_args(__doc__)
 
     def float_seq(g, n):
-        return {"x": normal(g, (n, 20, 5))}
+        return {"x": C.normal(g, (n, 20, 5))}
 
     def ids30(g, n):
         return {"x": g.integers(0, 200, (n, 30)).astype(np.int64)}
@@ -270,51 +214,12 @@ def main():
                                   "at least one 1 per row"}}),
     ]
 
-    entries, failures = {}, {}
+    run = C.Results()
     for name, model, sampler, outs, desc, rng_desc, extra in specs:
-        model.eval()
-        ex_feeds = sampler(np.random.default_rng(123), 2)
-        example = tuple(torch.from_numpy(v) for v in ex_feeds.values())
-        in_names = list(ex_feeds)
-        feeds = sampler(np.random.default_rng(42), 3)
-        want = run_torch(model, feeds)
-        dyn_conv = f"torch.onnx dynamo exporter (onnxscript {onnxscript.__version__}), opset {DYNAMO_OPSET}"
-        variants = [
-            ("ts", export_ts, "torch.onnx TorchScript", f"torch.onnx TorchScript exporter, opset {TS_OPSET}"),
-            ("dynamo", export_dynamo, "torch.onnx dynamo", dyn_conv),
-        ]
-        for suffix, fn, exporter, conv in variants:
-            full = f"{name}_{suffix}"
-            path = C.model_path(full)
-            try:
-                fn(model, example, path, in_names, outs)
-                C.check_file(path)
-                got = C.ort_run(path, feeds)
-                diff = C.compare(full, got, want)
-                # a second, larger batch through the dynamic axis
-                feeds7 = sampler(np.random.default_rng(7), 7)
-                C.compare(full + " (batch 7)", C.ort_run(path, feeds7), run_torch(model, feeds7))
-            except Exception as e:  # record and skip only this variant
-                msg = f"{type(e).__name__}: {e}".splitlines()[0]
-                print(f"  {full}: EXPORT FAILED: {msg}")
-                traceback.print_exc()
-                failures[full] = msg
-                if os.path.exists(path):
-                    os.remove(path)
-                continue
-            entries[full] = C.describe(
-                full, exporter=exporter, framework=FRAMEWORK, converter=conv, max_abs_diff=diff,
-                description=desc, input_range=rng_desc, extra=extra)
-            e = entries[full]
-            print(f"  {full}: {e['file_size']} bytes, {e['num_nodes']} nodes, inputs "
-                  f"{[(i['name'], i['dtype'], i['shape']) for i in e['inputs']]}, ops {e['ops']}")
-            for r in rnn_nodes(path):
-                print(f"    {r}")
-    C.update_manifest(entries)
-    if failures:
-        print("FAILURES:")
-        for k, v in failures.items():
-            print(f"  {k}: {v}")
+        T.export_batch_model(run, name, model, sampler, outs, description=desc,
+                             input_range=rng_desc, extra=extra, second_batch=7,
+                             show_ops=("LSTM", "GRU", "RNN", "Loop", "Scan"))
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -7,39 +7,22 @@ Run from the repository root with the export environment (see models/README.md):
 Writes models/<name>_ts.onnx (TorchScript exporter, dynamo=False, opset 17) and
 models/<name>_dynamo.onnx (dynamo exporter, dynamo=True, opset 18; plus
 torch_resblock_dynamo_noopt.onnx exported with optimize=False), verifies each
-against PyTorch in onnxruntime and updates models/manifest.json.
+against PyTorch in onnxruntime and updates models/manifest.json. `--out DIR` writes
+there instead (with a manifest.json of its own).
 """
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
-import warnings
-from functools import partial
 
 import numpy as np
-import onnx
-import onnxscript
 import torch
 import torch.nn as nn
 from sklearn.datasets import load_digits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-
-warnings.filterwarnings("ignore")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
-
-TS_OPSET = 17
-DYNAMO_OPSET = 18
-FRAMEWORK = f"torch {torch.__version__}"
-
-
-def seed(s: int) -> None:
-    torch.manual_seed(s)
-    np.random.seed(s)
+import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
 
 
 # ----------------------------------------------------------------------------- models
@@ -141,7 +124,7 @@ class CifarCNN(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 def train_mlp() -> MLP:
-    seed(0)
+    T.seed(0)
     g = np.random.default_rng(0)
     X = g.standard_normal((1500, 10)).astype(np.float32)
     W = g.standard_normal((10, 3))
@@ -162,7 +145,7 @@ def train_mlp() -> MLP:
 
 
 def train_digits() -> DigitsCNN:
-    seed(0)
+    T.seed(0)
     d = load_digits()
     X = (d.images / 16.0).astype(np.float32)[:, None]
     y = d.target.astype(np.int64)
@@ -187,7 +170,7 @@ def train_digits() -> DigitsCNN:
 
 
 def make_resblock() -> ResBlock:
-    seed(3)
+    T.seed(3)
     m = ResBlock()
     with torch.no_grad():
         for bn in (m.bn1, m.bn2):
@@ -199,7 +182,7 @@ def make_resblock() -> ResBlock:
 
 
 def make_multiout() -> MultiOut:
-    seed(4)
+    T.seed(4)
     g = np.random.default_rng(4)
     X = torch.from_numpy(g.standard_normal((1000, 6)).astype(np.float32))
     ya = torch.stack([X[:, 0] * X[:, 1], torch.sin(X[:, 2])], 1)
@@ -215,47 +198,16 @@ def make_multiout() -> MultiOut:
 
 
 def make_text() -> TextConv1d:
-    seed(5)
+    T.seed(5)
     return TextConv1d().eval()
 
 
 def make_cifar() -> CifarCNN:
-    seed(6)
+    T.seed(6)
     return CifarCNN().eval()
 
 
 # ----------------------------------------------------------------------------- export
-def export_ts(model, example, path, in_names, out_names):
-    dyn = {n: {0: "batch"} for n in list(in_names) + list(out_names)}
-    torch.onnx.export(
-        model, example, path, dynamo=False, opset_version=TS_OPSET,
-        input_names=list(in_names), output_names=list(out_names), dynamic_axes=dyn,
-        training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-    )
-
-
-def export_dynamo(model, example, path, in_names, out_names, optimize=True):
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dyn = {"x": {0: batch}}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = os.path.join(tmp, "m.onnx")
-        prog = torch.onnx.export(
-            model, example, tmp_path, dynamo=True, opset_version=DYNAMO_OPSET,
-            input_names=list(in_names), output_names=list(out_names), dynamic_shapes=dyn,
-            external_data=False, optimize=optimize,
-        )
-        del prog
-        m = onnx.load(tmp_path, load_external_data=True)  # pull in any external data
-    onnx.save(m, path, save_as_external_data=False)
-
-
-def run_torch(model, x):
-    with torch.no_grad():
-        out = model(torch.from_numpy(x))
-    out = out if isinstance(out, tuple) else (out,)
-    return [o.numpy() for o in out]
-
-
 NOOPT_TOO = {"torch_resblock"}  # also export a dynamo variant with optimize=False
 SPECS = []  # (name, model, example input shape, input sampler, out names, description, input_range)
 
@@ -265,9 +217,9 @@ def spec(name, model, shape, sampler, outs, desc, rng_desc):
 
 
 def main():
+    C.parse_args(__doc__)
     mlp = train_mlp()
-    normal = lambda g, s: g.standard_normal(s).astype(np.float32)  # noqa: E731
-    unit = lambda g, s: g.random(s).astype(np.float32)  # noqa: E731
+    normal, unit = C.normal, C.unit
     spec("torch_mlp", mlp, (10,), normal, ["probs"],
          "Tabular MLP 10->32->16->3, ReLU, Softmax(dim=1); trained on synthetic 3-class data", "normal")
     spec("torch_mlp_logits_probs", MLPLogitsProbs(mlp).eval(), (10,), normal, ["logits", "probs"],
@@ -285,47 +237,16 @@ def main():
     spec("torch_cnn_cifar", make_cifar(), (3, 32, 32), unit, ["logits"],
          "CIFAR-shaped CNN 3x32x32: 2x(Conv3x3 ReLU MaxPool2) Flatten Linear(10) logits; random weights", [0, 1])
 
-    entries, failures = {}, {}
+    run = C.Results()
     for name, model, shape, sampler, outs, desc, rng_desc in SPECS:
-        model.eval()
-        example = (torch.from_numpy(sampler(np.random.default_rng(123), (2,) + shape)),)
-        x = sampler(np.random.default_rng(42), (3,) + shape)
-        want = run_torch(model, x)
-        dyn_conv = f"torch.onnx dynamo exporter (onnxscript {onnxscript.__version__}), opset {DYNAMO_OPSET}"
-        variants = [
-            ("ts", export_ts, "torch.onnx TorchScript", f"torch.onnx TorchScript exporter, opset {TS_OPSET}"),
-            ("dynamo", export_dynamo, "torch.onnx dynamo", dyn_conv),
-        ]
-        if name in NOOPT_TOO:
-            # The default (optimize=True) dynamo export folds eval-mode BatchNorm into the
-            # preceding Conv; optimize=False keeps BatchNormalization (plus shape plumbing).
-            variants.append(("dynamo_noopt", partial(export_dynamo, optimize=False), "torch.onnx dynamo",
-                             dyn_conv + ", optimize=False"))
-        for suffix, fn, exporter, conv in variants:
-            full = f"{name}_{suffix}"
-            path = C.model_path(full)
-            try:
-                fn(model, example, path, ["x"], outs)
-                C.check_file(path)
-                got = C.ort_run(path, {"x": x})
-                diff = C.compare(full, got, want)
-            except Exception as e:  # record and skip only this variant
-                msg = f"{type(e).__name__}: {e}".splitlines()[0]
-                print(f"  {full}: EXPORT FAILED: {msg}")
-                traceback.print_exc()
-                failures[full] = msg
-                if os.path.exists(path):
-                    os.remove(path)
-                continue
-            entries[full] = C.describe(
-                full, exporter=exporter, framework=FRAMEWORK, converter=conv, max_abs_diff=diff,
-                description=desc, input_range=rng_desc)
-            print(f"  {full}: {entries[full]['file_size']} bytes, ops {entries[full]['ops']}")
-    C.update_manifest(entries)
-    if failures:
-        print("FAILURES:")
-        for k, v in failures.items():
-            print(f"  {k}: {v}")
+        # The default (optimize=True) dynamo export folds eval-mode BatchNorm into the
+        # preceding Conv; optimize=False keeps BatchNormalization (plus shape plumbing).
+        def sample(g, n, sampler=sampler, shape=shape):
+            return {"x": sampler(g, (n,) + shape)}
+
+        T.export_batch_model(run, name, model, sample, outs, description=desc, input_range=rng_desc,
+                             noopt=name in NOOPT_TOO)
+    run.finish()
 
 
 if __name__ == "__main__":
