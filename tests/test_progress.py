@@ -115,10 +115,11 @@ def test_cli_progress_shows_the_phases_on_stderr(tmp_path: Path, capsys: pytest.
     assert cli.main([*common, "--progress"]) == 0
     out, err = capsys.readouterr()
     shown = [line.strip() for line in err.replace("\r", "\n").splitlines() if line.strip()]
-    # One bar over the 3 batches: 3 compile steps on the first, then one chunk per batch.
+    # One bar over the 3 batches: 2 compile steps on the first (the reference side; the sample side
+    # with its one background chunk), then one call per batch.
     assert shown[0].startswith("explain (compiling):") and "| 0/" in shown[0]
     assert any(line.startswith("explain (attributing):") for line in shown)
-    assert shown[-1].startswith("explain (done): 100%") and "| 6/6 " in shown[-1]
+    assert shown[-1].startswith("explain (done): 100%") and "| 5/5 " in shown[-1]
     first = onnxshap.Explanation.load(tmp_path / "v.npz")
     assert cli.main(common) == 0
     plain_out, plain_err = capsys.readouterr()
