@@ -23,6 +23,7 @@ if _typing.TYPE_CHECKING:
     from onnxshap._convert import convert as convert
     from onnxshap._explainer import Explainer as Explainer
     from onnxshap._explanation import Explanation as Explanation
+    from onnxshap._inputs import read_inputs as read_inputs
     from onnxshap._model import Model as Model, load as load, unsupported_ops as unsupported_ops
 
 __version__ = "0.1.0"
@@ -37,12 +38,13 @@ _LAZY = {
     "Model": "onnxshap._model",
     "load": "onnxshap._model",
     "unsupported_ops": "onnxshap._model",
+    "read_inputs": "onnxshap._inputs",
 }
 
 __all__ = [
     "AdditivityError", "ConversionError", "Explainer", "Explanation", "ExternalDataError", "GraphError", "InputError",
     "MissingDependencyError", "Model", "ModelLoadError", "OnnxShapError", "OpsetError", "OutputError", "RuleTableError",
-    "UnsupportedOpError", "convert", "enable_compilation_cache", "load", "unsupported_ops",
+    "UnsupportedOpError", "convert", "enable_compilation_cache", "load", "read_inputs", "unsupported_ops",
 ]
 
 

@@ -1,6 +1,7 @@
 """The `onnxshap` command line: convert, inspect, check, explain.
 
-It parses arguments, reads input files, calls the public API and prints or writes results.
+It parses arguments, calls the library (input files: onnxshap/_inputs.py; what `check` compares:
+_check.py; what `inspect` reports: _inspect.py) and prints or writes results.
 Exit codes: 0 success, 1 error (bad model or input, unsupported op, failed conversion, incomplete
 attributions), 2 usage error (bad or missing arguments, missing files), 130 interrupted (Ctrl-C).
 Errors print one message on stderr; `--debug` shows the traceback instead. Output files are written
@@ -13,13 +14,26 @@ import argparse
 import dataclasses
 import re
 import sys
-import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from onnxshap._inputs import (
+    CLI_NAMES,
+    SCALES,
+    ArgumentError,
+    ImageOptions,
+    InputFiles,
+    load_files,
+    read_fixed,
+    require_file,
+    sample_rows,
+)
+from onnxshap._inputs import rows as _rows
+from onnxshap._inputs import take as _take
 
 EXAMPLES = {
     "convert": (
@@ -62,10 +76,6 @@ EXAMPLES = {
     ),
 }
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-ARRAY_SUFFIXES = frozenset({".npy", ".npz", ".csv"})
-#: --scale: pixel values 0..255 -> this range (factor, offset). -1..1 is 0-1 with --mean 0.5 --std 0.5.
-SCALES = {"0-1": (1 / 255, 0.0), "0-255": (1.0, 0.0)}
 DEFAULT_BACKGROUND_SIZE = 100
 DEFAULT_BATCH_SIZE = 32
 
@@ -84,18 +94,11 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------- reading inputs
 
 
-def _require_file(path: str, what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{what} {path!r} does not exist.")
-    return p
-
-
 def _require_onnx(path: str) -> Path:
     """The model argument of inspect/check/explain: an existing file that is not a framework file."""
     from onnxshap._convert import SUPPORTED_SUFFIXES
 
-    p = _require_file(path, "model file")
+    p = require_file(path, "model file")
     if p.suffix.lower() in SUPPORTED_SUFFIXES:
         raise UsageError(
             f"{path!r} is a framework model, not ONNX. Convert it first: onnxshap convert {path} -o {p.stem}.onnx"
@@ -112,229 +115,13 @@ def _require_output_dir(path: str, flag: str) -> Path:
     return p
 
 
-def _read_csv(path: Path, header: list[str] | None = None) -> np.ndarray:
-    """Rows of numbers; a first row that is not numeric is taken as column names (into `header`)."""
-    from onnxshap._errors import InputError
-
-    with open(path) as fh:
-        first = fh.readline()
-        has_rows = any(line.strip() for line in fh)
-    cells = [v.strip() for v in first.strip().split(",")]
-    try:
-        [float(v) for v in cells if v]
-        skip = 0
-    except ValueError:
-        skip = 1
-        if header is not None:
-            header[:] = [c.strip('"') for c in cells]
-    if not (has_rows or (skip == 0 and first.strip())):
-        raise InputError(
-            f"{str(path)!r} has no data rows" + (" (only a header)" if skip else " (the file is empty)")
-            + ": give one row of comma-separated numbers per sample."
-        )
-    return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=skip)
-
-
-def _read_array_file(path: Path, what: str, header: list[str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
-    from onnxshap._errors import InputError
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            # Our own handle: np.load leaves its file open when the archive is not a zip file.
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        return _read_csv(path, header)
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        # numpy reads any file that is not .npy/.npz as a pickle, and then suggests unpickling it.
-        reason = str(exc) if suffix == ".csv" else f"it is not a valid {suffix} file (corrupt, truncated, or another format)"
-        raise InputError(
-            f"Cannot read {what} file {str(path)!r}: {reason}. Save arrays with np.save (.npy) or np.savez (.npz); "
-            "onnxshap never loads pickled data."
-        ) from None
-
-
-def _image_files(paths: Sequence[Path], what: str) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-            if not found:
-                raise UsageError(f"{what} folder {str(p)!r} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-            files += found
-        else:
-            files.append(p)
-    return files
-
-
-def _image_layout(shape: tuple[Any, ...] | None, requested: str | None) -> tuple[str, int | None, tuple[Any, Any]]:
-    """(layout, channels or None if free, (H, W) as the model declares them) for an image input."""
-    if shape is None:
-        raise UsageError("The model does not declare its input shape, so images cannot be laid out; pass a .npy file.")
-    if len(shape) == 3:  # N, H, W: grayscale without a channel axis
-        return "NHW", 1, (shape[1], shape[2])
-    if len(shape) != 4:
-        raise UsageError(f"Images need a model input of rank 4 (or 3 for grayscale without channels); it has {len(shape)}.")
-
-    def is_channels(d: Any) -> bool:
-        return isinstance(d, int) and d in (1, 3, 4)
-
-    layout = requested
-    if layout is None:
-        first, last = is_channels(shape[1]), is_channels(shape[3])
-        if first and not last:
-            layout = "NCHW"
-        elif last and not first:
-            layout = "NHWC"
-        else:
-            raise UsageError(
-                f"Cannot tell the channel axis of input shape {list(shape)}: pass --layout NCHW or --layout NHWC."
-            )
-    c_axis = 1 if layout == "NCHW" else 3
-    channels = shape[c_axis] if isinstance(shape[c_axis], int) and shape[c_axis] > 0 else None
-    hw = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
-    return layout, channels, hw
-
-
-def _read_images(files: Sequence[Path], info: Any, args: argparse.Namespace) -> tuple[np.ndarray, str]:
-    """Images -> (float32 array in the model's layout, resized, scaled, normalised per channel; the layout)."""
-    from onnxshap._errors import InputError, MissingDependencyError
-
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "Reading images needs Pillow, which is not installed. Install it with: pip install 'onnxshap[image]'"
-        ) from exc
-    layout, channels, (mh, mw) = _image_layout(info.shape, args.layout)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels or 3)
-    if mode is None:
-        raise UsageError(f"The model input has {channels} channels; images have 1 (grayscale), 3 (RGB) or 4 (RGBA).")
-    size: tuple[int, int] | None = None
-    if args.image_size:
-        size = (args.image_size[0], args.image_size[1])
-    elif isinstance(mh, int) and isinstance(mw, int) and mh > 0 and mw > 0:
-        size = (mh, mw)
-    pixels = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if size is not None and im.size != (size[1], size[0]):
-                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                pixels.append(np.asarray(im, dtype=np.float32))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"Cannot read image {str(f)!r}: {exc}") from exc
-    sizes = {p.shape[:2] for p in pixels}
-    if len(sizes) > 1:
-        raise UsageError(f"The images have different sizes {sorted(sizes)}; pass --image-size H W to resize them.")
-    x = np.stack(pixels)
-    if x.ndim == 3:
-        x = x[..., None]  # grayscale: N, H, W -> N, H, W, 1
-    factor, offset = SCALES[args.scale]
-    x = x * np.float32(factor) + np.float32(offset)
-    n_channels = x.shape[-1]
-    for flag, values, apply in (("--mean", args.mean, np.subtract), ("--std", args.std, np.divide)):
-        if values:
-            if len(values) not in (1, n_channels):
-                raise UsageError(f"{flag} takes 1 or {n_channels} values (one per channel); got {len(values)}.")
-            x = apply(x, np.asarray(values, dtype=np.float32))
-    if layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    elif layout == "NHW":
-        x = x[..., 0]
-    return np.ascontiguousarray(x, dtype=np.float32), layout
-
-
-@dataclasses.dataclass
-class InputFiles:
-    """What was read from --input/--background: one array (one-input models) or a dict by input name,
-    plus what labels plots: the CSV column names, the image layout and the image file names (one per
-    row), when there were any."""
-
-    data: Any
-    feature_names: list[str] | None = None
-    layout: str | None = None
-    sample_names: list[str] | None = None
-
-
 def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, what: str) -> InputFiles:
-    """Read --input/--background files: .npy, .npz, .csv, or images (cast to the model's dtypes)."""
-    from onnxshap._errors import InputError
-
-    if not model.inputs:
-        raise InputError(
-            f"The model has no graph inputs (its outputs are constants), so there is nothing to feed from {what} "
-            "files or to explain; `onnxshap check MODEL` without --input evaluates it."
-        )
-    files = [_require_file(p, f"{what} file") for p in paths]
-    kinds = {"image" if f.is_dir() or f.suffix.lower() in IMAGE_SUFFIXES else f.suffix.lower() for f in files}
-    if kinds == {"image"}:
-        floats = [i for i in model.inputs if i.dtype is None or i.dtype.kind == "f"]
-        if len(model.inputs) != 1 or not floats:
-            raise UsageError(
-                f"Images can feed a model with one float input; this model's inputs are "
-                f"{', '.join(i.describe() for i in model.inputs)}. Pass an .npz file with one array per input."
-            )
-        image_files = _image_files(files, what)
-        images, layout = _read_images(image_files, model.inputs[0], args)
-        return InputFiles(_cast_to_model(images, model), layout=layout, sample_names=[f.name for f in image_files])
-    unknown = [str(f) for f in files if f.suffix.lower() not in ARRAY_SUFFIXES | IMAGE_SUFFIXES and not f.is_dir()]
-    if unknown:
-        raise UsageError(f"{what} file {unknown[0]!r}: use .npy, .npz (one array per input name), .csv, or images (png/jpg).")
-    if len(files) != 1:
-        raise UsageError(f"Give one .npy/.npz/.csv {what} file (several files are only for images); got {len(files)}.")
-    header: list[str] = []
-    data = _read_array_file(files[0], what, header)
-    names = [i.name for i in model.inputs]
-    if isinstance(data, dict) and len(data) == 1 and len(names) == 1 and names[0] not in data:
-        data = next(iter(data.values()))  # np.savez(path, x) stores "arr_0": accept it for one-input models
-    return InputFiles(_cast_to_model(data, model), feature_names=header or None)
-
-
-def _cast_to_model(feeds: Any, model: Any) -> Any:
-    """Cast floats to the declared float dtype and integers to the declared integer dtype (files are
-    often float64 / int64 where models take float32 / int32); integers only when the values fit."""
-    declared = {i.name: i.dtype for i in model.inputs}
-
-    def cast(name: str, a: np.ndarray) -> np.ndarray:
-        want = declared.get(name)
-        if want is None or a.dtype == want:
-            return a
-        if a.dtype.kind == "f" and want.kind == "f":
-            return a.astype(want)
-        if a.dtype.kind in "iu" and want.kind in "iu" and a.size:
-            info = np.iinfo(want)
-            if info.min <= a.min() and a.max() <= info.max:
-                return a.astype(want)
-        return a
-
-    if isinstance(feeds, dict):
-        return {k: cast(k, np.asarray(v)) for k, v in feeds.items()}
-    if len(declared) == 1:
-        return cast(next(iter(declared)), np.asarray(feeds))
-    return feeds
-
-
-def _rows(data: Any) -> int:
-    first = next(iter(data.values())) if isinstance(data, dict) else data
-    return int(first.shape[0]) if np.ndim(first) else 0
-
-
-def _take(data: Any, index: Any) -> Any:
-    return {k: v[index] for k, v in data.items()} if isinstance(data, dict) else data[index]
-
-
-def _sample_rows(data: Any, n: int, seed: int) -> Any:
-    total = _rows(data)
-    if n >= total:
-        return data
-    pick = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-    return _take(data, pick)
+    """--input/--background files as `model`'s inputs (onnxshap/_inputs.py), images read with the
+    image options of `args`."""
+    size = (args.image_size[0], args.image_size[1]) if args.image_size else None
+    options = ImageOptions(size=size, scale=args.scale, mean=args.mean, std=args.std,
+                           layout=args.layout, names=CLI_NAMES)
+    return load_files(paths, model.inputs, what, options)
 
 
 # ----------------------------------------------------------------------------- explanations
@@ -392,9 +179,10 @@ def _pad(data: Any, n: int) -> Any:
 def cmd_convert(args: argparse.Namespace) -> int:
     from onnxshap._convert import SUPPORTED_SUFFIXES, convert_file
     from onnxshap._errors import ConversionError
+    from onnxshap._inspect import describe_io
     from onnxshap._model import save_proto
 
-    source = _require_file(args.model, "model file")
+    source = require_file(args.model, "model file")
     suffix = source.suffix.lower()
     if suffix == ".onnx":
         raise UsageError(f"{args.model!r} is already ONNX: run `onnxshap inspect {args.model}` or explain it directly.")
@@ -420,7 +208,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise
     print(f"converted {args.model}: {report.source}")
     print(f"  with {report.exporter}")
-    for line in _describe_io(proto):
+    for line in describe_io(proto):
         print(f"  {line}")
     print(report.summary())
     size = save_proto(proto, out)
@@ -434,16 +222,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_io(proto: Any) -> list[str]:
-    from onnxshap._graph import load_graph
-
-    graph = load_graph(proto).graph
-    return [f"input  {i.describe()}" for i in graph.inputs] + [f"output {o.describe()}" for o in graph.outputs]
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxshap
     from onnxshap._graph import load_graph
+    from onnxshap._inspect import index_lookups, input_roles, node_rule
     from onnxshap._tokens import default_explained
 
     path = _require_onnx(args.model)
@@ -457,15 +239,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for o in graph.outputs:
         print(f"  {o.describe()}")
     nodes = list(graph.all_nodes())
-    found = _index_lookups(graph)
+    found = index_lookups(graph)
     lookups = [e for per_input in found.values() for e in per_input]
     floats, tokens = default_explained(graph, found)
     explained = floats + [e.tensor for e in tokens]
-    for line in _input_roles(graph, floats, tokens, found):
+    for line in input_roles(graph, floats, tokens, found):
         print(line)
     what = " and ".join(w for w, there in (("the float inputs", floats), ("the token ids' lookups", tokens)) if there)
     varying = graph.descendants_of(explained)
-    counts = Counter((n.domain, n.op_type, _node_rule(n, varying)) for n in nodes)
+    counts = Counter((n.domain, n.op_type, node_rule(n, varying)) for n in nodes)
     print(f"ops ({len(nodes)} nodes; rules as applied when explaining {what or 'nothing'}):")
     for (domain, op, rule), count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         name = f"{domain}::{op}" if domain else op
@@ -502,198 +284,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_lookups(graph: Any) -> dict[str, list[Any]]:
-    """Per id input (integers, or floats used only as ids), its lookups (embeddings, one-hot encodings)."""
-    from onnxshap._errors import UnsupportedOpError
-    from onnxshap._interpreter import fold_constants
-    from onnxshap._tokens import find_lookups
-
-    try:
-        constants: dict[str, Any] = fold_constants(graph)
-    except UnsupportedOpError:  # an unsupported op among the constants: inspect still lists what it can
-        constants = dict(graph.initializers)
-    return find_lookups(graph, constants)
-
-
-def _input_roles(graph: Any, floats: Sequence[str], tokens: Sequence[Any], found: dict[str, list[Any]]) -> list[str]:
-    """What `explain` without --inputs-from does with each graph input (the Explainer's own choice,
-    `_tokens.default_explained`): attributes to it, explains it at its lookup, or holds it."""
-    upstream = graph.ancestors([*floats, *(e.tensor for e in tokens)])
-    token_inputs = {e.input for e in tokens}
-    lines = ["explain without --inputs-from:"]
-    for i in graph.inputs:
-        if i.name in floats:
-            role = "explained (a float input)"
-        elif i.name in token_inputs:
-            via = ", ".join(repr(e.tensor) for e in tokens if e.input == i.name)
-            role = f"ids, explained at their lookup {via}; values summed per position"
-        elif i.name in upstream:
-            role = "feeds an explained lookup (takes the background's values)"
-        elif i.name in found:
-            role = "ids of a smaller lookup (segment or position ids): held at the sample's values"
-        elif i.dtype is not None and i.dtype.kind in "iub" and _is_mask(graph, i.name):
-            role = "a mask: held at the sample's values"
-        else:
-            role = "held at the sample's values (not upstream of an explained input)"
-        lines.append(f"  {i.name}: {role}")
-    if not floats and not tokens:
-        lines.append("  nothing to explain by default: name float tensors with --inputs-from (see --tensors)")
-    return lines
-
-
-def _node_rule(node: Any, varying: set[str]) -> str:
-    """The rule family a node gets: the table's, or what it reduces to given which inputs vary."""
-    if node.spec is None:
-        return "UNSUPPORTED"
-    if node.problem is not None:
-        return "UNSUPPORTED (control flow that cannot be lowered)"
-    n_varying = sum(1 for i in node.inputs if i and i in varying)
-    if n_varying == 0:
-        return "none (constant)"
-    if node.spec.rule == "bilinear" and n_varying == 1:
-        return "linear (bilinear; one operand is constant)"
-    return str(node.spec.rule)
-
-
-#: Ops that read an integer input as a condition: such an input is a mask (0/1), not a count or an id.
-_MASK_READERS = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where"})
-#: Ops that pass integers on with their values unchanged (a mask is often unsqueezed before it is read).
-_VALUE_KEEPING = frozenset({"Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose"})
-
-
-def _is_mask(graph: Any, name: str) -> bool:
-    """Whether integer input `name` is a mask: so named, or read as a condition (a comparison, Where,
-    a Cast to bool), directly or after reshapes and integer casts."""
-    from onnxshap._tokens import _kind, _np_dtype
-
-    if "mask" in name.lower():
-        return True
-    region = {name}
-    for node in graph.nodes:  # topological order: a reshaped copy joins `region` before it is read
-        if not region.intersection(node.reads):
-            continue
-        cast_to = _kind(_np_dtype(int(node.attrs.get("to", 0)))) if node.op_type == "Cast" else None
-        if node.op_type in _MASK_READERS or cast_to == "b":
-            return True
-        if node.op_type in _VALUE_KEEPING or cast_to in ("i", "u"):
-            region.update(o for o in node.outputs if o)
-    return False
-
-
-def _random_feeds(model: Any) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Seeded random inputs (free dims 2) that exercise the model, and per input what was drawn.
-
-    Zeros would hide faults (every id the same row, every mask off, masked attention all NaN): ids
-    that feed a lookup are drawn within its table, masks are 0/1 (mostly 1), other integers small
-    and non-negative, booleans True/False, floats standard normal.
-    """
-    from onnxshap._tokens import find_embeddings
-
-    rng = np.random.default_rng(0)
-    lookups = find_embeddings(model)
-    feeds: dict[str, np.ndarray] = {}
-    drawn: list[str] = []
-    for i in model.inputs:
-        shape = tuple(d if isinstance(d, int) and d > 0 else 2 for d in (i.shape or ()))
-        dtype = i.dtype or np.dtype(np.float32)
-        kind = "f" if dtype.kind == "V" and "float" in dtype.name else dtype.kind  # ml_dtypes: bfloat16, float8
-        if i.name in lookups:
-            found = lookups[i.name]
-            high = min(e.vocab for e in found)
-            if kind in "iu":
-                high = min(high, int(np.iinfo(dtype).max) + 1)
-            value, how = rng.integers(0, high, shape), f"in [0, {high}) (ids of {found[0].via})"
-        elif kind == "b":
-            value, how = rng.random(shape) < 0.5, "random True/False"
-        elif kind in "iu" and _is_mask(model.graph, i.name):
-            value, how = rng.random(shape) < 0.8, "0/1, mostly 1 (a mask)"
-        elif kind in "iu":
-            value, how = rng.integers(0, 10, shape), "in [0, 10)"
-        elif kind == "f":
-            value, how = rng.standard_normal(shape), "standard normal"
-        else:
-            value, how = np.zeros(shape), "zeros"
-        feeds[i.name] = np.asarray(value).astype(dtype)  # an array even for shape (): rng gives scalars
-        drawn.append(f"{i.name} {dtype}{list(shape)} {how}")
-    return feeds, drawn
-
-
-def _compare(value: Any, ref: Any, rtol: float, atol: float) -> tuple[str, float]:
-    """(description, the worst element's share of its tolerance) of our output vs onnxruntime's.
-
-    Floats agree where |ours - ref| <= atol + rtol * |ref| (numpy.allclose's test), and only if NaN
-    and infinities are at the same places in both; other dtypes must be equal. A share above 1 is a
-    mismatch (inf for a different shape, dtype, integer value, NaN or infinity).
-    """
-
-    def at(mask: np.ndarray) -> tuple[int, tuple[int, ...], str]:
-        """(count, first index, "[i, j]") of the True elements of `mask`."""
-        index = tuple(int(k) for k in np.unravel_index(int(np.argmax(mask)), mask.shape))
-        return int(np.count_nonzero(mask)), index, str(list(index))
-
-    if isinstance(value, list):  # ZipMap: a list of {label: probability} dicts
-        same_keys = len(value) == len(ref) and all(a.keys() == b.keys() for a, b in zip(value, ref))
-        if not same_keys:
-            return "DIFFERENT labels from onnxruntime", float("inf")
-        ours = np.array([[a[k] for k in sorted(a)] for a in value], dtype=np.float64)
-        theirs = np.array([[b[k] for k in sorted(b)] for b in ref], dtype=np.float64)
-        value, ref = ours, theirs
-    value, ref = np.asarray(value), np.asarray(ref)
-    head = f"shape {list(value.shape)}"
-    if value.shape != ref.shape:
-        return f"{head} but onnxruntime gives {list(ref.shape)}", float("inf")
-    if value.dtype.kind == "V" and ref.dtype.kind == "u" and value.dtype.itemsize == ref.dtype.itemsize:
-        ref = ref.view(value.dtype)  # onnxruntime returns float 8 tensors as their raw bytes (uint8)
-    if value.dtype != ref.dtype:
-        return f"{head}, dtype {value.dtype} but onnxruntime gives {ref.dtype}", float("inf")
-    if value.dtype.kind == "V":  # ml_dtypes (bfloat16, float 8, int4): compare the values
-        value, ref = value.astype(np.float64), ref.astype(np.float64)
-    if value.dtype.kind not in "fc":
-        if np.array_equal(value, ref):
-            return f"{head}, identical to onnxruntime", 0.0
-        n, k, where = at(value != ref)
-        return (f"{head}, DIFFERENT from onnxruntime at {n} of {value.size} position(s) "
-                f"(first at {where}: {value[k]} vs onnxruntime {ref[k]})"), float("inf")
-    wide = np.complex128 if value.dtype.kind == "c" else np.float64
-    a, b = value.astype(wide), ref.astype(wide)
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    for only, side in ((nan_a & ~nan_b, "onnxshap's output, not in onnxruntime's"),
-                       (nan_b & ~nan_a, "onnxruntime's output, not in onnxshap's")):
-        if only.any():
-            n, k, where = at(only)
-            return (f"{head}, NaN at {n} position(s) in {side} "
-                    f"(first at {where}: {a[k]} vs onnxruntime {b[k]})"), float("inf")
-    infinite = (np.isinf(a) | np.isinf(b)) & ~nan_a
-    if np.any(infinite & (a != b)):
-        n, k, where = at(infinite & (a != b))
-        return (f"{head}, infinities differ at {n} position(s) "
-                f"(first at {where}: {a[k]} vs onnxruntime {b[k]})"), float("inf")
-    notes = [head]
-    for label, same in (("NaN", nan_a), ("+inf", infinite & (a.real > 0)), ("-inf", infinite & ~(a.real > 0))):
-        if same.any():
-            notes.append(f"{label} at the same {int(np.count_nonzero(same))} position(s) in both")
-    finite = ~(nan_a | infinite)
-    if not finite.any():
-        return ", ".join([*notes, "no finite values"]), 0.0
-    a, b = np.where(finite, a, 0), np.where(finite, b, 0)  # no inf - inf below
-    diff = np.abs(a - b)
-    allowed = atol + rtol * np.abs(b)
-    share = np.divide(diff, allowed, out=np.where(diff > 0, np.inf, 0.0), where=allowed > 0)
-    worst = float(np.max(share))
-    text = f"max abs difference {float(np.max(diff)):.3g}"
-    if worst > 0:
-        _, k, where = at(share == worst)
-        text += (f"; worst at {where}: {a[k]:.8g} vs onnxruntime {b[k]:.8g} "
-                 f"(|difference| {diff[k]:.3g}, tolerance {allowed[k]:.3g})")
-    return ", ".join([*notes, text]), worst
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    import onnxruntime as ort
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
     import onnxshap
-    from onnxshap._errors import ModelLoadError
+    from onnxshap._check import compare, random_feeds, reference_outputs
 
     path = _require_onnx(args.model)
     model = onnxshap.load(path)
@@ -704,32 +297,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
         print(f"inputs from {', '.join(args.input)}: {shapes}")
     else:
-        feeds, drawn = _random_feeds(model)
+        feeds, drawn = random_feeds(model)
         print("inputs from random input (seed 0):\n" + "\n".join(f"  {line}" for line in drawn))
     ours = model.run(feeds)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # The model as written: optimised, onnxruntime fuses QDQ pairs into integer kernels (QLinearConv,
-    # ...), which round differently, so a faithful forward pass would look like a mismatch.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    refused = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidArgument, ort_state.InvalidProtobuf,
-               ort_state.NotImplemented, ort_state.RuntimeException, ort_state.EPFail)
-    stage = "load"
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        stage = "run"
-        theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    except refused as exc:
-        first = next((line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ModelLoadError(
-            f"onnxruntime could not {stage} the model {str(path)!r}: {first}. `onnxshap check` compares onnxshap's "
-            f"forward pass with onnxruntime's, so it needs onnxruntime to {stage} the model; onnxshap itself ran it. "
-            "Check the model with onnx.checker.check_model(path, full_check=True), or compare Model.run with "
-            "another reference in Python."
-        ) from exc
+    theirs = reference_outputs(path, feeds)
     worst, failed = 0.0, []
     for name, value in ours.items():
-        text, share = _compare(value, theirs[name], args.rtol, args.atol)
+        text, share = compare(value, theirs[name], args.rtol, args.atol)
         print(f"{name}: {text}")
         worst = max(worst, share)
         if not share <= 1:
@@ -758,19 +332,6 @@ def _parse_output(text: str | None) -> Any:
     return [int(v) if re.fullmatch(r"-?\d+", v) else v for v in items]
 
 
-def _fixed_files(pairs: Sequence[tuple[str, str]], model: Any) -> dict[str, np.ndarray]:
-    """--fixed NAME=FILE.npy: one value per input, cast to the model's dtype."""
-    fixed: dict[str, np.ndarray] = {}
-    for name, file in pairs:
-        data = _read_array_file(_require_file(file, "--fixed file"), "--fixed")
-        if isinstance(data, dict):
-            if len(data) != 1:
-                raise UsageError(f"--fixed {name}={file}: give one array (.npy), not {len(data)} arrays.")
-            data = next(iter(data.values()))
-        fixed[name] = _cast_to_model({name: data}, model)[name]
-    return fixed
-
-
 def _refuse_overwriting_inputs(args: argparse.Namespace, out: Path, plot: Path | None) -> None:
     """-o and --plot must not name a file the command reads (it would be replaced), nor each other."""
     read = [("the model", args.model), *(("--input", p) for p in args.input), *(("--background", p) for p in args.background or ()),
@@ -783,6 +344,22 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, out: Path, plot: Path |
                                  "Write the result to another file.")
     if plot is not None and plot.resolve() == out.resolve():
         raise UsageError(f"-o and --plot name the same file {str(out)!r}; give each its own name.")
+
+
+def _use_compilation_cache(args: argparse.Namespace) -> None:
+    """--compilation-cache [DIR]; else the default cache, unless --no-compilation-cache or
+    ONNXSHAP_COMPILATION_CACHE=0. A default folder that cannot be used is a note, not an error."""
+    from onnxshap import _compile_cache
+    from onnxshap._errors import OutputError
+
+    if args.compilation_cache is not None:
+        _compile_cache.enable_compilation_cache(args.compilation_cache or None)
+    elif not args.no_compilation_cache and _compile_cache.default_cache_wanted():
+        try:
+            _compile_cache.enable_compilation_cache()
+        except OutputError as exc:
+            print(f"note: {exc} This run compiles without it (ONNXSHAP_COMPILATION_CACHE=0 "
+                  "skips the cache).", file=sys.stderr)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -805,18 +382,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     _refuse_overwriting_inputs(args, out, plot)
     if args.vocab:
-        _require_file(args.vocab, "--vocab file")
+        require_file(args.vocab, "--vocab file")
     output = _parse_output(args.output)
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1.")
     if args.background_size is not None and args.background_size < 1:
         raise UsageError("--background-size must be at least 1.")
-    if args.compilation_cache is not None:
-        onnxshap.enable_compilation_cache(args.compilation_cache or None)
+    _use_compilation_cache(args)
     model = onnxshap.load(path)
     loaded = _load_inputs(args.input, model, args, "input")
     x = loaded.data
-    fixed = _fixed_files(args.fixed or [], model)
+    fixed = read_fixed(args.fixed or [], model.inputs)
     # Check the samples before the background is sampled from them (errors then name the input).
     fed = [i for i in model.inputs if i.name not in fixed]
     if not isinstance(x, dict) and len(fed) > 1:
@@ -842,9 +418,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
                     raise UsageError(f"Input {name!r} is one fixed value for every sample, but the background file "
                                      "holds another value for it; leave it out of the background.")
         if args.background_size is not None:
-            background = _sample_rows(background, args.background_size, args.seed)
+            background = sample_rows(background, args.background_size, args.seed)
     else:
-        background = _sample_rows(x, args.background_size or DEFAULT_BACKGROUND_SIZE, args.seed)
+        background = sample_rows(x, args.background_size or DEFAULT_BACKGROUND_SIZE, args.seed)
         n_bg, n_x = _rows(background), _rows(x)
         used = f"{n_bg} of the {n_x} --input rows (sampled, --seed {args.seed}) are" if n_bg < n_x else f"all {n_x} --input rows are"
         background_note = (f"note: no --background: {used} the reference, so each sample is explained against the "
@@ -1117,9 +693,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when attributions do not sum to f(x) - mean f(background) (default raise: exit 1)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                    help=f"samples per explain call (default {DEFAULT_BATCH_SIZE}); lower it if memory runs out")
-    p.add_argument("--compilation-cache", nargs="?", const="", metavar="DIR",
-                   help="keep compiled passes on disk so the next run with the same model and shapes skips "
-                        "compiling (JAX's persistent cache; DIR default ~/.cache/onnxshap/jax)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--compilation-cache", nargs="?", const="", metavar="DIR",
+                       help="where compiled passes are kept, so that the next run with the same "
+                            "model and shapes skips compiling (JAX's persistent cache, on by "
+                            "default; pruned to 1 GiB). Default $ONNXSHAP_CACHE_DIR, else "
+                            "$XDG_CACHE_HOME/onnxshap/jax, else ~/.cache/onnxshap/jax; a default "
+                            "folder that cannot be written is skipped with a note, a DIR given here "
+                            "is an error")
+    cache.add_argument("--no-compilation-cache", action="store_true",
+                       help="compile in memory only (as ONNXSHAP_COMPILATION_CACHE=0 does)")
     p.add_argument("--progress", action="store_true",
                    help="show a progress bar on stderr: compiling, then each background chunk of every batch "
                         "(default: only on a terminal, never in a pipe)")
@@ -1176,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_INTERRUPTED
             if debug or not isinstance(exc, Exception):
                 raise
-            if isinstance(exc, UsageError):
+            if isinstance(exc, (UsageError, ArgumentError)):  # ArgumentError: paths, image options
                 print(f"{prefix} {exc}", file=sys.stderr)
                 print(f"(run `onnxshap {args.command} --help` for usage and examples)", file=sys.stderr)
                 return 2

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxshap
 from onnxshap import cli
+from onnxshap._check import random_feeds
 from tests.conftest import REPO
 
 MODELS = REPO / "models"
@@ -151,7 +152,7 @@ def test_nan_or_inf_on_one_side_is_a_mismatch(
 
 def test_random_ids_are_within_the_table_and_masks_mostly_one(capsys: pytest.CaptureFixture[str]) -> None:
     path = MODELS / "seq_transformer_ts.onnx"  # x: int64[batch, 16] -> 100-row embedding; mask: int64[batch, 16]
-    feeds, _ = cli._random_feeds(onnxshap.load(path))
+    feeds, _ = random_feeds(onnxshap.load(path))
     ids, mask = feeds["x"], feeds["mask"]
     assert ids.shape == (2, 16) and ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 100
     assert len(np.unique(ids)) > 8
@@ -183,7 +184,7 @@ def test_random_inputs_follow_how_the_graph_reads_them(tmp_path: Path, capsys: p
          ("flag", TensorProto.BOOL, [2, 6]), ("f", TensorProto.FLOAT, [2, 6])],
         [("y", TensorProto.FLOAT), ("not_flag", TensorProto.BOOL)], [table, axes, zero],
     )
-    feeds, drawn = cli._random_feeds(onnxshap.load(path))
+    feeds, drawn = random_feeds(onnxshap.load(path))
     assert feeds["ids"].min() >= 0 and feeds["ids"].max() < 7 and len(np.unique(feeds["ids"])) > 2
     assert set(np.unique(feeds["keep"])) == {0, 1} and feeds["keep"].mean() > 0.5
     assert feeds["count"].dtype == np.int32 and feeds["count"].min() >= 0 and feeds["count"].max() < 10

@@ -1,0 +1,194 @@
+"""Start-up of `onnxshap explain`: a fresh process with an empty compilation cache, then with the
+cache that run filled, per benchmark model.
+
+Run by hand (not part of the test suite) from the repository root:
+
+    python benchmarks/startup.py                    # writes docs/benchmarks-startup.md
+    python benchmarks/startup.py --models mlp,cnn_digits --runs 1 --doc /tmp/startup.md
+
+Every run is `python -m onnxshap explain MODEL --input x.npz --background bg.npz --output 0` in
+a new process (8 samples x 64 references, one explained output; the models, data and the header
+helpers of benchmarks/run.py), with ONNXSHAP_CACHE_DIR pointing at a folder of its own: *cold*
+starts from an empty folder, *warm* reuses the folder the cold run filled. The wall time covers
+the whole process: Python start-up, imports, loading, compiling (or reading the cache), explaining
+and writing the .npz. The light ResNet-50 / VGG-19 take minutes per run and need torch to
+prepare, so they run only with --light (1 sample x 4 references, as run.py's light configurations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import run as bench  # benchmarks/ is not a package: run.py from beside this file
+
+SAMPLES, REFERENCES = 8, 64
+#: Variables that would change where the cache lives or whether it is used.
+CACHE_VARIABLES = ("ONNXSHAP_CACHE_DIR", "ONNXSHAP_COMPILATION_CACHE", "XDG_CACHE_HOME")
+
+
+def write_data(
+    spec: bench.ModelSpec, model: Path, b: int, k: int, workdir: Path
+) -> tuple[Path, Path]:
+    """run.py's data for (b, k), split into an --input and a --background .npz file."""
+    both = workdir / f"{spec.key}_{b}x{k}.npz"
+    bench.make_data(spec, model, b, k, both)
+    with np.load(both) as arrays:
+        parts = {
+            prefix: {n.split(":", 1)[1]: arrays[n] for n in arrays.files if n.startswith(prefix)}
+            for prefix in ("x:", "bg:")
+        }
+    x, bg = workdir / f"{spec.key}_x.npz", workdir / f"{spec.key}_bg.npz"
+    np.savez(x, **parts["x:"])
+    np.savez(bg, **parts["bg:"])
+    return x, bg
+
+
+def entries(cache: Path) -> tuple[int, int]:
+    """(number, total bytes) of JAX's cache entries in `cache`."""
+    found = list(cache.glob("*-cache"))
+    return len(found), sum(p.stat().st_size for p in found)
+
+
+def explain_once(command: list[str], cache: Path) -> float:
+    """Wall seconds of one `onnxshap explain` process using the cache folder `cache`."""
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    env["ONNXSHAP_CACHE_DIR"] = str(cache)
+    env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "cpu")
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=bench.REPO,
+                          check=False, timeout=900)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-2000:]}"
+        )
+    return seconds
+
+
+def measure(spec: bench.ModelSpec, runs: int, workdir: Path) -> dict[str, Any]:
+    """`runs` cold/warm pairs of one model: medians, every time, and the cache's entries."""
+    model = bench.prepare_model(spec, workdir)
+    b, k = bench.LIGHT_CONFIGS[0] if spec.light else (SAMPLES, REFERENCES)
+    x, bg = write_data(spec, model, b, k, workdir)
+    command = [sys.executable, "-m", "onnxshap", "explain", str(model), "--input", str(x),
+               "--background", str(bg), "--output", "0", "--check", spec.check,
+               "-o", str(workdir / "values.npz")]
+    if spec.explain_input:
+        command += ["--inputs-from", spec.explain_input]
+    cold, warm, stored, added = [], [], [], []
+    for i in range(runs):
+        cache = workdir / f"cache_{spec.key}_{i}"
+        cold.append(explain_once(command, cache))
+        stored.append(entries(cache))
+        warm.append(explain_once(command, cache))
+        added.append(entries(cache)[0] - stored[-1][0])
+        bench.log(f"{spec.key} run {i + 1}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s, "
+                  f"{stored[-1][0]} entries")
+    return {
+        "model": spec.key, "B": b, "K": k,
+        "cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
+        "cold_all": cold, "warm_all": warm, "entries": stored[-1][0], "bytes": stored[-1][1],
+        "added_when_warm": max(added),
+    }
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.2g} MiB" if n >= 2**20 else f"{n / 2**10:.3g} KiB"
+
+
+def write_doc(results: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+    m = meta["machine"]
+    lines = [
+        "# Start-up times",
+        "",
+        "Generated by `benchmarks/startup.py`. Do not edit by hand: re-run the script.",
+        "",
+        (f"- Date: {meta['date']}; wall time {meta['duration_s'] / 60:.1f} min; "
+         f"git {m['git'] or '?'}."),
+        f"- Command: `{meta['command']}`",
+        (f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, "
+         f"Python {m['python']}; load average {meta['load_start']} at the start, "
+         f"{meta['load_end']} at the end."),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
+        "",
+        "## Method",
+        "",
+        ("- `python -m onnxshap explain MODEL --input x.npz --background bg.npz --output 0` in a "
+         f"fresh process: {SAMPLES} samples × {REFERENCES} references, one explained output "
+         f"(light models: {bench.LIGHT_CONFIGS[0][0]} × {bench.LIGHT_CONFIGS[0][1]}), the data of "
+         "`benchmarks/run.py`."),
+        ("- *Cold*: an empty cache folder (`ONNXSHAP_CACHE_DIR`); *warm*: the same command again, "
+         "reading the cache the cold run filled. Wall time of the whole process (start-up, "
+         "imports, compiling or reading the cache, explaining, writing), the median of "
+         f"{meta['runs']} cold/warm pair(s)."),
+        ("- *Entries*: the files the cold run left in the cache and their total size; *new when "
+         "warm*: entries the warm run added (0: every pass came from the cache)."),
+        "",
+        "| model | B×K | cold | warm | warm ÷ cold | entries | size | new when warm |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['B']}×{r['K']} | {bench.fmt_s(r['cold_s'])} "
+            f"| {bench.fmt_s(r['warm_s'])} | {bench.fmt_x(r['warm_s'] / r['cold_s'])} "
+            f"| {r['entries']} | {fmt_bytes(r['bytes'])} | {r['added_when_warm']} |"
+        )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    zoo = [key for key, spec in bench.MODELS.items() if not spec.light]
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(zoo),
+                   help=f"comma-separated subset of: {', '.join(bench.MODELS)} "
+                        f"(default: {', '.join(zoo)})")
+    p.add_argument("--light", action="store_true",
+                   help="also the light ResNet-50 / VGG-19 (needs torch; minutes)")
+    p.add_argument("--runs", type=int, default=3,
+                   help="cold/warm pairs per model (default 3; the medians are shown)")
+    p.add_argument("--doc", type=Path, default=bench.REPO / "docs" / "benchmarks-startup.md",
+                   help="markdown report (default: docs/benchmarks-startup.md)")
+    args = p.parse_args(argv)
+    keys = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.light:
+        keys += [key for key, spec in bench.MODELS.items() if spec.light and key not in keys]
+    unknown = [key for key in keys if key not in bench.MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; choose from {list(bench.MODELS)}")
+    started, load_start = time.time(), [round(v, 2) for v in os.getloadavg()]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="onnxshap-startup-") as tmp:
+        workdir = Path(tmp)
+        for key in keys:
+            results.append(measure(bench.MODELS[key], args.runs, workdir))
+    meta = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/startup.py", *argv]),
+        "machine": bench.machine(),
+        "runs": args.runs,
+        "load_start": load_start,
+        "load_end": [round(v, 2) for v in os.getloadavg()],
+        "duration_s": time.time() - started,
+    }
+    write_doc(results, meta, args.doc)
+    bench.log(f"wrote {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
