@@ -7,6 +7,7 @@ when called, so that reading a saved explanation needs neither JAX nor matplotli
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -204,3 +205,42 @@ class Explanation:
                 gradient_nodes=[str(n) for n in f["gradient_nodes"]] if "gradient_nodes" in f.files else [],
                 readings=dict(str(r).rsplit("=", 1) for r in f["readings"]) if "readings" in f.files else {},
             )
+
+
+def _per_sample_fields(e: Explanation) -> list[str]:
+    """Fields with a leading sample axis: arrays, and dicts of arrays (by input)."""
+
+    def per_sample(value: Any) -> bool:
+        if isinstance(value, dict):
+            return all(v is None or isinstance(v, np.ndarray) for v in value.values())
+        return isinstance(value, np.ndarray)
+
+    return [f.name for f in dataclasses.fields(e) if per_sample(getattr(e, f.name))]
+
+
+def concatenate(parts: Sequence[Explanation]) -> Explanation:
+    """Explanations of consecutive batches (same model, outputs and background) as one, joined on
+    the sample axis."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(values: list[Any]) -> Any:
+        if isinstance(values[0], dict):
+            return {k: cat([v[k] for v in values]) for k in values[0]}
+        if values[0] is None:
+            return None
+        return np.concatenate(values)
+
+    fields = _per_sample_fields(parts[0])
+    return dataclasses.replace(parts[0], **{f: cat([getattr(p, f) for p in parts]) for f in fields})
+
+
+def first_samples(e: Explanation, n: int) -> Explanation:
+    """The first n samples (drops the rows that pad a last batch)."""
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: cut(a) for k, a in v.items()}
+        return None if v is None else v[:n]
+
+    return dataclasses.replace(e, **{f: cut(getattr(e, f)) for f in _per_sample_fields(e)})

@@ -362,6 +362,14 @@ def take(data: Any, index: Any) -> Any:
     return {k: v[index] for k, v in data.items()} if isinstance(data, dict) else data[index]
 
 
+def pad_rows(data: Any, n: int) -> Any:
+    """Pad to n rows by repeating the last row, so that every batch has one shape (no recompile)."""
+    have = rows(data)
+    if have >= n:
+        return data
+    return take(data, np.concatenate([np.arange(have), np.full(n - have, have - 1)]))
+
+
 def sample_rows(data: Any, n: int, seed: int) -> Any:
     """`n` rows drawn without replacement (seeded, in file order); all of `data` if it has <= n."""
     total = rows(data)

@@ -11,7 +11,6 @@ whole or not at all.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxshap._explanation import concatenate, first_samples
 from onnxshap._inputs import (
     CLI_NAMES,
     SCALES,
@@ -28,6 +28,7 @@ from onnxshap._inputs import (
     ImageOptions,
     InputFiles,
     load_files,
+    pad_rows,
     read_fixed,
     require_file,
     sample_rows,
@@ -125,52 +126,6 @@ def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, wha
 
 
 # ----------------------------------------------------------------------------- explanations
-
-
-def _per_sample_fields(e: Any) -> list[str]:
-    """Fields of an Explanation with a leading sample axis: arrays, and dicts of arrays (by input)."""
-
-    def per_sample(value: Any) -> bool:
-        if isinstance(value, dict):
-            return all(v is None or isinstance(v, np.ndarray) for v in value.values())
-        return isinstance(value, np.ndarray)
-
-    return [f.name for f in dataclasses.fields(e) if per_sample(getattr(e, f.name))]
-
-
-def _concat(parts: Sequence[Any]) -> Any:
-    """Join per-batch Explanations along the sample axis."""
-    if len(parts) == 1:
-        return parts[0]
-
-    def cat(values: list[Any]) -> Any:
-        if isinstance(values[0], dict):
-            return {k: cat([v[k] for v in values]) for k in values[0]}
-        if values[0] is None:
-            return None
-        return np.concatenate(values)
-
-    return dataclasses.replace(parts[0], **{f: cat([getattr(p, f) for p in parts]) for f in _per_sample_fields(parts[0])})
-
-
-def _head(e: Any, n: int) -> Any:
-    """The first n samples of an Explanation (drops the rows that pad the last batch)."""
-
-    def cut(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: cut(a) for k, a in v.items()}
-        return None if v is None else v[:n]
-
-    return dataclasses.replace(e, **{f: cut(getattr(e, f)) for f in _per_sample_fields(e)})
-
-
-def _pad(data: Any, n: int) -> Any:
-    """Pad to n rows by repeating the last row, so every batch has the same shape (no recompile)."""
-    rows = _rows(data)
-    if rows >= n:
-        return data
-    index = np.concatenate([np.arange(rows), np.full(n - rows, rows - 1)])
-    return _take(data, index)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -442,13 +397,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for start, stop in batches:
             chunk = _take(x, slice(start, stop))
             if stop - start < size and len(batches) > 1:
-                parts.append(_head(explainer.explain(_pad(chunk, size), output=output, progress=progress), stop - start))
+                parts.append(first_samples(explainer.explain(pad_rows(chunk, size), output=output, progress=progress), stop - start))
             else:
                 parts.append(explainer.explain(chunk, output=output, progress=progress))
     finally:
         if bar is not None:
             bar.close()  # ends its line before an error message
-    e = _concat(parts)
+    e = concatenate(parts)
     if plot is not None:
         # The plot is renamed into place only once the values are written too: both or neither.
         tmp_plot = partial_path(plot)

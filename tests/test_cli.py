@@ -149,10 +149,11 @@ def test_explain_batches_match_one_call_and_show_progress(tmp_path: Path, capsys
     assert err == ""  # stderr is not a terminal and no --progress: no progress bar
     code, out, err = run_main(capsys, *common, "--batch-size", "2", "--progress", "-o", batched)
     assert code == 0, err
-    # One tqdm bar over the batches: 3 compile steps on the first, then each batch's one background chunk.
+    # One tqdm bar over the batches: 2 compile steps on the first (the reference side; the sample side
+    # with its one background chunk), then one call per batch.
     states = [line.strip() for line in err.replace("\r", "\n").splitlines() if line.strip()]
     assert states[0].startswith("explain (compiling):") and states[-1].startswith("explain (done): 100%")
-    assert "| 6/6 " in states[-1] and err.endswith("\n")
+    assert "| 5/5 " in states[-1] and err.endswith("\n")
     a, b = onnxshap.Explanation.load(whole), onnxshap.Explanation.load(batched)
     np.testing.assert_allclose(b.values, a.values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(b.prediction, a.prediction, rtol=1e-6)
@@ -203,9 +204,9 @@ def test_progress_bar_redraws_on_a_terminal(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(sys, "stderr", stream)
     assert cli.main(args) == 0  # on a terminal the bar shows without --progress
     text = stream.getvalue()
-    # Redrawn in place (carriage returns), one line left at the end: 3 compile steps, 2 batches x 1 chunk.
+    # Redrawn in place (carriage returns), one line left at the end: 2 compile steps, 2 batches x 1 call.
     assert text.count("\r") >= 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "explain (compiling):" in text and "explain (done): 100%" in text and "| 5/5 " in text
+    assert "explain (compiling):" in text and "explain (done): 100%" in text and "| 4/4 " in text
     quiet = io.StringIO()  # not a terminal (a pipe, a log file): nothing without --progress
     monkeypatch.setattr(sys, "stderr", quiet)
     assert cli.main(args) == 0
