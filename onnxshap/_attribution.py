@@ -576,7 +576,7 @@ class AttributionPass:
                     lambda *args: compile_new(reference_key, self._jitted_reference_side, weights, *args),
                 )
             for first in range(0, n_samples + extra, block):
-                rows = jax.device_put(jax.tree_util.tree_map(lambda v: v[first:first + block], x_args), sharding)
+                rows = jax.device_put(jax.tree_util.tree_map(lambda v, lo=first: v[lo:lo + block], x_args), sharding)
                 if whole:
                     compile_new(per_block[0], self._jitted_whole, weights, *rows, source, r_weight, chunk=chunk)
                     steps.start("attribute")

@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from onnxshap.ops._common import OUTPUT_COUNT_FLAG
 from onnxshap._multipliers import (
     NodeContext,
     Rule,
@@ -48,6 +47,7 @@ from onnxshap._multipliers import (
     step_slope,
     where_slopes,
 )
+from onnxshap.ops._common import OUTPUT_COUNT_FLAG
 
 Array = Any
 sg = lax.stop_gradient

@@ -10,7 +10,6 @@ the interpreter runs and the attribution pass visits is one node of the main gra
 from __future__ import annotations
 
 import functools
-
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -650,7 +649,9 @@ def _check_propagated_sizes(proto: onnx.ModelProto) -> None:
     known = {t.name: t for t in proto.graph.initializer}
     for n in proto.graph.node:
         if n.op_type == "Constant" and n.output:
-            known.update({n.output[0]: a.t for a in n.attribute if a.name == "value" and a.HasField("t")})
+            for a in n.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    known[n.output[0]] = a.t
     for index, n in enumerate(proto.graph.node):
         if n.op_type in _PROPAGATED_OPS and normalize_domain(n.domain) == "" and all(i in known for i in n.input if i):
             node = Node(index, n.name, n.op_type, "", None, tuple(n.input), tuple(n.output), {}, None)
@@ -679,7 +680,7 @@ def load_graph(model: ModelLike) -> LoadedModel:
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)
             break
-        except Exception:  # noqa: BLE001 - see above
+        except Exception:  # noqa: BLE001, S112 - advisory (see above): try without data propagation, or go on
             continue
     graph = Graph(inferred.graph, opsets, base_dir=base_dir)
     if any(n.subgraphs for n in graph.nodes):

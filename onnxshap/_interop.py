@@ -19,8 +19,8 @@ from onnxshap._plots import (
     _id_tokens,
     _per_token,
     _token_lists,
-    _view,
     _View,
+    _view,
     channel_axis_of,
 )
 

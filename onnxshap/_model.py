@@ -16,7 +16,6 @@ from onnxshap._graph import Graph, LoadedModel, ModelLike, Node, TensorInfo, loa
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
 from onnxshap._layout import check_dtype, check_names, dims_text, is_unknown_dim
 
-
 #: Ops whose output is not a tensor; supported only as graph outputs, evaluated on the host.
 HOST_OPS = frozenset({("ai.onnx.ml", "ZipMap")})
 

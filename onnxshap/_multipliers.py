@@ -307,7 +307,7 @@ def shapley_slopes(
             continue
         near = _near_zero(xb, rb)
         _, partial = jax.jvp(
-            lambda v: f([v if p == j else mid[p] for p in range(k)]), (mid[j],), (jnp.ones_like(mid[j]),)
+            lambda v, j=j: f([v if p == j else mid[p] for p in range(k)]), (mid[j],), (jnp.ones_like(mid[j]),)
         )
         slopes.append(jnp.where(near, partial, phi / jnp.where(near, 1, xb - rb)))
     return slopes
@@ -339,7 +339,7 @@ def _float_shapley_slopes(
         xb, rb = jnp.broadcast_to(xs[j], shape), jnp.broadcast_to(rs[j], shape)
         near = _near_zero(xb, rb)
         _, partial = jax.jvp(
-            lambda v: f([v if p == j else mid[p] for p in range(k)]), (mid[j],), (jnp.ones_like(mid[j]),)
+            lambda v, j=j: f([v if p == j else mid[p] for p in range(k)]), (mid[j],), (jnp.ones_like(mid[j]),)
         )
         slopes.append(jnp.where(near, partial, phi / jnp.where(near, 1, xb - rb)))
     return slopes
@@ -572,7 +572,7 @@ def _max_shapley_enumerated(x: Array, r: Array, axes: tuple[int, ...]) -> Array:
         else:
             top = _larger(present, absent)
         gain = own_x - own_r if top is None else _larger(own_x, top) - _larger(own_r, top)
-        term = weight[bin(mask).count("1")] * gain
+        term = weight[mask.bit_count()] * gain
         phi = term if phi is None else phi + term
     return phi
 
@@ -875,7 +875,6 @@ def _pool_windows(node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, .
     elif auto_pad == "VALID":
         begin = [0] * nd
     n, c = in_shape[:2]
-    ids = np.arange(int(np.prod(in_shape)), dtype=np.int64).reshape(n * c, *spatial_in)
     out_grid = np.stack(np.meshgrid(*[np.arange(o) for o in spatial_out], indexing="ij"), -1).reshape(-1, nd)
     k_grid = np.stack(np.meshgrid(*[np.arange(k) for k in kernel], indexing="ij"), -1).reshape(-1, nd)
     coords = (out_grid[:, None, :] * np.array(strides) - np.array(begin) + k_grid[None, :, :] * np.array(dilations))

@@ -60,8 +60,8 @@ OutputSelector = int | str | Sequence[int | str] | None
 def _matplotlib() -> Any:
     try:
         import matplotlib
-        import matplotlib.colors  # noqa: F401  (submodules used below)
-        import matplotlib.figure  # noqa: F401
+        import matplotlib.colors
+        import matplotlib.figure
         from matplotlib.backends import backend_agg  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(

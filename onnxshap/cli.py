@@ -31,10 +31,10 @@ from onnxshap._inputs import (
     pad_rows,
     read_fixed,
     require_file,
+    rows as _rows,
     sample_rows,
+    take as _take,
 )
-from onnxshap._inputs import rows as _rows
-from onnxshap._inputs import take as _take
 
 EXAMPLES = {
     "convert": (

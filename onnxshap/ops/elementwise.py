@@ -137,7 +137,7 @@ def where(condition: Array, x: Array, y: Array) -> Array:
     return jnp.where(condition, x, y)
 
 
-def clip_6(x: Array, *, min: float, max: float) -> Array:  # noqa: A002 - ONNX attribute names
+def clip_6(x: Array, *, min: float, max: float) -> Array:
     """Clip-6: bounds are attributes."""
     return jnp.clip(x, jnp.asarray(min, x.dtype), jnp.asarray(max, x.dtype))
 
@@ -423,12 +423,12 @@ def dropout(
     training_mode=True draws a random mask and is unsupported, except with a constant ratio of 0.
     """
     # training_mode and ratio are static inputs (numpy) in the rule table.
-    if training_mode is not None and bool(np.asarray(training_mode).reshape(-1)[0]):
-        if ratio is None or np.any(np.asarray(ratio)):
-            raise UnsupportedOpError(
-                "Dropout with training_mode=True draws a random mask; onnxshap evaluates inference graphs only. "
-                "Export the model in inference mode (model.eval() in PyTorch, training=False in Keras)."
-            )
+    training = training_mode is not None and bool(np.asarray(training_mode).reshape(-1)[0])
+    if training and (ratio is None or np.any(np.asarray(ratio))):
+        raise UnsupportedOpError(
+            "Dropout with training_mode=True draws a random mask; onnxshap evaluates inference graphs only. "
+            "Export the model in inference mode (model.eval() in PyTorch, training=False in Keras)."
+        )
     return x, jnp.ones(jnp.shape(x), bool)
 
 

@@ -310,7 +310,7 @@ def lstm(
     sequence_lens: Array | None = None,
     initial_h: Any = None,
     initial_c: Any = None,
-    P: Array | None = None,  # noqa: N803 - ONNX input names
+    P: Array | None = None,
     *,
     hidden_size: int | None = None,
     direction: str = "forward",
