@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import torch
-import torch.nn as nn
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
@@ -148,7 +148,7 @@ def _import_onnx2torch() -> Callable[[onnx.ModelProto], nn.Module]:
     or broken a stub stands in (those two ops raise if a graph ever uses them)."""
     try:
         import torchvision  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken torchvision install is as good as none here
         for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[key]
         stub = types.ModuleType("torchvision")

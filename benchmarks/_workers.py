@@ -95,12 +95,12 @@ def run_forward(task: Task, result: dict[str, Any], save: Callable[[], None]) ->
     rows = next(iter(feeds.values())).shape[0]
     if task["tool"] == "ort_forward":
         session = ort_session(task["onnx"], task["threads"])
-        fn: Callable[[], Any] = lambda: session.run(None, feeds)  # noqa: E731
+        fn: Callable[[], Any] = lambda: session.run(None, feeds)
     else:
         import onnxshap
 
         model = onnxshap.load(task["onnx"])
-        fn = lambda: model.run(feeds)  # noqa: E731
+        fn = lambda: model.run(feeds)
     result["rss_base_mb"] = rss_mb()
     progress(f"{task['tool']} forward of {rows} rows")
     first, times, _ = timed(fn, task["max_reps"], task["rep_budget_s"])
@@ -134,8 +134,8 @@ def run_onnxshap(task: Task, result: dict[str, Any], save: Callable[[], None]) -
         output = 0 if mode == "one" else None
         progress(f"onnxshap explain output={output}")
         try:
-            first, times, e = timed(lambda: explainer.explain(samples, output=output), task["max_reps"], task["rep_budget_s"])
-        except Exception as exc:  # an unsupported op or a failing rule: recorded, never fatal
+            first, times, e = timed(lambda output=output: explainer.explain(samples, output=output), task["max_reps"], task["rep_budget_s"])
+        except Exception as exc:  # noqa: BLE001 - an unsupported op or a failing rule: recorded, never fatal
             prefix = "unsupported: " if isinstance(exc, onnxshap.OnnxShapError) else "error: "
             result["modes"][mode] = {"error": prefix + error_text(exc)}
             save()
@@ -182,7 +182,7 @@ def torch_twin(task: Task) -> tuple[Any, Any, dict[str, np.ndarray], dict[str, n
         raise RuntimeError(f"the PyTorch twin differs from the ONNX model by {diff:.3g}; refusing to time it")
     if spec["name"] == "seq_transformer_ts":
         with torch.no_grad():
-            embed = lambda ids: full.tok(torch.from_numpy(ids)).numpy()  # noqa: E731
+            embed = lambda ids: full.tok(torch.from_numpy(ids)).numpy()
             x = {"embedded": embed(x["x"]), "mask": x["mask"]}
             bg = {"embedded": embed(bg["x"])}
         return T.FromEmbedding(full).eval(), full, x, bg, diff
@@ -219,7 +219,7 @@ def run_torch_tool(task: Task, result: dict[str, Any], save: Callable[[], None])
 
     try:
         module, _, x, bg, diff = torch_twin(task)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a benchmark records each failure and goes on
         for mode in task["modes"]:
             result["modes"][mode] = {"error": "skipped: no PyTorch twin: " + error_text(exc)}
         save()
@@ -248,7 +248,7 @@ def run_torch_tool(task: Task, result: dict[str, Any], save: Callable[[], None])
             warnings.simplefilter("always")
             try:
                 first, times, phi = timed(fn, task["max_reps"], task["rep_budget_s"])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a benchmark records each failure and goes on
                 result["modes"][mode] = {"error": "error: " + error_text(exc)}
                 save()
                 continue
@@ -355,7 +355,7 @@ def run_accuracy(task: Task, result: dict[str, Any], save: Callable[[], None]) -
         bgt = {k: torch.from_numpy(v) for k, v in tbg.items()}
         tools["shap"] = lambda: shap_call(module, xt, bgt, [0])()[..., 0]
         tools["captum"] = lambda: captum_call(module, xt, bgt, [0], 1 << 16)()[..., 0]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a benchmark records each failure and goes on
         result["torch_error"] = error_text(exc)
     result["tools"] = {}
     for tool, fn in tools.items():
@@ -363,7 +363,7 @@ def run_accuracy(task: Task, result: dict[str, Any], save: Callable[[], None]) -
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 phi = np.asarray(fn(), dtype=np.float64)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a benchmark records each failure and goes on
             result["tools"][tool] = {"error": error_text(exc)}
             continue
         err = np.abs(phi - exact)
@@ -400,7 +400,7 @@ def main(task_path: str) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         RUNNERS[task["tool"]](task, result, save)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a benchmark records each failure and goes on
         result["fatal"] = error_text(exc)
         traceback.print_exc()
     save()

@@ -225,7 +225,7 @@ class Results:
         print(f"{name}:")
         try:
             fn()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - one failing export is reported; the others still run
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
             print(f"  {name}: FAILED: {msg}")
             traceback.print_exc()

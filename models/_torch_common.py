@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxscript
 import torch
-import torch.nn as nn
+from torch import nn
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)

@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
 
 warnings.filterwarnings("ignore")
 
@@ -77,7 +77,7 @@ def data_dependent(path: str, inputs: tuple[str, ...] = ("x",)) -> list[str]:
 def export_torch() -> dict:
     import _torch_common as T  # also fixes torch's threads and determinism
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     class DbFloorFrontEnd(nn.Module):
         """Power spectrogram -> dB with an 80 dB floor below the clip's peak -> a small conv head."""

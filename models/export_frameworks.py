@@ -34,10 +34,10 @@ if os.environ.get("PYTHONHASHSEED") != "0":
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import pickle  # noqa: E402
-import warnings  # noqa: E402
+import pickle
+import warnings
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "frameworks")
 
@@ -72,7 +72,7 @@ def export_keras() -> None:
 
 def export_torch() -> None:
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     torch.manual_seed(0)
     cnn = nn.Sequential(

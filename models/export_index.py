@@ -38,12 +38,12 @@ import sys
 import numpy as np
 import onnx
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
-import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
+import _common as C
+import _torch_common as T
 
 FAMILY = "index"
 VOCAB, EMB, ID_LEN = 50, 8, 12

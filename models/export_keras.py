@@ -15,11 +15,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
-import _keras_common as K  # noqa: E402  (before TensorFlow: hash seed, TF threads, determinism)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import _common as C
+import _keras_common as K
+import numpy as np
+import tensorflow as tf
+from sklearn.datasets import load_digits
 
 keras = K.keras
 L = keras.layers
@@ -94,11 +94,11 @@ def main():
         ("keras_mlp", make_mlp(), (10,), normal, "probs",
          "Keras MLP 10 -> Dense(32, relu) -> Dense(3, softmax); trained on synthetic 3-class data", "normal"),
         ("keras_cnn", make_cnn(), (8, 8, 1), unit, "probs",
-         "Keras CNN on sklearn digits, NHWC 8x8x1 (pixels/16): Conv2D(8, 3x3, same, relu) MaxPooling2D "
-         "Flatten Dense(10, softmax)", [0, 1]),
+         ("Keras CNN on sklearn digits, NHWC 8x8x1 (pixels/16): Conv2D(8, 3x3, same, relu) MaxPooling2D "
+         "Flatten Dense(10, softmax)"), [0, 1]),
         ("keras_resblock", make_resblock(), (16, 16, 3), normal, "logits",
-         "Keras residual block, NHWC 16x16x3: Conv2D-BN-ReLU-Conv2D-BN + 1x1 Conv2D projection Add, ReLU, "
-         "GlobalAveragePooling2D, Dense(4); random BN stats (inference mode)", "normal"),
+         ("Keras residual block, NHWC 16x16x3: Conv2D-BN-ReLU-Conv2D-BN + 1x1 Conv2D projection Add, ReLU, "
+         "GlobalAveragePooling2D, Dense(4); random BN stats (inference mode)"), "normal"),
     ]
     entries = {}
     for name, model, shape, sampler, out_name, desc, rng_desc in specs:

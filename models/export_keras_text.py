@@ -18,10 +18,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
-import _keras_common as K  # noqa: E402  (before TensorFlow: hash seed, TF threads, determinism)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import _common as C
+import _keras_common as K
+import numpy as np
+import tensorflow as tf
 
 keras = K.keras
 L = keras.layers

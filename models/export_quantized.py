@@ -41,11 +41,11 @@ import onnx
 import onnxruntime as ort
 import onnxruntime.quantization as oq
 import torch
-import torch.nn as nn
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
-import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
+import _common as C
+import _torch_common as T
 
 torch.backends.mha.set_fastpath_enabled(False)
 

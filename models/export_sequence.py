@@ -18,11 +18,11 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
-import _torch_common as T  # noqa: E402  (also fixes torch's threads and determinism)
+import _common as C
+import _torch_common as T
 
 # Keep nn.TransformerEncoderLayer / MultiheadAttention off their eval-mode "fast path" (fused
 # kernels, nested tensors) so both exporters see the plain decomposed attention. A precaution:
@@ -190,25 +190,25 @@ def main():
     seq_extra = {"family": FAMILY, "seq_len": 20}
     specs = [
         ("seq_lstm_regressor", make_lstm(), float_seq, ["y"],
-         "LSTM regressor over N x 20 x 5 float sequences: nn.LSTM(5, 16, batch_first=True), last time "
-         "step, Linear(1); trained briefly on synthetic data", "normal", dict(seq_extra)),
+         ("LSTM regressor over N x 20 x 5 float sequences: nn.LSTM(5, 16, batch_first=True), last time "
+         "step, Linear(1); trained briefly on synthetic data"), "normal", dict(seq_extra)),
         ("seq_gru_classifier", make_gru(), float_seq, ["probs"],
-         "GRU classifier over N x 20 x 5 float sequences: nn.GRU(5, 16, batch_first=True), last time "
-         "step, Linear(3), Softmax(dim=1); trained briefly on synthetic data", "normal", dict(seq_extra)),
+         ("GRU classifier over N x 20 x 5 float sequences: nn.GRU(5, 16, batch_first=True), last time "
+         "step, Linear(3), Softmax(dim=1); trained briefly on synthetic data"), "normal", dict(seq_extra)),
         ("seq_bilstm2", make_bilstm(), float_seq, ["y"],
-         "2-layer bidirectional LSTM over N x 20 x 5 float sequences: nn.LSTM(5, 8, num_layers=2, "
+         ("2-layer bidirectional LSTM over N x 20 x 5 float sequences: nn.LSTM(5, 8, num_layers=2, "
          "bidirectional=True, batch_first=True), last time step (16 = fwd ++ bwd), Linear(1); trained "
-         "briefly on synthetic data", "normal", dict(seq_extra)),
+         "briefly on synthetic data"), "normal", dict(seq_extra)),
         ("seq_text_cnn", make_text_cnn(), ids30, ["logits"],
-         "Token-id text CNN: int64 ids N x 30 -> nn.Embedding(200, 16), Conv1d(16, 32, 3), ReLU, max "
-         "over time, Linear(2) logits; trained briefly on synthetic data",
+         ("Token-id text CNN: int64 ids N x 30 -> nn.Embedding(200, 16), Conv1d(16, 32, 3), ReLU, max "
+         "over time, Linear(2) logits; trained briefly on synthetic data"),
          [0, 199], {"family": FAMILY, "seq_len": 30, "vocab_size": 200, "embedding_dim": 16}),
         ("seq_transformer", make_transformer(), ids16_mask, ["logits"],
-         "Tiny Transformer encoder: int64 ids N x 16 + int64 mask N x 16 (1 = keep, 0 = padding) -> "
+         ("Tiny Transformer encoder: int64 ids N x 16 + int64 mask N x 16 (1 = keep, 0 = padding) -> "
          "nn.Embedding(100, 32) + learned positions, 1 x nn.TransformerEncoderLayer(d_model=32, "
          "nhead=4, dim_feedforward=64, gelu, batch_first, dropout=0) with src_key_padding_mask = "
          "(mask == 0), masked mean pool over kept positions, Linear(2) logits; trained briefly on "
-         "synthetic data; fast path disabled",
+         "synthetic data; fast path disabled"),
          [0, 99], {"family": FAMILY, "seq_len": 16, "vocab_size": 100, "embedding_dim": 32,
                    "mask_input": {"name": "mask", "values": [0, 1], "meaning": "1 = keep, 0 = padding; "
                                   "at least one 1 per row"}}),

@@ -18,21 +18,21 @@ if os.environ.get("PYTHONHASHSEED") != "0":
     os.environ["PYTHONHASHSEED"] = "0"
     os.execv(sys.executable, [sys.executable] + sys.argv)
 
-import warnings  # noqa: E402
+import warnings
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402,F401
-import skl2onnx  # noqa: E402
-import sklearn  # noqa: E402
-from skl2onnx import convert_sklearn  # noqa: E402
-from skl2onnx.common.data_types import FloatTensorType  # noqa: E402
-from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
-from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+import numpy as np
+import onnx
+import skl2onnx
+import sklearn
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
 
 warnings.filterwarnings("ignore")
 
@@ -88,14 +88,14 @@ def main():
     no_zipmap = {"zipmap": False}
     specs = [
         ("sklearn_mlp", mlp, "cls", {id(mlp): no_zipmap},
-         "Pipeline(StandardScaler, MLPClassifier(16, relu)), 6 features, 3 classes; outputs label + "
-         "probabilities tensor (zipmap=False)"),
+         ("Pipeline(StandardScaler, MLPClassifier(16, relu)), 6 features, 3 classes; outputs label + "
+         "probabilities tensor (zipmap=False)")),
         ("sklearn_mlp_zipmap", mlp, "cls_zipmap", None,
-         "Same pipeline as sklearn_mlp converted with the default ZipMap: probabilities are a "
-         "sequence of {class: prob} maps"),
+         ("Same pipeline as sklearn_mlp converted with the default ZipMap: probabilities are a "
+         "sequence of {class: prob} maps")),
         ("sklearn_logreg", logreg, "cls", {id(logreg): no_zipmap},
-         "Pipeline(StandardScaler, LogisticRegression), 6 features, 3 classes (multinomial); "
-         "label + probabilities tensor (zipmap=False)"),
+         ("Pipeline(StandardScaler, LogisticRegression), 6 features, 3 classes (multinomial); "
+         "label + probabilities tensor (zipmap=False)")),
         ("sklearn_linreg", linreg, "reg", None,
          "Pipeline(StandardScaler, LinearRegression), 6 features -> 1 target"),
         ("sklearn_mlp_regressor", mlpr, "reg", None,
