@@ -296,6 +296,19 @@ def test_convert_warns_about_training_mode_and_hands_back_a_model(tmp_path: Path
 CLASS_FILE = "onnxshap_test_mycnn"
 
 
+def test_explainer_of_a_training_mode_module_warns_at_the_callers_line(rng: np.random.Generator) -> None:
+    # The warning passes through Explainer and the converter package: it must still name this file.
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (the onnxshap[torch] extra)")
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    x = rng.standard_normal((4, 4)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"training mode") as caught:
+        onnxshap.Explainer(net, x[:2], sample=torch.from_numpy(x[:1]))
+    assert [w.filename for w in caught] == [__file__]
+
+
 def test_pickled_torch_module_imports_its_class_from_beside_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
