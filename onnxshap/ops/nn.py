@@ -110,6 +110,21 @@ def _channel_bias(y: Array, b: Array | None) -> Array:
     return y + jnp.reshape(b, (1, -1) + (1,) * (y.ndim - 2)).astype(y.dtype)
 
 
+def _pad_beyond_span(
+    x: Array, padding: Sequence[tuple[int, int]], kernel: Sequence[int], dilations: Sequence[int]
+) -> tuple[Array, list[tuple[int, int]]]:
+    """(x, padding) with the padding beyond the kernel's span, (k - 1) * dilation per side, applied
+    to x as zeros: the same convolution. XLA:CPU (jax 0.10) computes the input-gradient of a float32
+    convolution padded beyond its span wrongly, garbage or NaN for some geometries (its transpose has
+    negative padding); the linear rule's VJP takes that gradient."""
+    reach = [(k - 1) * di for k, di in zip(kernel, dilations)]
+    excess = [(max(lo - r, 0), max(hi - r, 0)) for (lo, hi), r in zip(padding, reach)]
+    if not any(lo or hi for lo, hi in excess):
+        return x, list(padding)
+    x = jnp.pad(x, [(0, 0), (0, 0), *excess])
+    return x, [(lo - a, hi - b) for (lo, hi), (a, b) in zip(padding, excess)]
+
+
 def conv(
     x: Array,
     w: Array,
@@ -129,6 +144,7 @@ def conv(
     s = _per_axis(strides, n, 1)
     d = _per_axis(dilations, n, 1)
     padding = _window_pads("Conv", auto_pad, x.shape[2:], kernel, s, d, pads)
+    x, padding = _pad_beyond_span(x, padding, kernel, d)
     y = lax.conv_general_dilated(
         x,
         w.astype(x.dtype),
