@@ -348,7 +348,7 @@ class AttributionPass:
         for name in sorted(r_feeds):
             a = np.ascontiguousarray(r_feeds[name])
             digest.update(f"{name}{a.shape}{a.dtype}".encode())
-            digest.update(memoryview(a).cast("B"))
+            digest.update(a.data.cast("B"))
         key = (digest.hexdigest(),)
         if self._reference is not None and self._reference[0] == key:
             return self._reference[1]  # type: ignore[return-value]
@@ -499,7 +499,8 @@ class AttributionPass:
         x_feeds: Mapping[str, np.ndarray],
         r_feeds: Mapping[str, np.ndarray],
         selection: np.ndarray,
-        devices: Sequence[jax.Device] | None = None,
+        # jaxlib ships no stub for jax.Device (a compiled class): pyright reads it as a variable.
+        devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
         progress: bool | ProgressCallback | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """phi per explained tensor (B, n_sel, *shape), f(x) (B, n_total), base (B, n_total).
@@ -524,7 +525,7 @@ class AttributionPass:
         x_feeds: Mapping[str, np.ndarray],
         r_feeds: Mapping[str, np.ndarray],
         selection: np.ndarray,
-        devices: Sequence[jax.Device] | None,
+        devices: Sequence[jax.Device] | None,  # pyright: ignore[reportInvalidTypeForm]  # as in run
         report: ProgressCallback | None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         n_background = next(iter(r_feeds.values())).shape[0]

@@ -253,14 +253,17 @@ class _Lowerer:
                     s.partial[outs[0]] = s.partial[chosen]
                 return unknown()
         if node.op_type == "Shape" and node.domain == "":
-            return self._fold_shape(s, node) or unknown()
+            if not self._fold_shape(s, node):
+                unknown()
+            return
         if node.op_type == "Size" and node.domain == "":
             shape = self._shape_of(s, node.inputs[0])
-            if shape is None or any(d is None for d in shape):
+            dims = () if shape is None else tuple(d for d in shape if d is not None)
+            if shape is None or len(dims) < len(shape):
                 return unknown()
-            s.known[outs[0]] = np.array(int(np.prod(shape, dtype=np.int64)), np.int64)
+            s.known[outs[0]] = np.array(int(np.prod(dims, dtype=np.int64)), np.int64)
             if node.inputs[0] not in s.known:
-                facts = tuple((node.inputs[0], a, int(d)) for a, d in enumerate(shape))
+                facts = tuple((node.inputs[0], a, int(d)) for a, d in enumerate(dims))
                 s.checks[node.index] = tuple(dict.fromkeys((*s.checks.get(node.index, ()), *facts)))
             return None
         values = [s.known.get(i) if i else None for i in node.inputs]
@@ -275,7 +278,9 @@ class _Lowerer:
                     s.known[o] = np.asarray(v)
             return unknown()
         if node.op_type in _SELECTION_OPS and node.domain == "" and len(outs) == 1:
-            return self._fold_selection(s, node) or unknown()
+            if not self._fold_selection(s, node):
+                unknown()
+            return
         return unknown()
 
     def _fold_selection(self, s: _Scope, node: Node) -> bool:

@@ -159,7 +159,7 @@ def _resolve_devices(devices: Sequence[Any] | int | str | None) -> list[Any] | N
                 "XLA_FLAGS=--xla_force_host_platform_device_count=N (set before JAX starts) splits the host into N."
             )
         return list(available[:devices])
-    if isinstance(devices, str):
+    if isinstance(devices, (str, bool)):
         raise InputError(f"devices must be a list of jax devices, a count or 'all', not {devices!r}.")
     return list(devices)
 

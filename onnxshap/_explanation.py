@@ -12,12 +12,15 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxshap._errors import InputError
 from onnxshap._files import write_whole
+
+if TYPE_CHECKING:
+    from onnxshap._plots import Kind
 
 #: Completeness tolerance, relative to |f(x) - base| (floored at FLOOR * max(1, |f(x)|, |base|) so that
 #: outputs that barely change are judged at the precision of the dtype: f(x) and the background mean
@@ -47,7 +50,8 @@ class Explanation:
             array the samples were given in (see `readings`): the declared shape without its batch
             axis for ordinary exports, the whole declared shape for a graph without a batch axis.
         base_values: (n_samples, n_outputs): mean model output over the background.
-        data: the explained inputs' values, like `values` without the output axis.
+        data: the explained inputs' values, like `values` without the output axis; None for an
+            explained intermediate tensor (no value of its own in the samples).
         prediction: (n_samples, n_outputs): the model's explained outputs at the samples.
         residual: (n_samples, n_outputs): sum(values) - (prediction - base_values).
         input_names: names of the explained tensors.
@@ -69,7 +73,7 @@ class Explanation:
 
     values: np.ndarray | dict[str, np.ndarray]
     base_values: np.ndarray
-    data: np.ndarray | dict[str, np.ndarray]
+    data: np.ndarray | dict[str, np.ndarray | None] | None
     prediction: np.ndarray
     residual: np.ndarray
     input_names: list[str]
@@ -92,7 +96,7 @@ class Explanation:
         """(n_samples, n_outputs): sum of |values| over all explained input elements."""
         arrays = self.values.values() if isinstance(self.values, dict) else [self.values]
         n, k = self.prediction.shape
-        return sum(np.abs(v).reshape(n, -1, k).sum(axis=1) for v in arrays)
+        return np.sum([np.abs(v).reshape(n, -1, k).sum(axis=1) for v in arrays], axis=0)
 
     @property
     def relative_residual(self) -> np.ndarray:
@@ -103,7 +107,7 @@ class Explanation:
     def max_relative_residual(self) -> float:
         return float(np.max(self.relative_residual, initial=0.0))
 
-    def plot(self, path: str | Path | None = None, kind: str = "auto", **options: Any) -> Any:
+    def plot(self, path: str | Path | None = None, kind: Kind = "auto", **options: Any) -> Any:
         """Draw to `path` (.png/.svg/.pdf; .html for kind="text"): "image", "text", "bar", "waterfall" or
         "auto". Without a path, return the plot, shown inline by Jupyter: a matplotlib Figure, or for
         text a `TextHTML`. Options and layouts: docs/plots.md. Needs onnxshap[plot], except the HTML text view."""

@@ -22,7 +22,7 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist. Create it first.")
 
 
-def write_whole(path: str | Path, write: Callable[[Path], None]) -> None:
+def write_whole(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` to fill a temporary file, then rename it to `path`.
 
     On any failure (an OSError such as a full disk, an error while drawing, Ctrl-C) the temporary

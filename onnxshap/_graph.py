@@ -262,9 +262,11 @@ def _check_attribute_type(node: Node, attr: onnx.AttributeProto) -> None:
     expected = schema.attributes[attr.name].type if schema is not None and attr.name in schema.attributes else None
     if expected is not None and attr.type != expected:
         names = onnx.AttributeProto.AttributeType.Name
+        # OpSchema.AttrType is an IntEnum, which onnx's stub declares as a plain class.
+        takes = names(expected)  # pyright: ignore[reportArgumentType]
         raise GraphError(
             f"Attribute {attr.name!r} of {node.label} is stored as {names(attr.type)}, but {node.op_type}-"
-            f"{node.since_version} takes {names(expected)}: the model is invalid (onnx.checker.check_model says so "
+            f"{node.since_version} takes {takes}: the model is invalid (onnx.checker.check_model says so "
             "too). Re-export it, or fix the attribute with onnx.helper.make_attribute."
         )
 

@@ -66,11 +66,9 @@ class NodeContext:
         return self.fn(*args)
 
 
-def _zeros_like_out(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array]:
-    return [
-        m if m is not None else jnp.zeros(jnp.shape(y), jnp.result_type(y))
-        for m, y in zip(m_out, ctx.xout)
-    ]
+def _cotangent(m: Array | None, y: Array) -> Array:
+    """An output's multiplier in the output's dtype; zeros shaped like the output if it has none."""
+    return (m if m is not None else jnp.zeros(jnp.shape(y))).astype(jnp.result_type(y))
 
 
 def _float_outputs(ctx: NodeContext) -> list[int]:
@@ -91,8 +89,7 @@ def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out
 
     primals = [point.get(i, ctx.xin[i]) for i in wrt]
     _, vjp = jax.vjp(f, *primals)
-    cotangents = _zeros_like_out(ctx, m_out)
-    grads = vjp(tuple(cotangents[i].astype(jnp.result_type(ctx.xout[i])) for i in outs))
+    grads = vjp(tuple(_cotangent(m_out[i], ctx.xout[i]) for i in outs))
     result: list[Array | None] = [None] * len(ctx.xin)
     for i, g in zip(wrt, grads):
         result[i] = g
@@ -116,11 +113,8 @@ def _vjp_numeric(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], 
 
     primals = [numeric(v, dtype) if is_discrete(v) else v for v in (point.get(i, ctx.xin[i]) for i in wrt)]
     ys, vjp = jax.vjp(f, *primals)
-    cotangents = tuple(
-        (m_out[i] if i < len(m_out) and m_out[i] is not None else jnp.zeros(jnp.shape(y))).astype(jnp.result_type(y))
-        for i, y in zip(wanted, ys)
-    )
-    grads = vjp(cotangents)
+    cotangents = (_cotangent(m_out[i] if i < len(m_out) else None, y) for i, y in zip(wanted, ys))
+    grads = vjp(tuple(cotangents))
     result: list[Array | None] = [None] * len(ctx.xin)
     for i, g in zip(wrt, grads):
         result[i] = g
@@ -226,6 +220,8 @@ def rescale_slope(
 
 def _rescale_one(ctx: NodeContext, position: int, m_out: Sequence[Array | None]) -> list[Array | None]:
     x, r = ctx.xin[position], ctx.rin[position]
+    # Only absent optional operands are None: a varying input and the first output are present.
+    assert x is not None and ctx.xout[0] is not None
     discrete = is_discrete(x) or is_discrete(ctx.xout[0])
     dtype = multiplier_dtype(ctx, m_out) if discrete else None
     multiplier = rescale_slope(lambda v: ctx.call_with({position: v})[0], x, r, ctx.xout[0], ctx.rout[0], dtype)
@@ -361,6 +357,7 @@ def shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | Non
     if k == 1:
         return _rescale_one(ctx, positions[0], m_out)
     xs = [ctx.xin[p] for p in positions]
+    assert ctx.xout[0] is not None  # the output of an elementwise op is never absent
     discrete = any(is_discrete(v) for v in (*xs, ctx.xout[0]))
     dtype = multiplier_dtype(ctx, m_out) if discrete else None
     slopes = shapley_slopes(
@@ -368,8 +365,9 @@ def shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | Non
     )
     m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype or jnp.result_type(ctx.xout[0]))
     result: list[Array | None] = [None] * len(ctx.xin)
-    for j, slope in zip(positions, slopes):
-        result[j] = _unbroadcast(scaled(m, slope), jnp.shape(ctx.xin[j]))
+    for j, x, slope in zip(positions, xs, slopes):
+        assert x is not None  # a varying input is present
+        result[j] = _unbroadcast(scaled(m, slope), jnp.shape(x))
     return result
 
 
@@ -410,6 +408,7 @@ def where_shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array
     """Where(c, a, b) with a varying condition: the exact 3-player Shapley value over (c, a, b)
     (`where_slopes`), players that do not vary held at their x value. Broadcasting c, a and b."""
     dtype = multiplier_dtype(ctx, m_out)
+    assert ctx.xout[0] is not None  # the output of an elementwise op is never absent
     m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype)
 
     def sides(p: int) -> tuple[Array, Array]:
@@ -421,7 +420,9 @@ def where_shapley(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array
     result: list[Array | None] = [None] * len(ctx.xin)
     for p, slope in enumerate(slopes):
         if ctx.varying[p]:
-            result[p] = _unbroadcast(jnp.broadcast_to(m * slope, jnp.shape(m)), jnp.shape(ctx.xin[p]))
+            x = ctx.xin[p]
+            assert x is not None  # a varying input is present
+            result[p] = _unbroadcast(jnp.broadcast_to(m * slope, jnp.shape(m)), jnp.shape(x))
     return result
 
 
@@ -433,6 +434,7 @@ def comparison(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | 
     dy in {-1, 1} otherwise, with d(x) != d(r). Broadcasting u and v; integers read as numbers.
     """
     dtype = multiplier_dtype(ctx, m_out)
+    assert ctx.xout[0] is not None  # the output of a comparison is never absent
     m = m_out[0] if m_out[0] is not None else jnp.zeros(jnp.shape(ctx.xout[0]), dtype)
     # An input that does not vary is held at its x value, as in every rule (its difference is 0).
     du, dv = (_numeric_delta(ctx.xin[p], ctx.rin[p], dtype) if ctx.varying[p] else 0 for p in (0, 1))
@@ -443,7 +445,9 @@ def comparison(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | 
     result: list[Array | None] = [None] * len(ctx.xin)
     for p, sign in ((0, 1), (1, -1)):
         if ctx.varying[p]:
-            result[p] = _unbroadcast(sign * slope, jnp.shape(ctx.xin[p]))
+            x = ctx.xin[p]
+            assert x is not None  # a varying input is present
+            result[p] = _unbroadcast(sign * slope, jnp.shape(x))
     return result
 
 
@@ -453,7 +457,11 @@ def bilinear(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | No
     f(A, B) - f(A_r, B_r) = f(dA, (B + B_r)/2) + f((A + A_r)/2, dB).
     """
     positions = ctx.varying_positions
-    mid = {p: (ctx.xin[p] + ctx.rin[p]) / 2 for p in positions}
+    mid: dict[int, Array] = {}
+    for p in positions:
+        x, r = ctx.xin[p], ctx.rin[p]
+        assert x is not None and r is not None  # a varying input is present on both sides
+        mid[p] = (x + r) / 2
     result: list[Array | None] = [None] * len(ctx.xin)
     for j in positions:
         point = {p: v for p, v in mid.items() if p != j}
@@ -508,7 +516,7 @@ def _along_last_axis(values: Callable[[Array, Array], Array], x: Array, r: Array
     order = [a for a in range(x.ndim) if a not in axes] + list(axes)
     moved = tuple(x.shape[a] for a in order)
     phi = values(_to_last_axis(x, axes), _to_last_axis(r, axes))
-    return jnp.transpose(phi.reshape(moved), np.argsort(order))
+    return jnp.transpose(phi.reshape(moved), np.argsort(order).tolist())
 
 
 def _window_position(shape: tuple[int, ...], axes: tuple[int, ...]) -> Array:
@@ -591,7 +599,9 @@ def _max_game_weights(p: Array, q: Array, n: int, dtype: Any) -> tuple[Array, Ar
         gain, loss = _max_game_weight_table(n)
         cell = p * (n + 1) + q
         return jnp.asarray(gain, dtype)[cell], jnp.asarray(loss, dtype)[cell]
-    wide = jnp.float64 if jax.config.jax_enable_x64 else dtype
+    # jax.config sets its options as attributes at import, which its stub does not declare.
+    x64 = jax.config.jax_enable_x64  # pyright: ignore[reportAttributeAccessIssue]
+    wide = jnp.float64 if x64 else dtype
     p, q = p.astype(wide), q.astype(wide)
     lg = lax.lgamma
     gain = jnp.where(p > 0, jnp.exp(lg(q + 1) + lg(jnp.maximum(p, 1)) - lg(p + q + 1)), 0)
@@ -718,6 +728,8 @@ def _window_multipliers(xw: Array, rw: Array, m_window: Array, values: MaxValues
 def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | None]], list[Array | None]]:
     def rule(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
         x, r = ctx.xin[0], ctx.rin[0]
+        # The data input is the one that varies; the reduced output is present.
+        assert x is not None and r is not None and ctx.xout[0] is not None
         m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
         sign = -1 if ctx.node.op_type == "ReduceMin" else 1
         axes_input = ctx.xin[1] if len(ctx.xin) > 1 else None
@@ -909,6 +921,7 @@ def _log_softmax_multipliers(x: Array, r: Array, axis: int, m: Array) -> Array:
 
 def _softmax_axis(ctx: NodeContext) -> tuple[Array, Array, int, Callable[[Array], Array]]:
     x, r = ctx.xin[0], ctx.rin[0]
+    assert x is not None and r is not None  # the one input, and it varies
     rank = jnp.ndim(x)
     axis = int(ctx.node.attrs.get("axis", -1))
     axis = axis % rank if rank else 0
@@ -923,6 +936,7 @@ def _softmax_axis(ctx: NodeContext) -> tuple[Array, Array, int, Callable[[Array]
 def softmax(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     """Softmax = exp(LogSoftmax(x)): exp by rescale, LogSoftmax as below; complete by construction."""
     x, r, axis, back = _softmax_axis(ctx)
+    assert ctx.xout[0] is not None  # the one output
     m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
     m = m.reshape(x.shape)
     zx, zr = jax.nn.log_softmax(x, axis), jax.nn.log_softmax(r, axis)
@@ -934,6 +948,7 @@ def softmax(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | Non
 def log_softmax(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     """LogSoftmax = x - log(sum(exp(x))): linear, log (rescale), sum (linear), exp (rescale)."""
     x, r, axis, back = _softmax_axis(ctx)
+    assert ctx.xout[0] is not None  # the one output
     m = m_out[0] if m_out[0] is not None else jnp.zeros_like(ctx.xout[0])
     return [back(_log_softmax_multipliers(x, r, axis, m.reshape(x.shape)))] + [None] * (len(ctx.xin) - 1)
 

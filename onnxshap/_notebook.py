@@ -82,8 +82,8 @@ def _inline_plot(e: Explanation) -> str:
         cut = kind in ("image", "text")
         sample = list(range(min(n, REPR_ROWS))) if cut else None
         output = list(range(min(k, REPR_OUTPUTS))) if cut else None
-        shown = plot(e, None, kind, sample=sample, output=output, input=name,
-                     **({} if kind == "text" else {"dpi": REPR_DPI}))
+        # Without a path the text view is HTML, which has no dpi.
+        shown = plot(e, None, kind, sample=sample, output=output, input=name, dpi=REPR_DPI)
     except ImportError:  # MissingDependencyError: without matplotlib, the summary alone
         return f'<div {_NOTE}>pip install "onnxshap[plot]" to see the plot here.</div>'
     except OnnxShapError as exc:

@@ -431,6 +431,7 @@ def image_plot(
         ax.set_xticks([])
         ax.set_yticks([])
     clipped = bool(np.nanmax(np.abs(heat), initial=0.0) > vmax)
+    assert mappable is not None  # every view has a sample and an output: a heat map was drawn
     colorbar = fig.colorbar(
         mappable, ax=list(axes[:, int(has_image):].ravel()), shrink=0.9 if n_rows == 1 else min(0.8, 0.35 + 0.15 * n_rows),
         extend="both" if clipped else "neither",
@@ -811,7 +812,7 @@ def auto_kind(
     tokens: Any = None,
     sample: Selector = None,
     channel_axis: int | None = None,
-) -> str:
+) -> Kind:
     """The kind `plot(kind="auto")` draws.
 
     "text" when tokens are given or the input is token ids, (n, seq_len) integers (the ids are then

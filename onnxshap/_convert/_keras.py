@@ -47,9 +47,10 @@ def _convert_keras(
     opset: int | None,
 ) -> _Converted:
     _import_tensorflow()
-    import keras
-    import tensorflow as tf
-    import tf2onnx
+    # Optional, all three: the keras extra (pyright has tensorflow's stubs but not its source).
+    import keras  # pyright: ignore[reportMissingImports]
+    import tensorflow as tf  # pyright: ignore[reportMissingModuleSource]
+    import tf2onnx  # pyright: ignore[reportMissingImports]
 
     backend = keras.backend.backend() if hasattr(keras, "backend") else "tensorflow"
     if backend != "tensorflow":
@@ -133,7 +134,7 @@ def _convert_keras(
 
 def _load_keras_file(path: Path, trust_pickle: bool, notes: list[str]) -> Any:
     _import_tensorflow()
-    import keras
+    import keras  # pyright: ignore[reportMissingImports]  # optional: the keras extra
 
     try:
         with _quiet(notes):

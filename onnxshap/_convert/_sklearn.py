@@ -33,10 +33,11 @@ def _convert_sklearn(
     opset: int | None,
 ) -> _Converted:
     _require("sklearn")
-    import skl2onnx
+    # skl2onnx is optional: the sklearn extra.
+    import skl2onnx  # pyright: ignore[reportMissingImports]
     import sklearn
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx import convert_sklearn  # pyright: ignore[reportMissingImports]
+    from skl2onnx.common.data_types import FloatTensorType  # pyright: ignore[reportMissingImports]
 
     source = f"scikit-learn {type(est).__name__} (scikit-learn {sklearn.__version__})"
     if sample is not None:

@@ -56,7 +56,7 @@ def training_mode_message(module: Any) -> str:
 
 def _torch_flatten(out: Any) -> tuple[list[Any], list[str] | None]:
     """Model output -> (tensors, names or None for positional outputs)."""
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]  # optional: the torch extra
 
     if isinstance(out, torch.Tensor):
         return [out], None
@@ -92,7 +92,7 @@ def _convert_torch(
     opset: int | None,
 ) -> _Converted:
     _require("torch", ["torch"])
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]  # optional: the torch extra
 
     notes: list[str] = []
     is_program = isinstance(obj, torch.export.ExportedProgram)
@@ -241,7 +241,7 @@ def _convert_torch(
 
 def _load_torch_file(path: Path, trust_pickle: bool, notes: list[str]) -> Any:
     _require("torch", ["torch"])
-    import torch
+    import torch  # pyright: ignore[reportMissingImports]  # optional: the torch extra
 
     if path.suffix.lower() in EXPORTED_PROGRAM_SUFFIXES:
         with _quiet(notes), _importable_beside(path):  # a .pt2 is only loaded when trusted

@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from jax import lax
 
@@ -277,7 +278,7 @@ _SUB_BYTE_INTS = frozenset(np.dtype(t) for t in (jnp.int4, jnp.uint4, jnp.int2, 
 #: 8/16-bit integers: onnxruntime truncates floats, then wraps; XLA would saturate.
 _NARROW_INTS = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
 #: Types XLA has no primitive for (Cast-28 added them); ml_dtypes knows them, JAX cannot compute on them.
-_NO_XLA_TYPE = frozenset(np.dtype(t) for t in (jnp.float6_e2m3fn, jnp.float6_e3m2fn))
+_NO_XLA_TYPE = frozenset(np.dtype(t) for t in (ml_dtypes.float6_e2m3fn, ml_dtypes.float6_e3m2fn))
 _E8M0 = np.dtype(jnp.float8_e8m0fnu)
 
 

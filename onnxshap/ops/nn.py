@@ -238,8 +238,8 @@ def gemm(
     *,
     alpha: float,
     beta: float,
-    transA: int,  # noqa: N803 - ONNX attribute names
-    transB: int,  # noqa: N803
+    transA: int,
+    transB: int,
     broadcast: int | None = None,
 ) -> Array:
     """alpha * A' B' + beta * C; C broadcasts (Gemm-1/6's `broadcast` flag only restricted it)."""
@@ -475,7 +475,7 @@ def _max_pool_indices(x: Array, geo: _PoolGeometry, lowest: Array, storage_order
     if storage_order:
         coords = jnp.unravel_index(row_major, geo.sizes)
         strides = np.cumprod((1, *geo.sizes[:-1]))
-        row_major = sum(c * int(st) for c, st in zip(coords, strides))
+        row_major = sum((c * int(st) for c, st in zip(coords, strides)), jnp.zeros_like(row_major))
     batch_channel = jnp.arange(x.shape[0] * x.shape[1], dtype=jnp.int64).reshape(x.shape[:2])
     offset = batch_channel.reshape(x.shape[:2] + (1,) * len(geo.sizes)) * spatial
     return row_major.astype(jnp.int64) + offset

@@ -232,7 +232,8 @@ def _recurrence(
     final_states = list(final)
     if lens is not None:
         # onnxruntime: a sequence of length 0 ends in zero states, not the initial ones.
-        final_states = [linear(lambda v: jnp.where((lens > 0)[None, :, None], v, 0), s) for s in final_states]
+        started = (lens > 0)[None, :, None]
+        final_states = [linear(lambda v: jnp.where(started, v, 0), s) for s in final_states]
     if layout == 1:
         Y = linear(lambda v: jnp.transpose(v, (2, 0, 1, 3)), Y)
         final_states = [linear(lambda v: jnp.swapaxes(v, 0, 1), s) for s in final_states]
