@@ -167,6 +167,20 @@ def max_over(p: Any, axis: int, keepdims: bool = False) -> Any:
     return Pair(side(p.x), side(p.r))
 
 
+def attributed(y: tuple[Array, Array], p: Pair, phi: Array) -> Pair:
+    """Outputs y = (y(x), y(r)) [..., K] of a function of p [..., C] whose attributions phi [..., K, C]
+    (sum over C = y(x) - y(r)) come from a rule of the op's own (TreeSHAP): the multiplier of input j
+    for output k is phi[k, j] / (x_j - r_j), 0 where x_j == r_j (a dummy player, so phi is 0 there)."""
+    same = sg(p.x) == sg(p.r)
+    delta = jnp.where(same, 1, sg(p.x) - sg(p.r))
+    m = sg(jnp.where(same[..., None, :], 0, phi / delta[..., None, :]))
+
+    def side(value: Array, v: Array) -> Array:
+        return sg(value) + jnp.sum(m * (v - sg(v))[..., None, :], axis=-1)
+
+    return Pair(side(y[0], p.x), side(y[1], p.r))
+
+
 def _float_dtype(*values: Any) -> Any:
     """The widest float dtype among `values` (float32 if none is a float)."""
     floats = [jnp.result_type(v) for v in values if v is not None and not is_discrete(v)]
@@ -215,7 +229,8 @@ def select(c: Any, a: Any, b: Any) -> Any:
 
 # --- turning a pair forward into a rule -------------------------------------------------------------
 
-PairForward = Callable[..., Sequence[Any]]
+#: Returns one output (a Pair, or a plain value that does not vary) or a tuple or list of outputs.
+PairForward = Callable[..., Any]
 
 
 def composite_rule(forward: PairForward) -> Rule:
