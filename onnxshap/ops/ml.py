@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from onnxshap._composite import Pair, composite_rule, linear, rescale
 from onnxshap._errors import UnsupportedOpError
 from onnxshap.ops._common import unsupported_attribute
 
@@ -276,3 +277,141 @@ def zip_map(
             f"{np.shape(x)}."
         )
     return [dict(zip(keys, (float(v) for v in row))) for row in scores]
+
+
+# --- categorical encoders --------------------------------------------------------------------------
+
+
+def one_hot_encoder(
+    x: Any, *, cats_int64s: list[int] | None = None, cats_strings: list[str] | None = None, zeros: int = 1
+) -> Any:
+    """Y = one float32 channel per category: shape x.shape + [len(cats)], 1 where x equals the category.
+
+    Numeric inputs (int64, int32, float, double) use cats_int64s, floats truncated toward zero as in
+    onnxruntime; string inputs use cats_strings and must be constants (JAX has no strings). An unknown
+    value gives an all-zero row; with zeros=0 onnxruntime raises instead, which onnxshap does for
+    constants only (a traced input cannot raise, so its unknown values stay all-zero rows).
+    Rule: each channel is a one-input step of its element, so the secant per channel (rescale of the
+    input broadcast to the channels) is exact; integer differences are read as numbers.
+    """
+    if bool(cats_int64s) == bool(cats_strings):
+        raise UnsupportedOpError("OneHotEncoder needs exactly one of cats_int64s and cats_strings.")
+    value = x.x if isinstance(x, Pair) else x
+    if cats_strings:
+        if isinstance(x, Pair) or not _is_host(value) or np.dtype(value.dtype).kind not in "OUS":
+            raise UnsupportedOpError(
+                "OneHotEncoder with cats_strings needs a string input known before the data arrives (JAX has no "
+                "string dtype, so string graph inputs cannot be traced); encode the strings as integer codes "
+                "(cats_int64s) to explain them."
+            )
+        strings = np.vectorize(lambda s: s.decode() if isinstance(s, bytes) else str(s), otypes=[object])(value)
+        hot = strings[..., None] == np.asarray(list(cats_strings), object)
+        if not zeros and not hot.any(axis=-1).all():
+            raise UnsupportedOpError("OneHotEncoder found an unknown category and zeros = 0 (onnxruntime fails here).")
+        return hot.astype(np.float32)
+    if np.dtype(value.dtype).kind not in "iuf":
+        raise UnsupportedOpError(f"OneHotEncoder with cats_int64s takes an integer or float input; got {value.dtype}.")
+    cats = np.asarray(cats_int64s, np.int64)
+    k = len(cats)
+    if _is_host(value):
+        hot = np.asarray(_channel_hot(np.broadcast_to(np.asarray(value)[..., None], (*np.shape(value), k)), cats))
+        if not zeros and not hot.any(axis=-1).all():
+            raise UnsupportedOpError("OneHotEncoder found an unknown category and zeros = 0 (onnxruntime fails here).")
+        return hot
+    spread = linear(lambda v: jnp.broadcast_to(jnp.asarray(v)[..., None], (*jnp.shape(v), k)), x)
+    return rescale(lambda v: _channel_hot(v, cats), spread)
+
+
+one_hot_encoder_rule = composite_rule(one_hot_encoder)
+
+
+def _channel_hot(v: Array, cats: np.ndarray) -> Array:
+    """Channel j of v [..., k] (the element repeated) equals category j, as float32; floats are read as
+    onnxruntime's static_cast to int64 does (truncated), NaN, infinities and values beyond int64 match none."""
+    x = jnp.asarray(v)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        valid = jnp.isfinite(x) & (jnp.abs(x) < float(2**63))
+        ids = jnp.where(valid, jnp.trunc(x), 0).astype(jnp.int64)
+        return (valid & (ids == jnp.asarray(cats))).astype(jnp.float32)
+    return (x.astype(jnp.int64) == jnp.asarray(cats)).astype(jnp.float32)
+
+
+def _label_table(
+    keys_floats: list[float] | None,
+    keys_int64s: list[int] | None,
+    keys_strings: list[str] | None,
+    keys_tensor: np.ndarray | None,
+    values_floats: list[float] | None,
+    values_int64s: list[int] | None,
+    values_strings: list[str] | None,
+    values_tensor: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (keys, values) arrays of a numeric LabelEncoder; strings on either side raise."""
+    keys = [k for k in (keys_floats, keys_int64s, keys_strings, keys_tensor) if k is not None and len(k)]
+    values = [v for v in (values_floats, values_int64s, values_strings, values_tensor) if v is not None and len(v)]
+    if len(keys) != 1 or len(values) != 1:
+        raise UnsupportedOpError("LabelEncoder needs exactly one keys_* and one values_* attribute.")
+    if keys_strings or values_strings or any(np.asarray(a).dtype.kind in "OUS" for a in (keys[0], values[0])):
+        raise UnsupportedOpError(
+            "LabelEncoder with string keys or values is not supported: JAX has no string dtype, so only numeric "
+            "mappings (keys and values floats, int64s or numeric tensors) can be evaluated and explained."
+        )
+    key_dtype = np.float32 if keys_floats else np.int64 if keys_int64s else np.asarray(keys[0]).dtype
+    value_dtype = np.float32 if values_floats else np.int64 if values_int64s else np.asarray(values[0]).dtype
+    k, v = np.asarray(keys[0], key_dtype).reshape(-1), np.asarray(values[0], value_dtype).reshape(-1)
+    if k.size != v.size:
+        raise UnsupportedOpError(f"LabelEncoder has {k.size} keys but {v.size} values.")
+    return k, v
+
+
+def label_encoder(
+    x: Array,
+    *,
+    keys_floats: list[float] | None = None,
+    keys_int64s: list[int] | None = None,
+    keys_strings: list[str] | None = None,
+    keys_tensor: np.ndarray | None = None,
+    values_floats: list[float] | None = None,
+    values_int64s: list[int] | None = None,
+    values_strings: list[str] | None = None,
+    values_tensor: np.ndarray | None = None,
+    default_float: float = -0.0,
+    default_int64: int = -1,
+    default_string: str = "_Unused",
+    default_tensor: np.ndarray | None = None,
+    _nan_matches: bool = True,
+) -> Array:
+    """Map each element of x through keys -> values (elementwise, x's shape); unmatched elements get the
+    default (default_tensor, else default_float / default_int64 by the values' type). A NaN key matches
+    NaN (opset 4; `label_encoder_2` for opset 2, where as in onnxruntime it matches nothing).
+
+    Numeric keys and values only (opset 2: float/int64; opset 4 also numeric keys_tensor/values_tensor);
+    string keys or values raise UnsupportedOpError. Rule: rescale (elementwise in one input; a step
+    function, whose secant is exact; integers read as numbers).
+    """
+    del default_string  # only used by string-valued encoders, which are refused
+    keys, values = _label_table(keys_floats, keys_int64s, keys_strings, keys_tensor, values_floats, values_int64s,
+                                values_strings, values_tensor)
+    if default_tensor is not None and np.size(default_tensor):
+        default = np.asarray(default_tensor).reshape(-1)[0].astype(values.dtype)
+    elif values.dtype.kind == "f":
+        default = np.asarray(default_float, values.dtype)
+    else:
+        default = np.asarray(default_int64, values.dtype)
+    host = _is_host(x)
+    xp: Any = np if host else jnp
+    data = xp.asarray(x)
+    if data.dtype.kind != keys.dtype.kind:
+        raise UnsupportedOpError(f"LabelEncoder keys are {keys.dtype} but the input is {data.dtype}.")
+    data_k = data.astype(keys.dtype)[..., None]
+    hit = data_k == keys
+    if _nan_matches and keys.dtype.kind == "f" and np.isnan(keys).any():
+        hit = hit | (xp.isnan(data_k) & np.isnan(keys))
+    # argmax: the first of duplicate keys wins
+    found = xp.take(values, xp.argmax(hit, axis=-1))
+    return xp.where(hit.any(axis=-1), found, default).astype(values.dtype)
+
+
+def label_encoder_2(x: Array, **attrs: Any) -> Array:
+    """LabelEncoder-2: as `label_encoder`, but a NaN key matches nothing (onnxruntime's opset-2 kernel)."""
+    return label_encoder(x, **attrs, _nan_matches=False)
