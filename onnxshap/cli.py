@@ -43,8 +43,10 @@ EXAMPLES = {
         "  onnxshap convert models/frameworks/torch_cnn.pt --input-shape 1,8,8 -o torch_cnn.onnx\n"
         "  onnxshap convert models/frameworks/torch_mlp.pt2 --trust-pickle -o torch_mlp.onnx\n"
         "  onnxshap convert models/frameworks/sklearn_logreg.joblib --trust-pickle -o logreg.onnx\n"
+        "  onnxshap convert booster.json -o xgb.onnx   # an XGBoost model file (.json/.ubj); LightGBM: .txt\n"
         "\n"
-        "Needs the framework: pip install 'onnxshap[torch]', 'onnxshap[keras]' or 'onnxshap[sklearn]'."
+        "Needs the framework: pip install 'onnxshap[torch]', 'onnxshap[keras]', 'onnxshap[sklearn]' or\n"
+        "'onnxshap[boosting]' (XGBoost, LightGBM)."
     ),
     "inspect": (
         "examples:\n"
@@ -144,7 +146,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if suffix not in SUPPORTED_SUFFIXES and not source.is_dir():
         raise UsageError(
             f"cannot tell the framework of {args.model!r} from its suffix {suffix or '(none)'}: use .keras/.h5 (Keras), "
-            ".pt/.pth (TorchScript), .pt2 (torch.export), or .pkl/.pickle/.joblib (scikit-learn)."
+            ".pt/.pth (TorchScript), .pt2 (torch.export), .json/.ubj (XGBoost), .txt (LightGBM), or "
+            ".pkl/.pickle/.joblib (scikit-learn, XGBoost, LightGBM)."
         )
     # A file that must be unpickled without --trust-pickle is refused by convert_file (ConversionError,
     # exit 1) for every suffix, not here as a usage error (exit 2): for a .pt file only torch can tell,
@@ -586,8 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--layout", choices=["NCHW", "NHWC"],
                        help="channel axis of the model input (default: from the model's input shape)")
 
-    p = add("convert", "Convert a Keras, PyTorch or scikit-learn model to ONNX and check it against the framework.")
-    p.add_argument("model", help="a .keras/.h5, TorchScript .pt, torch.export .pt2, or scikit-learn .pkl/.joblib file")
+    p = add("convert", "Convert a Keras, PyTorch, scikit-learn, XGBoost or LightGBM model to ONNX and check it against "
+            "the framework.")
+    p.add_argument("model", help="a .keras/.h5, TorchScript .pt, torch.export .pt2, XGBoost .json/.ubj, LightGBM .txt, "
+                   "or pickled .pkl/.joblib file")
     p.add_argument("-o", metavar="OUT.onnx", help="where to write the ONNX model (default: MODEL with suffix .onnx)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18 for .pt2, 17 otherwise)")
     p.add_argument("--input-shape", type=_shape_spec, action="append", metavar="SHAPE[:DTYPE]",

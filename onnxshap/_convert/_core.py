@@ -31,6 +31,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "torch": ("PyTorch", ("torch", "onnxscript")),
     "keras": ("Keras", ("tensorflow", "keras", "tf2onnx")),
     "sklearn": ("scikit-learn", ("sklearn", "skl2onnx")),
+    "boosting": ("gradient-boosting (XGBoost, LightGBM)", ("xgboost", "lightgbm", "onnxmltools")),
 }
 
 Shape = tuple[int, ...]
@@ -136,7 +137,9 @@ def _require(extra: str, modules: Sequence[str] | None = None) -> None:
 #: written by another version of the library (scikit-learn). The rest is exporter chatter.
 KEPT_WARNINGS = frozenset({"TracerWarning", "InconsistentVersionWarning"})
 #: Loggers of the exporters, quieted to errors while they run (e.g. "torchvision is not installed").
-QUIET_LOGGERS = ("torch.onnx", "torch.export", "tf2onnx", "skl2onnx", "onnxscript")
+QUIET_LOGGERS = (
+    "torch.onnx", "torch.export", "tf2onnx", "skl2onnx", "onnxscript", "onnxmltools",
+)
 
 
 @contextlib.contextmanager

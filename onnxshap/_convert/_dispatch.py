@@ -12,6 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from onnxshap._convert._boosting import (
+    LIGHTGBM_SUFFIXES,
+    XGBOOST_SUFFIXES,
+    _boosting_library,
+    _convert_boosting,
+    _load_boosting_file,
+)
 from onnxshap._convert._core import (
     PARITY_ATOL,
     PARITY_RTOL,
@@ -38,11 +45,16 @@ if TYPE_CHECKING:
 
 #: Files whose loader unpickles (runs code from the file): converting them needs trust_pickle=True.
 UNTRUSTED_SUFFIXES = PICKLE_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES
-SUPPORTED_SUFFIXES = KERAS_SUFFIXES | TORCH_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES | PICKLE_SUFFIXES
+BOOSTING_SUFFIXES = XGBOOST_SUFFIXES | LIGHTGBM_SUFFIXES
+SUPPORTED_SUFFIXES = (
+    KERAS_SUFFIXES | TORCH_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES | PICKLE_SUFFIXES
+    | BOOSTING_SUFFIXES
+)
 
 
 def framework_of(obj: Any) -> str | None:
-    """"torch", "keras" or "sklearn" for a model object of that framework, else None.
+    """"torch", "keras", "xgboost", "lightgbm" or "sklearn" for a model object of that framework,
+    else None (XGBoost's and LightGBM's scikit-learn wrappers are theirs, not "sklearn").
 
     Looks at the class hierarchy and `sys.modules` only: never imports a framework.
     """
@@ -55,6 +67,9 @@ def framework_of(obj: Any) -> str | None:
         return "torch"
     if roots & {"keras", "tf_keras"} or "tensorflow" in roots and hasattr(obj, "predict"):
         return "keras"
+    library = _boosting_library(obj)
+    if library is not None:
+        return library
     if "sklearn" in roots:
         return "sklearn"
     return None
@@ -72,12 +87,14 @@ def convert_object(
 
     Args:
         obj: a `torch.nn.Module` (TorchScript modules included), a `torch.export.ExportedProgram`,
-            a Keras model, or a fitted scikit-learn estimator or pipeline.
+            a Keras model, a fitted scikit-learn estimator or pipeline, or an XGBoost or LightGBM
+            model (scikit-learn wrapper or Booster).
         sample_input: real input with a batch axis: a tensor/array or a tuple of them (PyTorch
             positional arguments; a list of arrays for a multi-input Keras model; a 2-D array for
-            scikit-learn). Used for tracing and for the parity check. None: a seeded random input
-            from the shapes the model declares (Keras, scikit-learn, ExportedProgram only).
-        opset: ONNX opset (default: 18 for the dynamo exporter, 17 for the others).
+            scikit-learn, XGBoost and LightGBM). Used for tracing and for the parity check. None: a
+            seeded random input from the shapes the model declares (all but torch.nn.Module).
+        opset: ONNX opset (default: 18 for the dynamo exporter, 15 for onnxmltools (XGBoost,
+            LightGBM), 17 for the others).
         rtol / atol: parity tolerance, |onnx - framework| <= atol + rtol * |framework| elementwise.
 
     Returns:
@@ -100,10 +117,13 @@ def convert_object(
         conv = _convert_keras(obj, sample_input, None, None, opset)
     elif kind == "sklearn":
         conv = _convert_sklearn(obj, sample_input, None, opset)
+    elif kind in ("xgboost", "lightgbm"):
+        conv = _convert_boosting(obj, kind, sample_input, None, opset)
     else:
         raise ConversionError(
             f"Cannot convert a {type(obj).__module__}.{type(obj).__name__} to ONNX: pass a torch.nn.Module, a "
-            "torch.export.ExportedProgram, a Keras model or a fitted scikit-learn estimator (or an ONNX model)."
+            "torch.export.ExportedProgram, a Keras model, a fitted scikit-learn estimator or an "
+            "XGBoost or LightGBM model (or an ONNX model)."
         )
     return _finish(conv, rtol, atol)
 
@@ -121,14 +141,17 @@ def convert(
     against the framework, and load it.
 
     Args:
-        model: a `torch.nn.Module`, `torch.export.ExportedProgram`, Keras model or fitted
-            scikit-learn estimator. A torch module in training mode is exported in eval mode
+        model: a `torch.nn.Module`, `torch.export.ExportedProgram`, Keras model, fitted
+            scikit-learn estimator or XGBoost/LightGBM model. A torch module in training mode
+            is exported in eval mode
             (a `UserWarning` says so) and left in the mode it was in.
         sample: an example input with a batch axis (torch: a tensor or a tuple of tensors, needed;
-            Keras: an array, a list or a dict by input name; scikit-learn: a 2-D array). It is
-            traced and compared on; None: a seeded random input from the declared shapes.
+            Keras: an array, a list or a dict by input name; scikit-learn, XGBoost, LightGBM: a 2-D
+            array). It is traced and compared on; None: a seeded random input from the declared
+            shapes.
         outputs: the tensors that will be explained, if not the graph outputs (see `load`).
-        opset: ONNX opset (default: 18 for the dynamo exporter, 17 for the others).
+        opset: ONNX opset (default: 18 for the dynamo exporter, 15 for onnxmltools (XGBoost,
+            LightGBM), 17 for the others).
         rtol / atol: parity tolerance, |onnx - framework| <= atol + rtol * |framework| elementwise.
 
     Returns:
@@ -175,8 +198,10 @@ def convert_file(
     Args:
         path: `.keras` / `.h5` (Keras), `.pt` / `.pth` (TorchScript; a module pickled with
             torch.save needs trust_pickle), `.pt2` (torch.export), `.pkl` / `.pickle` / `.joblib`
-            (scikit-learn, or any framework model pickled whole).
-        opset: ONNX opset (default: 18 for torch.export programs, 17 otherwise).
+            (scikit-learn, or any framework model pickled whole), `.json` / `.ubj` (an XGBoost
+            Booster's save_model), `.txt` (a LightGBM Booster's save_model).
+        opset: ONNX opset (default: 18 for torch.export programs, 15 for XGBoost and LightGBM,
+            17 otherwise).
         input_shape: the shape of one sample without the batch axis, e.g. (3, 32, 32), or one such
             shape per input. Needed where the file does not record it (TorchScript); elsewhere it
             overrides the declared shape for the random test input.
@@ -203,7 +228,8 @@ def convert_file(
     if suffix not in SUPPORTED_SUFFIXES:
         raise ConversionError(
             f"Cannot tell the framework of {str(p)!r} from its suffix {suffix!r}. Supported: .keras/.h5 (Keras), "
-            ".pt/.pth (TorchScript), .pt2 (torch.export), .pkl/.pickle/.joblib (scikit-learn)."
+            ".pt/.pth (TorchScript), .pt2 (torch.export), .pkl/.pickle/.joblib (scikit-learn), "
+            ".json/.ubj (XGBoost), .txt (LightGBM)."
         )
     if suffix in UNTRUSTED_SUFFIXES and not trust_pickle:
         raise ConversionError(untrusted_message(p))
@@ -216,6 +242,9 @@ def convert_file(
             conv = _convert_keras(_load_keras_file(p, trust_pickle, notes), None, shapes, dtypes, opset)
         elif suffix in TORCH_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES:
             conv = _convert_torch(_load_torch_file(p, trust_pickle, notes), None, shapes, dtypes, opset)
+        elif suffix in BOOSTING_SUFFIXES:
+            library = "xgboost" if suffix in XGBOOST_SUFFIXES else "lightgbm"
+            conv = _convert_boosting(_load_boosting_file(p, library), library, None, shapes, opset)
         else:
             obj = _load_pickle(p, notes)
             kind = framework_of(obj)
@@ -225,10 +254,12 @@ def convert_file(
                 conv = _convert_keras(obj, None, shapes, dtypes, opset)
             elif kind == "sklearn":
                 conv = _convert_sklearn(obj, None, shapes, opset)
+            elif kind in ("xgboost", "lightgbm"):
+                conv = _convert_boosting(obj, kind, None, shapes, opset)
             else:
                 raise ConversionError(
-                    f"{str(p)!r} holds a {type(obj).__module__}.{type(obj).__name__}, which is not a PyTorch, Keras or "
-                    "scikit-learn model."
+                    f"{str(p)!r} holds a {type(obj).__module__}.{type(obj).__name__}, which is not a "
+                    "PyTorch, Keras, scikit-learn, XGBoost or LightGBM model."
                 )
     except OnnxShapError:
         raise

@@ -63,11 +63,13 @@ def _load_pickle(path: Path, notes: list[str]) -> Any:
             with open(path, "rb") as fh:
                 return pickle.load(fh)  # the caller passed trust_pickle
     except ModuleNotFoundError as exc:
-        extra = {"sklearn": "sklearn", "torch": "torch", "keras": "keras", "tensorflow": "keras"}.get(
-            (exc.name or "").split(".")[0]
-        )
+        extra = {
+            "sklearn": "sklearn", "torch": "torch", "keras": "keras", "tensorflow": "keras",
+            "xgboost": "boosting", "lightgbm": "boosting",
+        }.get(root := (exc.name or "").split(".")[0])
         if extra:
-            _require(extra)
+            # A booster's pickle needs its own library, not the boosting extra's other one.
+            _require(extra, [root, "onnxmltools"] if extra == "boosting" else None)
         raise ConversionError(_class_not_importable(path, exc)) from exc
     except Exception as exc:
         raise ConversionError(f"Could not unpickle {str(path)!r}: {_first_line(exc)}") from exc
