@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-
 _ORT_FLOAT8 = {
     "tensor(float8e4m3fn)": ml_dtypes.float8_e4m3fn,
     "tensor(float8e4m3fnuz)": ml_dtypes.float8_e4m3fnuz,

@@ -22,8 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxshap
-from onnxshap import _composite as P
-from onnxshap import _multipliers as M
+from onnxshap import _composite as P, _multipliers as M
 from onnxshap._graph import Node
 from onnxshap.ops import elementwise as E
 from onnxshap.ops.composites import comparison_rule
@@ -46,7 +45,7 @@ def x64() -> Any:
 
 def _ctx(op: str, fn: Callable[..., Any], xs: Sequence[Any], rs: Sequence[Any], varying: Sequence[bool] | None = None,
          attrs: dict[str, Any] | None = None) -> M.NodeContext:
-    f = lambda *a: (fn(*a),)  # noqa: E731
+    f = lambda *a: (fn(*a),)
     xs = [None if v is None else jnp.asarray(v) for v in xs]
     rs = [None if v is None else jnp.asarray(v) for v in rs]
     node = Node(0, "n", op, "", 13, tuple(f"i{k}" for k in range(len(xs))), ("y",), attrs or {}, None)
@@ -72,7 +71,7 @@ def _assert_locally_complete(rule: M.Rule, ctx: M.NodeContext, rng: np.random.Ge
     m_out = rng.normal(size=np.shape(ctx.xout[0]))
     phis, out = _flows(rule, ctx, m_out)
     inflow = sum(float(p.sum()) for p in phis if p is not None)
-    assert np.all(np.isfinite([p for p in phis if p is not None][0]))
+    assert np.all(np.isfinite(next(p for p in phis if p is not None)))
     assert inflow == pytest.approx(float(out.sum()), rel=1e-10, abs=1e-12)
 
 
@@ -103,7 +102,7 @@ def _ties(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray,
 @pytest.mark.parametrize(("op", "fn"), COMPARISONS, ids=[c[0] for c in COMPARISONS])
 def test_comparison_is_linear_then_the_steps_secant(op: str, fn: Callable[..., Any], rng: np.random.Generator) -> None:
     (u, ur), (v, vr) = _ties(rng, (4, 5)), _ties(rng, (4, 5))
-    step = lambda z: float(fn(z[0] - z[1], 0.0))  # noqa: E731 - the comparison as a step of d = u - v
+    step = lambda z: float(fn(z[0] - z[1], 0.0))
     # One varying input: the one-player Shapley value of the step, dy (booleans read 0/1).
     phis, out = _flows(comparison_rule, _ctx(op, fn, [u, v], [ur, v], [True, False]))
     assert phis[1] is None
@@ -162,7 +161,7 @@ def test_not_and_casts_are_exact(name: str, source: Any, to: int, rng: np.random
     else:
         x, r = _ties(rng, (3, 5))
         x, r = (3 * x).astype(source), (3 * r).astype(source)
-    fn = lambda v: E.cast(v, to=to)  # noqa: E731
+    fn = lambda v: E.cast(v, to=to)
     ctx = _ctx("Cast", fn, [x], [r])
     phis, out = _flows(M.RULES["rescale"], ctx)
     # One player: the Shapley value is the output's difference, read as numbers.
@@ -182,7 +181,7 @@ def test_where_with_a_varying_condition_is_the_three_player_shapley_value(rng: n
     c, cr = rng.uniform(size=shape) < 0.5, rng.uniform(size=shape) < 0.5
     a, ar, b, br = (rng.normal(size=shape) for _ in range(4))
     ar[0] = a[0]  # a player that does not move
-    game = lambda z: z[1] if z[0] > 0.5 else z[2]  # noqa: E731
+    game = lambda z: z[1] if z[0] > 0.5 else z[2]
     phis, out = _flows(M.shapley, _ctx("Where", E.where, [c, a, b], [cr, ar, br]))
     np.testing.assert_allclose(np.stack(phis), _brute(game, [c, a, b], [cr, ar, br]), atol=1e-12)
     np.testing.assert_allclose(sum(phis), out, atol=1e-12)
@@ -254,7 +253,7 @@ def test_clip_with_varying_bounds_is_the_k_player_shapley_value(case: str, rng: 
     xs = [draw(s, k) for k, s in enumerate(shapes)]
     rs = [draw(s, k) if v else x for k, (s, v, x) in enumerate(zip(shapes, vary, xs))]
     ctx = _ctx("Clip", E.clip, xs, rs, [v and x is not None for v, x in zip(vary, xs)])
-    phis, out = _flows(M.RULES["shapley"], ctx)
+    _phis, out = _flows(M.RULES["shapley"], ctx)
     players = [k for k, v in enumerate(ctx.varying) if v]
     full = [jnp.broadcast_to(jnp.asarray(v), np.shape(out)) if v is not None else None for v in xs]
     full_r = [jnp.broadcast_to(jnp.asarray(v), np.shape(out)) if v is not None else None for v in rs]
@@ -353,7 +352,7 @@ def _f(v: Any) -> np.ndarray:
 
 def _graphs() -> dict[str, tuple[onnx.ModelProto, Callable[[np.random.Generator, int], np.ndarray]]]:
     cols, at = _columns(("a", [0, 1]), ("b", [2, 3]), ("p", [4, 5]), ("q", [6, 7]))
-    normal8 = lambda g, n: g.normal(size=(n, 8)).astype(np.float32)  # noqa: E731
+    normal8 = lambda g, n: g.normal(size=(n, 8)).astype(np.float32)
     graphs = {
         "where(a > b, p, q)": (_model(cols + [
             helper.make_node("Greater", ["a", "b"], ["c"]), helper.make_node("Where", ["c", "p", "q"], ["w"]),

@@ -225,7 +225,7 @@ def test_a_model_onnxruntime_refuses_is_a_clean_error(
     else:
         nodes, io_type = [helper.make_node("Relu", ["x"], ["y"])], TensorProto.UINT8
     path = save_model(tmp_path / f"{kind}.onnx", nodes, [("x", io_type, [2, 3])], [("y", io_type)])
-    code, out, err = run_check(capsys, path)
+    code, _out, err = run_check(capsys, path)
     assert code == 1
     assert err.startswith(f"onnxshap check: error: onnxruntime could not load the model {str(path)!r}: "), err
     assert ort_words in err and "needs onnxruntime to load the model" in err and ".." not in err

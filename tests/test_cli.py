@@ -34,7 +34,7 @@ MLP = MODELS / "torch_mlp_logits_probs_ts.onnx"  # x: float32[batch, 10] -> logi
 
 def run_cli(*args: Any, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "onnxshap", *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+        [sys.executable, "-m", "onnxshap", *map(str, args)], check=False, capture_output=True, text=True, cwd=cwd or REPO,
         timeout=600,
     )
 
@@ -75,7 +75,7 @@ def test_console_script_is_installed() -> None:
     script = shutil.which("onnxshap", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("the onnxshap console script is not installed next to this Python")
-    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([script, "--version"], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == f"onnxshap {onnxshap.__version__}"
 
 
@@ -348,7 +348,7 @@ def test_usage_errors_exit_2(
     args: list[Any], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_main(capsys, *args)
+    code, _out, err = run_main(capsys, *args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
@@ -457,7 +457,7 @@ def test_explain_under_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> Non
         sys.executable, "-m", "onnxshap", "explain", DIGITS, "--input", DIGITS_SAMPLES,
         "--background", DIGITS_BACKGROUND, "-o", out,
     ])
-    done = subprocess.run(["bash", "-c", f"ulimit -f 4; exec {command}"], capture_output=True, text=True, cwd=REPO,
+    done = subprocess.run(["bash", "-c", f"ulimit -f 4; exec {command}"], check=False, capture_output=True, text=True, cwd=REPO,
                           timeout=600)
     assert done.returncode == 1, done.stderr
     assert "File too large" in done.stderr and "Traceback" not in done.stderr

@@ -59,7 +59,7 @@ def mlp() -> tuple[onnxshap.Explainer, np.ndarray]:
 def test_intermediate_feature_map_plot_gets_channel_axis_and_sample_list(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], plotted: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    code, out, err = run_main(
+    code, _out, err = run_main(
         capsys, "explain", DIGITS, "--input", DIGITS_SAMPLES, "--background", DIGITS_BACKGROUND,
         "--inputs-from", POOLED, "--channel-axis", "0", "--plot-sample", "2,5", "--output", "probs[1],3",
         "--plot", tmp_path / "maps.png", "-o", tmp_path / "maps.npz",
@@ -145,8 +145,8 @@ def test_cli_output_labels_and_the_background_note(tmp_path: Path, capsys: pytes
     # The samples were their own background: said once, with what to do instead.
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert notes == [
-        "note: no --background: all 4 --input rows are the reference, so each sample is explained against the "
-        "others; pass --background FILE with typical data for a fixed reference."
+        ("note: no --background: all 4 --input rows are the reference, so each sample is explained against the "
+        "others; pass --background FILE with typical data for a fixed reference.")
     ]
     code, _, err = run_main(capsys, *common, "--background-size", "2", "--output", "0", "-o", tmp_path / "w.npz")
     assert code == 0 and "note: no --background: 2 of the 4 --input rows (sampled, --seed 0) are" in err

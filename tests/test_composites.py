@@ -347,9 +347,9 @@ def _in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
                 attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float64), attr.t.name))
-            elif node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
-                attr.i = TensorProto.DOUBLE
-            elif node.op_type == "LayerNormalization" and attr.name == "stash_type" and attr.i == TensorProto.FLOAT:
+            elif (node.op_type, attr.name) in (("Cast", "to"), ("LayerNormalization", "stash_type")) and (
+                attr.i == TensorProto.FLOAT
+            ):
                 attr.i = TensorProto.DOUBLE
         if node.op_type == "LayerNormalization" and not any(a.name == "stash_type" for a in node.attribute):
             node.attribute.append(helper.make_attribute("stash_type", TensorProto.DOUBLE))

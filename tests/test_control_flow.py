@@ -465,7 +465,7 @@ def test_control_fixture_matches_onnxruntime_and_explains_exactly(name: str, rng
             np.testing.assert_allclose(ours[out], theirs[out], rtol=1e-5, atol=1e-6, err_msg=out)
     x = _fixture_feeds(name, rng, 2)
     background = {"x": _fixture_feeds(name, rng, 8)["x"]}
-    explainer, e = _explain(model, x, background)
+    _explainer, e = _explain(model, x, background)
     assert e.values.shape[0] == 2
     if name == "control_cond_dynamo":  # the branches the samples and references take differ
         taken = {bool(onnxshap.load(path).run({"x": r[None]}, outputs=["gt"])["gt"]) for r in background["x"]}

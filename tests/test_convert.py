@@ -36,7 +36,7 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, 
 
 
 def run_cli(*args: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onnxshap", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "onnxshap", *map(str, args)], check=False, capture_output=True, text=True,
                           cwd=REPO, timeout=600)
 
 

@@ -189,7 +189,7 @@ def test_per_position_values_are_the_shapley_values_over_positions(build, dtype,
     e = explainer.explain(x)
     assert e.values.shape == (1, 3, e.prediction.shape[1])
     for j in range(e.prediction.shape[1]):
-        def game(z: np.ndarray) -> float:
+        def game(z: np.ndarray, j: int = j) -> float:
             return float(run_ort(proto, {"x": z[None].astype(dtype)})["y"][0, j])
 
         expected = np.mean([player_shapley(game, x[0], r) for r in background], axis=0)

@@ -34,7 +34,7 @@ def _node(op: str, attrs: dict[str, Any] | None = None, since: int = 13) -> Node
 
 def _ctx(op: str, fn: Callable[..., Any], xs: list[Any], rs: list[Any], attrs: dict[str, Any] | None = None,
          since: int = 13) -> M.NodeContext:
-    f = lambda *a: (fn(*a),)  # noqa: E731
+    f = lambda *a: (fn(*a),)
     xs = [jnp.asarray(v) for v in xs]
     rs = [jnp.asarray(v) for v in rs]
     return M.NodeContext(_node(op, attrs, since), f, xs, rs, f(*xs), f(*rs), [True] * len(xs))
@@ -77,7 +77,7 @@ def test_shapley_two_players_matches_enumeration(op: str, fn: Callable[..., Any]
 
 
 def test_shapley_three_players_with_broadcast(rng: np.random.Generator) -> None:
-    fn = lambda a, b, c: E.max_(a, b, c)  # noqa: E731
+    fn = lambda a, b, c: E.max_(a, b, c)
     x = [rng.normal(size=(2, 3)), rng.normal(size=(1, 3)), rng.normal(size=(2, 1))]
     r = [rng.normal(size=(2, 3)), rng.normal(size=(1, 3)), rng.normal(size=(2, 1))]
     ctx = _ctx("Max", fn, x, r)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from onnxshap import Explanation
-from onnxshap._errors import MissingDependencyError
 from onnxshap._display import TextHTML
+from onnxshap._errors import MissingDependencyError
 from tests.conftest import REPO
 
 NOTEBOOK = REPO / "docs" / "examples" / "getting-started.ipynb"

@@ -330,6 +330,25 @@ def test_tree_shap_is_the_exact_shapley_value(n_trees: int, n_targets: int, aggr
             np.testing.assert_allclose(phi.sum(axis=1), total, atol=1e-5)
 
 
+@pytest.mark.parametrize("step", [5, 1000])
+def test_summed_tree_shap_equals_the_per_tree_sum(step: int, rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summed rule loops over the real paths in steps (step 5: several steps and a padded last
+    one; 1000: one step); it adds up to the per-tree values, the exact Shapley values above."""
+    n = 7
+    forest, _ = _forest_of(regressor(_forest(21, 4, 5, n, n_targets=2), n, 2))
+    real = int((forest.path_valid[..., 0] | (np.arange(forest.path_node.shape[1]) == 0)).sum())
+    assert step > real or real % step, "the test wants a padded last step"
+    monkeypatch.setattr(T, "LEAVES_PER_STEP", step)
+    with jax.enable_x64(True):
+        for _ in range(12):
+            x, r = (_inputs(rng, 1, n, nan=0.0)[0].astype(np.float64) for _ in range(2))
+            per_tree = np.asarray(T._tree_shap(forest, x, r, np.float64)).sum(axis=0)  # [K, C]
+            summed = np.asarray(T._tree_shap(forest, x, r, np.float64, per_tree=False))
+            assert np.abs(per_tree).max() > 0
+            np.testing.assert_allclose(summed, per_tree, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.slow  # eager float64 gradients: ~14 s
 def test_min_max_rule_is_complete_and_max_game_exact(rng: np.random.Generator) -> None:
     """MAX: each tree by TreeSHAP, the trees' outputs combined by the exact max game. Not the Shapley value
