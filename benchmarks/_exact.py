@@ -24,7 +24,12 @@ def coalition_masks(d: int) -> np.ndarray:
 
 
 def exact_shapley(
-    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, background: np.ndarray, output: int, *, rows_per_call: int = 1 << 18
+    f: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    background: np.ndarray,
+    output: int,
+    *,
+    rows_per_call: int = 1 << 18,
 ) -> np.ndarray:
     """(n_samples, d) exact interventional Shapley values of f(.)[:, output].
 
@@ -43,7 +48,7 @@ def exact_shapley(
     phi = np.zeros((n, d))
     for b in range(n):
         rows = np.where(masks[:, None, :], x[b][None, None, :], background[None, :, :]).reshape(-1, d)
-        out = np.concatenate([f(rows[i:i + rows_per_call])[:, output] for i in range(0, len(rows), rows_per_call)])
+        out = np.concatenate([f(rows[i : i + rows_per_call])[:, output] for i in range(0, len(rows), rows_per_call)])
         v = out.astype(np.float64).reshape(n_coalitions, k).mean(axis=1)
         for i in range(d):
             without = ~masks[:, i]

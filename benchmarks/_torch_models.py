@@ -107,6 +107,7 @@ class SelectOutputs(nn.Module):
 
 # --- the tiny max-pooling model of the accuracy table ---------------------------------------------
 
+
 class TinyMaxPool(nn.Module):
     """12 features -> Linear(16) ReLU -> MaxPool1d(4) over the 16 units -> Linear(2): random weights, seed 0."""
 
@@ -134,13 +135,20 @@ def export_tiny_maxpool(path: str | Path) -> None:
     example = torch.zeros(2, 12)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-            output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
             do_constant_folding=False,
         )
 
 
 # --- light model-zoo graphs via onnx2torch -----------------------------------------------------------
+
 
 def _import_onnx2torch() -> Callable[[onnx.ModelProto], nn.Module]:
     """onnx2torch's `convert`. onnx2torch imports torchvision only for its NMS and RoIAlign converters;
@@ -195,7 +203,9 @@ def fold_light_model(src: str | Path, dst: str | Path) -> None:
         if node.op_type == "ConstantOfShape" and node.input[0] in inits:
             shape = onnx.numpy_helper.to_array(inits[node.input[0]])
             fill = onnx.numpy_helper.to_array(next(a.t for a in node.attribute if a.name == "value"))
-            new_inits.append(onnx.numpy_helper.from_array(np.full(tuple(shape), fill.item(), fill.dtype), node.output[0]))
+            new_inits.append(
+                onnx.numpy_helper.from_array(np.full(tuple(shape), fill.item(), fill.dtype), node.output[0])
+            )
             continue
         if node.op_type == "Reshape" and node.input[1] in inits:
             target = onnx.numpy_helper.to_array(inits[node.input[1]]).copy()

@@ -74,6 +74,7 @@ def relative_residual(phi: np.ndarray, fx: np.ndarray, base: np.ndarray) -> floa
 
 # --- forward passes ---------------------------------------------------------------------------------
 
+
 def tiled(x: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
     """Each sample repeated k times: the B*K rows a pair-wise pass evaluates."""
     return {name: np.repeat(v, k, axis=0) for name, v in x.items()}
@@ -105,12 +106,17 @@ def run_forward(task: Task, result: dict[str, Any], save: Callable[[], None]) ->
     progress(f"{task['tool']} forward of {rows} rows")
     first, times, _ = timed(fn, task["max_reps"], task["rep_budget_s"])
     result["modes"]["forward"] = {
-        "first_s": first, "median_s": statistics.median(times), "times_s": times, "rows": rows, "rss_peak_mb": rss_mb(),
+        "first_s": first,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "rows": rows,
+        "rss_peak_mb": rss_mb(),
     }
     save()
 
 
 # --- onnxshap -------------------------------------------------------------------------------------------
+
 
 def run_onnxshap(task: Task, result: dict[str, Any], save: Callable[[], None]) -> None:
     import onnxshap
@@ -134,7 +140,9 @@ def run_onnxshap(task: Task, result: dict[str, Any], save: Callable[[], None]) -
         output = 0 if mode == "one" else None
         progress(f"onnxshap explain output={output}")
         try:
-            first, times, e = timed(lambda output=output: explainer.explain(samples, output=output), task["max_reps"], task["rep_budget_s"])
+            first, times, e = timed(
+                lambda output=output: explainer.explain(samples, output=output), task["max_reps"], task["rep_budget_s"]
+            )
         except Exception as exc:  # noqa: BLE001 - an unsupported op or a failing rule: recorded, never fatal
             prefix = "unsupported: " if isinstance(exc, onnxshap.OnnxShapError) else "error: "
             result["modes"][mode] = {"error": prefix + error_text(exc)}
@@ -143,8 +151,12 @@ def run_onnxshap(task: Task, result: dict[str, Any], save: Callable[[], None]) -
         values = e.values if not isinstance(e.values, dict) else next(iter(e.values.values()))
         median = statistics.median(times)
         result["modes"][mode] = {
-            "first_s": first, "median_s": median, "compile_s": max(first - median, 0.0), "times_s": times,
-            "rss_peak_mb": rss_mb(), "n_outputs": int(values.shape[-1]),
+            "first_s": first,
+            "median_s": median,
+            "compile_s": max(first - median, 0.0),
+            "times_s": times,
+            "rss_peak_mb": rss_mb(),
+            "n_outputs": int(values.shape[-1]),
             "residual": relative_residual(values, e.prediction, e.base_values),
             "onnxshap_max_relative_residual": e.max_relative_residual,
         }
@@ -152,6 +164,7 @@ def run_onnxshap(task: Task, result: dict[str, Any], save: Callable[[], None]) -
 
 
 # --- shap and Captum (PyTorch) -----------------------------------------------------------------------
+
 
 def torch_twin(task: Task) -> tuple[Any, Any, dict[str, np.ndarray], dict[str, np.ndarray], float]:
     """(module to explain, full module, sample feeds, background feeds, max |torch - onnxruntime|).
@@ -196,7 +209,9 @@ def n_outputs_of(module: Any, x: dict[str, np.ndarray]) -> int:
         return int(module(*[torch.from_numpy(v[:1]) for v in x.values()]).shape[1])
 
 
-def reference_outputs(module: Any, x: dict[str, np.ndarray], bg: dict[str, np.ndarray], columns: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def reference_outputs(
+    module: Any, x: dict[str, np.ndarray], bg: dict[str, np.ndarray], columns: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """f(x) (B, n_sel) and base (B, n_sel) for the residual; held inputs take each sample's value."""
     import torch
 
@@ -209,7 +224,7 @@ def reference_outputs(module: Any, x: dict[str, np.ndarray], bg: dict[str, np.nd
         k = next(iter(bg.values())).shape[0]
         rows = []
         for b in range(fx.shape[0]):
-            args = [torch.from_numpy(bg[n] if n in bg else np.repeat(x[n][b:b + 1], k, axis=0)) for n in x]
+            args = [torch.from_numpy(bg[n] if n in bg else np.repeat(x[n][b : b + 1], k, axis=0)) for n in x]
             rows.append(module(*args).numpy()[:, columns].mean(axis=0))
         return fx, np.stack(rows)
 
@@ -256,8 +271,13 @@ def run_torch_tool(task: Task, result: dict[str, Any], save: Callable[[], None])
         fx, base = reference_outputs(module, x, bg, columns)
         median = statistics.median(times)
         result["modes"][mode] = {
-            "first_s": first, "median_s": median, "compile_s": max(first - median, 0.0), "times_s": times,
-            "rss_peak_mb": rss_mb(), "n_outputs": len(columns), "residual": relative_residual(phi, fx, base),
+            "first_s": first,
+            "median_s": median,
+            "compile_s": max(first - median, 0.0),
+            "times_s": times,
+            "rss_peak_mb": rss_mb(),
+            "n_outputs": len(columns),
+            "residual": relative_residual(phi, fx, base),
             "warnings": messages,
         }
         save()
@@ -306,9 +326,9 @@ def captum_call(
         for target in columns:
             parts = []
             for start in range(0, x.shape[0], step):
-                extra = tuple(h[start:start + step] for h in held) or None
+                extra = tuple(h[start : start + step] for h in held) or None
                 attr = explainer.attribute(
-                    x[start:start + step], baselines=baselines, target=target, additional_forward_args=extra
+                    x[start : start + step], baselines=baselines, target=target, additional_forward_args=extra
                 )
                 parts.append(attr.detach().numpy())
             per_target.append(np.concatenate(parts))
@@ -319,13 +339,14 @@ def captum_call(
 
 # --- accuracy against exact Shapley values ------------------------------------------------------------------
 
+
 def run_accuracy(task: Task, result: dict[str, Any], save: Callable[[], None]) -> None:
     """Exact interventional Shapley values of output 0 vs onnxshap (exact rules, cross_max) and shap/Captum."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _exact
 
     x, bg = load_data(task)
-    (name, xs), = x.items()
+    ((name, xs),) = x.items()
     session = ort_session(task["onnx"], task["threads"])
     t0 = time.perf_counter()
     exact = _exact.exact_shapley(lambda rows: session.run(None, {name: rows.astype(np.float32)})[0], xs, bg[name], 0)
@@ -343,9 +364,9 @@ def run_accuracy(task: Task, result: dict[str, Any], save: Callable[[], None]) -
     model = onnxshap.load(task["onnx"])
     tools["onnxshap"] = lambda: onnxshap.Explainer(model, bg[name]).explain(xs, output=0).values[..., 0]
     if task.get("has_maxpool"):
-        tools["onnxshap_cross_max"] = lambda: onnxshap.Explainer(model, bg[name], rules={"MaxPool": "cross_max"}).explain(
-            xs, output=0
-        ).values[..., 0]
+        tools["onnxshap_cross_max"] = lambda: (
+            onnxshap.Explainer(model, bg[name], rules={"MaxPool": "cross_max"}).explain(xs, output=0).values[..., 0]
+        )
     try:
         module, _, tx, tbg, diff = torch_twin(task)
         result["max_abs_diff_vs_onnx"] = diff
@@ -368,7 +389,8 @@ def run_accuracy(task: Task, result: dict[str, Any], save: Callable[[], None]) -
             continue
         err = np.abs(phi - exact)
         result["tools"][tool] = {
-            "mae_rel": float(np.mean(err) / scale), "max_abs_err_rel": float(np.max(err) / scale),
+            "mae_rel": float(np.mean(err) / scale),
+            "max_abs_err_rel": float(np.max(err) / scale),
         }
         save()
     save()

@@ -116,7 +116,12 @@ def flip_transpose(w: Array, group: int) -> Array:
 
 def xla_conv(x: Array, w: Array, g: Geometry) -> Array:
     return lax.conv_general_dilated(
-        x, w, g.strides, g.padding, rhs_dilation=g.dilations, feature_group_count=g.group,
+        x,
+        w,
+        g.strides,
+        g.padding,
+        rhs_dilation=g.dilations,
+        feature_group_count=g.group,
         precision=lax.Precision.HIGHEST,
     )
 
@@ -130,8 +135,9 @@ def xla_input_grad(c: Array, w: Array, g: Geometry, row: tuple[int, ...]) -> Arr
 InputGrad = Callable[[Array, Array, tuple[int, ...]], Array]
 
 
-def with_input_grad(forward: Callable[[Array, Array], Array], input_grad: InputGrad, g: Geometry
-                    ) -> Callable[[Array, Array], Array]:
+def with_input_grad(
+    forward: Callable[[Array, Array], Array], input_grad: InputGrad, g: Geometry
+) -> Callable[[Array, Array], Array]:
     """forward(x, w) whose x-gradient is input_grad(cotangent, w, row shape); the w-gradient is
     XLA's (no rule asks for it, so XLA drops it)."""
 
@@ -158,10 +164,15 @@ def channels_last(x: Array, w: Array, g: Geometry) -> Array | None:
     n = x.ndim - 2
     if n > 3:
         return None
-    spatial = "DHW"[3 - n:]
+    spatial = "DHW"[3 - n :]
     y = lax.conv_general_dilated(
-        jnp.moveaxis(x, 1, -1), jnp.moveaxis(w, (0, 1), (-1, -2)), g.strides, g.padding,
-        rhs_dilation=g.dilations, feature_group_count=g.group, precision=lax.Precision.HIGHEST,
+        jnp.moveaxis(x, 1, -1),
+        jnp.moveaxis(w, (0, 1), (-1, -2)),
+        g.strides,
+        g.padding,
+        rhs_dilation=g.dilations,
+        feature_group_count=g.group,
+        precision=lax.Precision.HIGHEST,
         dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"),
     )
     return jnp.moveaxis(y, -1, 1)
@@ -173,7 +184,11 @@ def channels_last(x: Array, w: Array, g: Geometry) -> Array | None:
 def patch_conv(x: Array, w: Array, g: Geometry) -> Array:
     """Group-1 convolution: patches (N, C * k..., O...) contracted with the kernel (M, C * k...)."""
     cols = lax.conv_general_dilated_patches(
-        x, tuple(w.shape[2:]), g.strides, g.padding, rhs_dilation=g.dilations,
+        x,
+        tuple(w.shape[2:]),
+        g.strides,
+        g.padding,
+        rhs_dilation=g.dilations,
         precision=lax.Precision.HIGHEST,
     )
     flat = w.reshape(w.shape[0], -1)
@@ -203,8 +218,9 @@ _SESSIONS: dict[tuple[Any, ...], Any] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-def _ort_session(kind: str, g: Geometry, in_row: tuple[int, ...], out_row: tuple[int, ...],
-                 w: np.ndarray, threads: int) -> Any:
+def _ort_session(
+    kind: str, g: Geometry, in_row: tuple[int, ...], out_row: tuple[int, ...], w: np.ndarray, threads: int
+) -> Any:
     """One node: "conv" (the forward) or "input_grad" (a Conv with the flipped, transposed kernel
     at stride 1, else a ConvTranspose with the kernel itself and the output_padding giving
     `out_row`)."""
@@ -225,7 +241,8 @@ def _ort_session(kind: str, g: Geometry, in_row: tuple[int, ...], out_row: tuple
     attrs["strides"] = list(geo.strides)
     attrs["pads"] = [lo for lo, _ in geo.padding] + [hi for _, hi in geo.padding]
     graph = helper.make_graph(
-        [helper.make_node(op, ["x", "w"], ["y"], **attrs)], "kernel",
+        [helper.make_node(op, ["x", "w"], ["y"], **attrs)],
+        "kernel",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_row])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *out_row])],
         [numpy_helper.from_array(np.ascontiguousarray(kernel, np.float32), "w")],
@@ -235,13 +252,12 @@ def _ort_session(kind: str, g: Geometry, in_row: tuple[int, ...], out_row: tuple
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _ort_run(kind: str, g: Geometry, out_row: tuple[int, ...], threads: int, x: np.ndarray,
-             w: np.ndarray) -> np.ndarray:
+def _ort_run(
+    kind: str, g: Geometry, out_row: tuple[int, ...], threads: int, x: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     x, w = np.ascontiguousarray(x), np.asarray(w)
     key = (kind, g, x.shape[1:], out_row, threads, w.shape, hashlib.blake2b(w.tobytes()).digest())
     with _SESSIONS_LOCK:
@@ -252,8 +268,7 @@ def _ort_run(kind: str, g: Geometry, out_row: tuple[int, ...], threads: int, x: 
 
 
 @functools.cache
-def _ort_kernel(kind: str, g: Geometry, row: tuple[int, ...] | None, threads: int
-                ) -> Callable[[Array, Array], Array]:
+def _ort_kernel(kind: str, g: Geometry, row: tuple[int, ...] | None, threads: int) -> Callable[[Array, Array], Array]:
     """(x (N, C, S...), w) -> y on onnxruntime; "input_grad": x is the cotangent, `row` the input's
     row shape. Every vmap over x folds into N; a vmap over w falls back to XLA."""
 
@@ -368,8 +383,17 @@ def explainers(model: Any, background: np.ndarray, options: Sequence[str]) -> di
     return out
 
 
-def measure(spec: bench.ModelSpec, path: Path, b: int, k: int, options: Sequence[str], rounds: int,
-            reps: int, workdir: Path, f64: bool) -> dict[str, Any]:
+def measure(
+    spec: bench.ModelSpec,
+    path: Path,
+    b: int,
+    k: int,
+    options: Sequence[str],
+    rounds: int,
+    reps: int,
+    workdir: Path,
+    f64: bool,
+) -> dict[str, Any]:
     """Warm-up then `rounds` rounds of `reps` calls per option, options interleaved."""
     global OPTION
     data = workdir / f"{spec.key}_{b}x{k}.npz"
@@ -378,9 +402,7 @@ def measure(spec: bench.ModelSpec, path: Path, b: int, k: int, options: Sequence
         x, bg = z["x:x"], z["bg:x"]
     model = onnxshap.load(str(path))
     exps = explainers(model, bg, options)
-    record: dict[str, Any] = {
-        "model": spec.key, "B": b, "K": k, "options": {}, "load_start": os.getloadavg()
-    }
+    record: dict[str, Any] = {"model": spec.key, "B": b, "K": k, "options": {}, "load_start": os.getloadavg()}
     values: dict[str, np.ndarray] = {}
     for option in options:
         OPTION = option
@@ -406,8 +428,7 @@ def measure(spec: bench.ModelSpec, path: Path, b: int, k: int, options: Sequence
     return record
 
 
-def float64_values(spec: bench.ModelSpec, path: Path, x: np.ndarray, bg: np.ndarray, workdir: Path
-                   ) -> np.ndarray:
+def float64_values(spec: bench.ModelSpec, path: Path, x: np.ndarray, bg: np.ndarray, workdir: Path) -> np.ndarray:
     """Today's attributions of a float64 copy of the model: how exact float32 is to begin with."""
     import onnx
     from onnx import TensorProto, numpy_helper
@@ -428,15 +449,16 @@ def float64_values(spec: bench.ModelSpec, path: Path, x: np.ndarray, bg: np.ndar
     return np.asarray(explainer.explain(x.astype(np.float64), output=0).values)
 
 
-def kernel_times(path: Path, options: Sequence[str], rows: int, rounds: int
-                 ) -> list[dict[str, Any]]:
+def kernel_times(path: Path, options: Sequence[str], rows: int, rounds: int) -> list[dict[str, Any]]:
     """Each Conv of the model alone, forward and input-gradient at `rows` rows (a multiplier call's
     size), jitted, per option; options interleaved."""
     import onnx
 
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
-              for v in (*proto.graph.input, *proto.graph.value_info)}
+    shapes = {
+        v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+        for v in (*proto.graph.input, *proto.graph.value_info)
+    }
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
     rng = np.random.default_rng(0)
     out = []
@@ -461,15 +483,16 @@ def kernel_times(path: Path, options: Sequence[str], rows: int, rounds: int
                     t0 = time.perf_counter()
                     jax.block_until_ready(fn())
                     times.setdefault((option, what), []).append(time.perf_counter() - t0)
-        out.append({
-            "conv": f"{node.input[1]} {list(w.shape)} on {shapes[node.input[0]][1:]}",
-            "times": {f"{o}/{what}": statistics.median(t) for (o, what), t in times.items()},
-        })
+        out.append(
+            {
+                "conv": f"{node.input[1]} {list(w.shape)} on {shapes[node.input[0]][1:]}",
+                "times": {f"{o}/{what}": statistics.median(t) for (o, what), t in times.items()},
+            }
+        )
     return out
 
 
-def _conv_calls(option: str, x: Array, w: Array, c: Array, attrs: dict[str, Any]
-                ) -> dict[str, Callable[[], Any]]:
+def _conv_calls(option: str, x: Array, w: Array, c: Array, attrs: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """Jitted calls of `option`'s Conv at x: its forward, and its input-gradient for cotangent c."""
 
     def forward(v: Array) -> Array:
@@ -478,8 +501,7 @@ def _conv_calls(option: str, x: Array, w: Array, c: Array, attrs: dict[str, Any]
     def input_grad(u: Array) -> Array:
         return _as(option, lambda: jax.vjp(lambda v: conv(v, w, **attrs), x)[1](u)[0])
 
-    return {"forward": functools.partial(jax.jit(forward), x),
-            "input_grad": functools.partial(jax.jit(input_grad), c)}
+    return {"forward": functools.partial(jax.jit(forward), x), "input_grad": functools.partial(jax.jit(input_grad), c)}
 
 
 def _as(option: str, fn: Callable[[], Any]) -> Any:
@@ -504,39 +526,50 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
         "",
         "Generated by `benchmarks/kernels.py`. Do not edit by hand: re-run the script.",
         "",
-        (f"- Date: {meta['date']}; wall time {meta['duration_s'] / 60:.1f} min; "
-         f"git {m['git'] or '?'}."),
+        (f"- Date: {meta['date']}; wall time {meta['duration_s'] / 60:.1f} min; git {m['git'] or '?'}."),
         f"- Command: `{meta['command']}`",
-        (f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, "
-         f"Python {m['python']}; shared with other work: load average {meta['load_start']} at "
-         f"the start, {meta['load_end']} at the end (`uptime`: {meta['uptime']})."),
+        (
+            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, "
+            f"Python {m['python']}; shared with other work: load average {meta['load_start']} at "
+            f"the start, {meta['load_end']} at the end (`uptime`: {meta['uptime']})."
+        ),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".",
         "",
         "## Method",
         "",
-        ("Time: `onnxshap.Explainer(model, background).explain(x, output=0)`, one Explainer per "
-         "option (each traced with its option on), a warm-up call, then "
-         f"{meta['rounds']} rounds of {meta['reps']} calls per option, the options interleaved "
-         "within each round; the median of all calls. Speedup = today's median ÷ the option's. "
-         "Data and configurations as in `benchmarks/run.py`."),
+        (
+            "Time: `onnxshap.Explainer(model, background).explain(x, output=0)`, one Explainer per "
+            "option (each traced with its option on), a warm-up call, then "
+            f"{meta['rounds']} rounds of {meta['reps']} calls per option, the options interleaved "
+            "within each round; the median of all calls. Speedup = today's median ÷ the option's. "
+            "Data and configurations as in `benchmarks/run.py`."
+        ),
         "",
-        ("Values: max |φ_option − φ_today| / max |φ_today| (output 0, every sample and "
-         "feature); \"vs float64\" is the same against today's code on a float64 copy of the "
-         "model, which shows how close float32 attributions are to exact to begin with. The "
-         "completeness check (`check=\"raise\"`) ran for every option except the bound."),
+        (
+            "Values: max |φ_option − φ_today| / max |φ_today| (output 0, every sample and "
+            'feature); "vs float64" is the same against today\'s code on a float64 copy of the '
+            "model, which shows how close float32 attributions are to exact to begin with. The "
+            'completeness check (`check="raise"`) ran for every option except the bound.'
+        ),
         "",
         "Options (see the docstring of `benchmarks/kernels.py`):",
         "",
-        ("- **xla**: today's code (XLA:CPU, which already lays the pass's convolutions out "
-         "channels-last and runs some through YNNPACK)."),
+        (
+            "- **xla**: today's code (XLA:CPU, which already lays the pass's convolutions out "
+            "channels-last and runs some through YNNPACK)."
+        ),
         "- **channels_last**: NHWC/HWIO convolutions, transposed at the op's boundary.",
         "- **patches**: patches + dot (im2col) for the forward and the input-gradient.",
-        ("- **ort_t1 / ort_t2**: onnxruntime's CPU Conv through `jax.pure_callback` (vmaps "
-         "folded into one batch), input-gradient by an onnxruntime Conv with the flipped kernel; "
-         "1 / 2 threads."),
-        ("- **free_grad** (a bound, not a candidate; wrong values): the input-gradient "
-         "convolutions cost nothing. Today ÷ this is the most any convolution kernel could gain "
-         "end to end."),
+        (
+            "- **ort_t1 / ort_t2**: onnxruntime's CPU Conv through `jax.pure_callback` (vmaps "
+            "folded into one batch), input-gradient by an onnxruntime Conv with the flipped kernel; "
+            "1 / 2 threads."
+        ),
+        (
+            "- **free_grad** (a bound, not a candidate; wrong values): the input-gradient "
+            "convolutions cost nothing. Today ÷ this is the most any convolution kernel could gain "
+            "end to end."
+        ),
         "",
         "## End to end",
         "",
@@ -559,50 +592,74 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
         lines.append(f"{where} " + " | ".join(cells) + " |")
     if any(e.get("error") == "dropped†" for r in runs for e in r["options"].values()):
         slower = meta.get("skip_slower", 1.5)
-        lines += ["", (f"† Not measured: the option was more than {slower}× slower than "
-                       "today's on the model's smallest configuration (larger configurations "
-                       "make more calls of the same kind).")]
-    lines += ["", "Load average (1 min) at the start / end of each configuration: " + "; ".join(
-        f"run {r.get('run', 1)} {r['model']} {r['B']}×{r['K']} "
-        f"{r['load_start'][0]:.1f}/{r['load_end'][0]:.1f}"
-        for r in runs) + ".",
-        "", "## Values", "",
-        "| run | model | B×K | option | vs today | vs float64 |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                f"† Not measured: the option was more than {slower}× slower than "
+                "today's on the model's smallest configuration (larger configurations "
+                "make more calls of the same kind)."
+            ),
+        ]
+    lines += [
+        "",
+        "Load average (1 min) at the start / end of each configuration: "
+        + "; ".join(
+            f"run {r.get('run', 1)} {r['model']} {r['B']}×{r['K']} {r['load_start'][0]:.1f}/{r['load_end'][0]:.1f}"
+            for r in runs
+        )
+        + ".",
+        "",
+        "## Values",
+        "",
+        "| run | model | B×K | option | vs today | vs float64 |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in runs:
         for option, e in r["options"].items():
             if "rel_vs_today" in e and option != "free_grad":
                 f64 = e.get("rel_vs_float64")
                 where = f"| {r.get('run', 1)} | {r['model']} | {r['B']}×{r['K']} | {option} |"
-                lines.append(f"{where} {e['rel_vs_today']:.2g} | "
-                             f"{'—' if f64 is None else f'{f64:.2g}'} |")
+                lines.append(f"{where} {e['rel_vs_today']:.2g} | {'—' if f64 is None else f'{f64:.2g}'} |")
     if results.get("kernels"):
-        lines += ["", f"## Each convolution alone ({meta['kernel_rows']} rows, jitted)", "",
-                  ("Median ms (run 1) of a Conv's forward and of its input-gradient (the VJP "
-                   "the linear rule takes) outside the pass. Inside the pass XLA fuses the "
-                   "layout changes into the neighbouring rules, so these do not add up to the "
-                   "end-to-end differences."), "",
-                  "| model | conv | " + " | ".join(o for o in options if o != "free_grad") + " |",
-                  "|---|---|" + "---|" * len([o for o in options if o != "free_grad"])]
+        lines += [
+            "",
+            f"## Each convolution alone ({meta['kernel_rows']} rows, jitted)",
+            "",
+            (
+                "Median ms (run 1) of a Conv's forward and of its input-gradient (the VJP "
+                "the linear rule takes) outside the pass. Inside the pass XLA fuses the "
+                "layout changes into the neighbouring rules, so these do not add up to the "
+                "end-to-end differences."
+            ),
+            "",
+            "| model | conv | " + " | ".join(o for o in options if o != "free_grad") + " |",
+            "|---|---|" + "---|" * len([o for o in options if o != "free_grad"]),
+        ]
         for key, convs in results["kernels"].items():
             for c in convs:
-                cells = [f"{c['times'].get(f'{o}/forward', float('nan')) * 1e3:.3g} / "
-                         f"{c['times'].get(f'{o}/input_grad', float('nan')) * 1e3:.3g}"
-                         for o in options if o != "free_grad"]
+                cells = [
+                    f"{c['times'].get(f'{o}/forward', float('nan')) * 1e3:.3g} / "
+                    f"{c['times'].get(f'{o}/input_grad', float('nan')) * 1e3:.3g}"
+                    for o in options
+                    if o != "free_grad"
+                ]
                 lines.append(f"| {key} | {c['conv']} | " + " | ".join(cells) + " |")
     lines += ["", "## Verdict", ""]
     for option in [o for o in options if o in CANDIDATES]:
-        speedups = [r["options"][option]["speedup"] for r in runs
-                    if "speedup" in r["options"].get(option, {})]
+        speedups = [r["options"][option]["speedup"] for r in runs if "speedup" in r["options"].get(option, {})]
         if not speedups:
             continue
         verdict = "reaches" if min(speedups) >= TARGET else "does not reach"
-        lines.append(f"- {option}: {min(speedups):.2f}× to {max(speedups):.2f}× end to end; "
-                     f"{verdict} the {TARGET}× bar on every configuration measured.")
-    bound = [r["options"]["free_grad"]["speedup"] for r in runs
-             if "speedup" in r["options"].get("free_grad", {})]
+        lines.append(
+            f"- {option}: {min(speedups):.2f}× to {max(speedups):.2f}× end to end; "
+            f"{verdict} the {TARGET}× bar on every configuration measured."
+        )
+    bound = [r["options"]["free_grad"]["speedup"] for r in runs if "speedup" in r["options"].get("free_grad", {})]
     if bound:
-        lines.append(f"- free_grad (the bound): {min(bound):.2f}× to {max(bound):.2f}×: no "
-                     "convolution kernel can gain more than this on these models.")
+        lines.append(
+            f"- free_grad (the bound): {min(bound):.2f}× to {max(bound):.2f}×: no "
+            "convolution kernel can gain more than this on these models."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -626,29 +683,39 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(KERNEL_MODELS), help="comma-separated models")
-    p.add_argument("--configs", type=bench.parse_configs, default=bench.DEFAULT_CONFIGS,
-                   help="BxK list (default: 16x64,128x128,32x1000)")
-    p.add_argument("--options", default=",".join(OPTIONS),
-                   help=f"comma-separated subset of {OPTIONS} (with xla)")
+    p.add_argument(
+        "--configs",
+        type=bench.parse_configs,
+        default=bench.DEFAULT_CONFIGS,
+        help="BxK list (default: 16x64,128x128,32x1000)",
+    )
+    p.add_argument("--options", default=",".join(OPTIONS), help=f"comma-separated subset of {OPTIONS} (with xla)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--reps", type=int, default=2, help="calls per option per round (default 2)")
-    p.add_argument("--skip-slower", type=float, default=1.5,
-                   help="drop an option for a model's larger configurations once it is this many "
-                   "times "
-                   "slower than today's (default 1.5)")
-    p.add_argument("--kernel-rows", type=int, default=512,
-                   help="rows for the per-convolution table (0: skip)")
-    p.add_argument("--no-float64", action="store_true",
-                   help="skip the float64 reference (on the smallest configuration)")
+    p.add_argument(
+        "--skip-slower",
+        type=float,
+        default=1.5,
+        help="drop an option for a model's larger configurations once it is this many "
+        "times "
+        "slower than today's (default 1.5)",
+    )
+    p.add_argument("--kernel-rows", type=int, default=512, help="rows for the per-convolution table (0: skip)")
+    p.add_argument(
+        "--no-float64", action="store_true", help="skip the float64 reference (on the smallest configuration)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--doc", type=Path, default=bench.REPO / "docs" / "benchmarks-kernels.md")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/onnxshap-kernels"))
-    p.add_argument("--from-json", type=Path, nargs="+", default=None,
-                   help="only rewrite --doc from the --out files of earlier runs (merged in order)")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only rewrite --doc from the --out files of earlier runs (merged in order)",
+    )
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.options = [o for o in args.options.split(",") if o]
@@ -678,15 +745,17 @@ def main(argv: list[str] | None = None) -> int:
         options = list(args.options)
         for i, (b, k) in enumerate(args.configs):
             bench.log(f"[{time.strftime('%H:%M:%S')}] {key} {b}x{k} {options}")
-            record = measure(spec, path, b, k, options, args.rounds, args.reps, args.workdir,
-                             f64=i == 0 and not args.no_float64)
+            record = measure(
+                spec, path, b, k, options, args.rounds, args.reps, args.workdir, f64=i == 0 and not args.no_float64
+            )
             for option in args.options:
                 record["options"].setdefault(option, {"error": "dropped†"})
             runs.append(record)
             for option, e in record["options"].items():
                 if "median_s" in e:
-                        bench.log(f"    {option}: {e['median_s']:.4g} s ({e['speedup']:.2f}x), "
-                              f"values {e['rel_vs_today']:.2g}")
+                    bench.log(
+                        f"    {option}: {e['median_s']:.4g} s ({e['speedup']:.2f}x), values {e['rel_vs_today']:.2g}"
+                    )
             for option in list(options):
                 slow = record["options"][option].get("speedup", 1) < 1 / args.skip_slower
                 if option not in ("xla", "free_grad") and slow:
@@ -700,10 +769,15 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": " ".join([sys.executable, "benchmarks/kernels.py", *argv]),
-            "machine": bench.machine(), "options": args.options, "rounds": args.rounds,
-            "reps": args.reps, "kernel_rows": args.kernel_rows, "skip_slower": args.skip_slower,
+            "machine": bench.machine(),
+            "options": args.options,
+            "rounds": args.rounds,
+            "reps": args.reps,
+            "kernel_rows": args.kernel_rows,
+            "skip_slower": args.skip_slower,
             "load_start": load_start,
-            "load_end": [round(v, 2) for v in os.getloadavg()], "uptime": uptime,
+            "load_end": [round(v, 2) for v in os.getloadavg()],
+            "uptime": uptime,
             "duration_s": time.time() - started,
         },
         "runs": runs,

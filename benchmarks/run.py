@@ -75,34 +75,87 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     m.key: m
     for m in [
-        ModelSpec("mlp", "models/torch_mlp_ts.onnx", {"kind": "zoo", "name": "torch_mlp_ts"}, "normal",
-                  "MLP 10→32→16→3, ReLU, softmax"),
-        ModelSpec("cnn_digits", "models/torch_cnn_digits_ts.onnx", {"kind": "zoo", "name": "torch_cnn_digits_ts"},
-                  "unit", "CNN 1×8×8 (MNIST-shaped digits): 2×(conv3×3, ReLU, MaxPool2), linear, softmax"),
-        ModelSpec("cnn_cifar", "models/torch_cnn_cifar_ts.onnx", {"kind": "zoo", "name": "torch_cnn_cifar_ts"},
-                  "unit", "CNN 3×32×32 (CIFAR-shaped): 2×(conv3×3, ReLU, MaxPool2), linear logits"),
-        ModelSpec("resblock", "models/torch_resblock_ts.onnx", {"kind": "zoo", "name": "torch_resblock_ts"},
-                  "normal", "ResNet-style block 3×16×16: conv-BN-ReLU-conv-BN + 1×1 projection, GAP, linear"),
-        ModelSpec("lstm", "models/seq_lstm_regressor_ts.onnx", {"kind": "zoo", "name": "seq_lstm_regressor_ts"},
-                  "normal", "LSTM(5→16) over 20 steps, linear regressor"),
-        ModelSpec("gru", "models/seq_gru_classifier_ts.onnx", {"kind": "zoo", "name": "seq_gru_classifier_ts"},
-                  "normal", "GRU(5→16) over 20 steps, linear, softmax"),
-        ModelSpec("transformer", "models/seq_transformer_ts.onnx", {"kind": "zoo", "name": "seq_transformer_ts"},
-                  "tokens", "1-layer Transformer encoder over 16 token ids + padding mask; attributed from the "
-                  "token embeddings (16×32), mask held", explain_input="/tok/Gather_output_0",
-                  shap_skip="skipped: shap's DeepExplainer replaces every model input by the background, so it "
-                  "cannot hold the padding mask at each sample's value"),
-        ModelSpec("resnet50_light", "light:resnet50", {"kind": "light", "name": "resnet50"}, "unit",
-                  "onnx wheel's light ResNet-50, 3×224×224 (constant-filled weights)", light=True, check="off"),
-        ModelSpec("vgg19_light", "light:vgg19", {"kind": "light", "name": "vgg19"}, "unit",
-                  "onnx wheel's light VGG-19, 3×224×224 (constant-filled weights)", light=True, check="off"),
+        ModelSpec(
+            "mlp",
+            "models/torch_mlp_ts.onnx",
+            {"kind": "zoo", "name": "torch_mlp_ts"},
+            "normal",
+            "MLP 10→32→16→3, ReLU, softmax",
+        ),
+        ModelSpec(
+            "cnn_digits",
+            "models/torch_cnn_digits_ts.onnx",
+            {"kind": "zoo", "name": "torch_cnn_digits_ts"},
+            "unit",
+            "CNN 1×8×8 (MNIST-shaped digits): 2×(conv3×3, ReLU, MaxPool2), linear, softmax",
+        ),
+        ModelSpec(
+            "cnn_cifar",
+            "models/torch_cnn_cifar_ts.onnx",
+            {"kind": "zoo", "name": "torch_cnn_cifar_ts"},
+            "unit",
+            "CNN 3×32×32 (CIFAR-shaped): 2×(conv3×3, ReLU, MaxPool2), linear logits",
+        ),
+        ModelSpec(
+            "resblock",
+            "models/torch_resblock_ts.onnx",
+            {"kind": "zoo", "name": "torch_resblock_ts"},
+            "normal",
+            "ResNet-style block 3×16×16: conv-BN-ReLU-conv-BN + 1×1 projection, GAP, linear",
+        ),
+        ModelSpec(
+            "lstm",
+            "models/seq_lstm_regressor_ts.onnx",
+            {"kind": "zoo", "name": "seq_lstm_regressor_ts"},
+            "normal",
+            "LSTM(5→16) over 20 steps, linear regressor",
+        ),
+        ModelSpec(
+            "gru",
+            "models/seq_gru_classifier_ts.onnx",
+            {"kind": "zoo", "name": "seq_gru_classifier_ts"},
+            "normal",
+            "GRU(5→16) over 20 steps, linear, softmax",
+        ),
+        ModelSpec(
+            "transformer",
+            "models/seq_transformer_ts.onnx",
+            {"kind": "zoo", "name": "seq_transformer_ts"},
+            "tokens",
+            "1-layer Transformer encoder over 16 token ids + padding mask; attributed from the "
+            "token embeddings (16×32), mask held",
+            explain_input="/tok/Gather_output_0",
+            shap_skip="skipped: shap's DeepExplainer replaces every model input by the background, so it "
+            "cannot hold the padding mask at each sample's value",
+        ),
+        ModelSpec(
+            "resnet50_light",
+            "light:resnet50",
+            {"kind": "light", "name": "resnet50"},
+            "unit",
+            "onnx wheel's light ResNet-50, 3×224×224 (constant-filled weights)",
+            light=True,
+            check="off",
+        ),
+        ModelSpec(
+            "vgg19_light",
+            "light:vgg19",
+            {"kind": "light", "name": "vgg19"},
+            "unit",
+            "onnx wheel's light VGG-19, 3×224×224 (constant-filled weights)",
+            light=True,
+            check="off",
+        ),
     ]
 }
 #: Models for the accuracy table (<= 12 input features): exact Shapley values by enumeration.
 ACCURACY_MODELS: dict[str, ModelSpec] = {
     "mlp": MODELS["mlp"],
     "tiny_maxpool": ModelSpec(
-        "tiny_maxpool", "generated:tiny_maxpool", {"kind": "tiny", "name": "tiny_maxpool"}, "normal",
+        "tiny_maxpool",
+        "generated:tiny_maxpool",
+        {"kind": "tiny", "name": "tiny_maxpool"},
+        "normal",
         "12 features → Linear(16), ReLU, MaxPool1d(4), Linear(2); random weights (seed 0), built by the benchmark",
     ),
 }
@@ -124,6 +177,7 @@ def parse_configs(text: str) -> list[tuple[int, int]]:
 
 
 # --- preparation ---------------------------------------------------------------------------------------------
+
 
 def onnx_path(spec: ModelSpec, workdir: Path) -> Path:
     if spec.onnx.startswith("light:"):
@@ -183,6 +237,7 @@ def make_data(spec: ModelSpec, path: Path, b: int, k: int, out: Path) -> None:
 
 # --- running workers ---------------------------------------------------------------------------------------------
 
+
 def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
     task_path = workdir / f"task_{os.getpid()}_{time.monotonic_ns()}.json"
     result_path = task_path.with_suffix(".result.json")
@@ -194,7 +249,11 @@ def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
     try:
         proc = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--worker", str(task_path)],
-            stdout=sys.stderr, stderr=sys.stderr, timeout=timeout, env=env, check=False,
+            stdout=sys.stderr,
+            stderr=sys.stderr,
+            timeout=timeout,
+            env=env,
+            check=False,
         )
         if proc.returncode != 0:
             status = f"worker exited with code {proc.returncode}"
@@ -210,7 +269,9 @@ def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
     return result
 
 
-def estimate(history: dict[tuple[str, str, str], tuple[int, float]], key: tuple[str, str, str], pairs: int) -> float | None:
+def estimate(
+    history: dict[tuple[str, str, str], tuple[int, float]], key: tuple[str, str, str], pairs: int
+) -> float | None:
     """Seconds per call at `pairs` B×K pairs, scaled linearly from the last measured configuration."""
     if key not in history:
         return None
@@ -260,9 +321,17 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
                 if todo:
                     log(f"[{time.strftime('%H:%M:%S')}] {key} B={b} K={k} {tool} {todo}")
                     task = {
-                        "tool": tool, "onnx": str(path), "data": str(data), "modes": todo, "torch": spec.torch,
-                        "explain_input": spec.explain_input, "check": spec.check, "threads": args.threads, "max_reps": args.reps,
-                        "rep_budget_s": args.rep_budget, "captum_pairs": args.captum_pairs,
+                        "tool": tool,
+                        "onnx": str(path),
+                        "data": str(data),
+                        "modes": todo,
+                        "torch": spec.torch,
+                        "explain_input": spec.explain_input,
+                        "check": spec.check,
+                        "threads": args.threads,
+                        "max_reps": args.reps,
+                        "rep_budget_s": args.rep_budget,
+                        "captum_pairs": args.captum_pairs,
                     }
                     result = run_worker(task, workdir, args.timeout)
                     record["modes"].update(result.pop("modes"))
@@ -292,7 +361,11 @@ def accuracy(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         make_data(spec, path, b, k, data)
         log(f"[{time.strftime('%H:%M:%S')}] accuracy {key} B={b} K={k}")
         task = {
-            "tool": "accuracy", "onnx": str(path), "data": str(data), "torch": spec.torch, "threads": args.threads,
+            "tool": "accuracy",
+            "onnx": str(path),
+            "data": str(data),
+            "torch": spec.torch,
+            "threads": args.threads,
             "has_maxpool": has_max,
         }
         result = run_worker(task, workdir, args.timeout)
@@ -317,9 +390,13 @@ def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         ours = median(tools.get("onnxshap"))
         row: dict[str, Any] = {"model": model, "B": b, "K": k, "mode": mode, "onnxshap_s": ours}
-        for tool, entry in (("shap", tools.get("shap")), ("captum", tools.get("captum")),
-                            ("ort_forward", fwd.get("ort_forward")), ("own_forward", fwd.get("own_forward")),
-                            ("onnxshap_cross_max", tools.get("onnxshap_cross_max"))):
+        for tool, entry in (
+            ("shap", tools.get("shap")),
+            ("captum", tools.get("captum")),
+            ("ort_forward", fwd.get("ort_forward")),
+            ("own_forward", fwd.get("own_forward")),
+            ("onnxshap_cross_max", tools.get("onnxshap_cross_max")),
+        ):
             theirs = median(entry)
             row[f"{tool}_s"] = theirs
             row[f"onnxshap_over_{tool}"] = ours / theirs if ours and theirs else None
@@ -339,6 +416,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- description of the machine ------------------------------------------------------------------------------------
 
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -356,25 +434,49 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for package in ("onnxshap", "jax", "jaxlib", "onnxruntime", "onnx", "numpy", "torch", "shap", "captum", "onnx2torch"):
+    for package in (
+        "onnxshap",
+        "jax",
+        "jaxlib",
+        "onnxruntime",
+        "onnx",
+        "numpy",
+        "torch",
+        "shap",
+        "captum",
+        "onnx2torch",
+    ):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, check=False).stdout.strip())
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = "", False
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "os": platform.platform(),
-        "python": platform.python_version(), "versions": versions, "git": commit + (" (modified)" if dirty else ""),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git": commit + (" (modified)" if dirty else ""),
     }
 
 
 # --- the markdown report ---------------------------------------------------------------------------------------------
+
 
 def fmt_s(value: float | None) -> str:
     if value is None:
@@ -400,8 +502,10 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
     lines = [
         "# Benchmarks",
         "",
-        ("Generated by `benchmarks/run.py` (see `benchmarks/README.md` for the environment). "
-        "Do not edit by hand: re-run the script."),
+        (
+            "Generated by `benchmarks/run.py` (see `benchmarks/README.md` for the environment). "
+            "Do not edit by hand: re-run the script."
+        ),
         "",
     ]
     if meta.get("label"):
@@ -411,44 +515,66 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
     lines += [
         f"- Date: {meta['date']}; wall time {meta['duration_s'] / 60:.1f} min; git {m['git'] or '?'}.",
         f"- Command: `{meta['command']}`",
-        (f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}; "
-        f"load average {meta['load_start']} at the start, {meta['load_end']} at the end."),
+        (
+            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}; "
+            f"load average {meta['load_start']} at the start, {meta['load_end']} at the end."
+        ),
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         f"- Threads: torch and onnxruntime {meta['settings']['threads']}; JAX/XLA its default (all cores).",
         "",
         "## Method",
         "",
-        ("- Same data for every tool: B samples and K background rows per model and configuration (fixed seed; "
-        "standard normal or uniform [0, 1) inputs as in models/manifest.json; token ids plus padding mask for "
-        "the transformer)."),
-        (f"- Each tool, model and configuration runs in a fresh subprocess. The first call is the warm-up; the time "
-        f"is the median of up to {meta['settings']['reps']} further calls (fewer once they exceed "
-        f"{meta['settings']['rep_budget_s']} s). *Compile* = first call − median (onnxshap: JAX tracing + XLA "
-        "compilation; for the others the first-call overhead). Constructing the explainer is not timed."),
-        ("- *One output*: output 0 (onnxshap `output=0`, Captum `target=0`, shap through a wrapper module that "
-        "returns column 0). *All outputs*: every output of the model (onnxshap `output=None`, shap's default, "
-        "Captum one `attribute` call per target)."),
-        ("- Peak RSS is the worker's `ru_maxrss` after the mode finished; one process measures one-output first, "
-        "then all-outputs, so the all-outputs figure is the high-water mark of both (all ≥ one in practice). "
-        "It includes the imports (jax ≈ 0.2 GB, torch + shap ≈ 0.45 GB)."),
-        (f"- Captum is called on chunks of samples holding at most {meta['settings']['captum_pairs']} "
-        "(sample, reference) pairs, since DeepLiftShap materialises every pair at once; shap's DeepExplainer "
-        "loops over samples itself; onnxshap chunks the background by its own memory budget."),
-        ("- The forward references evaluate the B×K tiled sample rows once: onnxruntime's `InferenceSession.run` "
-        "and `onnxshap.load(model).run` (JAX). The algorithmic bar for onnxshap is one-output attribution "
-        "≤ 2.5 × own forward."),
-        ("- The PyTorch twins (for shap and Captum) are the export scripts' module classes loaded with the "
-        "TorchScript export's initializers (`load_state_dict(strict=True)`); light zoo graphs go through "
-        "onnx2torch. Each twin is compared with onnxruntime before timing (max |Δ| column)."),
-        (f"- A worker is killed after {meta['settings']['timeout_s']:.0f} s; a run whose per-call time, scaled "
-        "linearly in B×K from the same tool's previous configuration, would exceed "
-        f"{meta['settings'].get('skip_fraction', 0.3)} of that is skipped and marked (†)."),
-        ("- Light ResNet-50 / VGG-19 (224×224, from the onnx wheel): only the light configurations and one "
-        "explained output (all 1000 outputs would be 1000 backward passes); their weights are constant fills, so "
-        "activations reach ~1e6 and the softmax is flat: onnxshap runs with `check=\"off\"` there (float32 "
-        "cancellation alone exceeds the 1e-4 completeness tolerance) and the residual column shows the result."),
-        ("- *Residual*: max over samples and outputs of |Σφ − (f(x) − E f(background))| / mean |f(x) − E f(bg)|: "
-        "how far each tool's attributions are from summing to the prediction."),
+        (
+            "- Same data for every tool: B samples and K background rows per model and configuration (fixed seed; "
+            "standard normal or uniform [0, 1) inputs as in models/manifest.json; token ids plus padding mask for "
+            "the transformer)."
+        ),
+        (
+            f"- Each tool, model and configuration runs in a fresh subprocess. The first call is the warm-up; the time "
+            f"is the median of up to {meta['settings']['reps']} further calls (fewer once they exceed "
+            f"{meta['settings']['rep_budget_s']} s). *Compile* = first call − median (onnxshap: JAX tracing + XLA "
+            "compilation; for the others the first-call overhead). Constructing the explainer is not timed."
+        ),
+        (
+            "- *One output*: output 0 (onnxshap `output=0`, Captum `target=0`, shap through a wrapper module that "
+            "returns column 0). *All outputs*: every output of the model (onnxshap `output=None`, shap's default, "
+            "Captum one `attribute` call per target)."
+        ),
+        (
+            "- Peak RSS is the worker's `ru_maxrss` after the mode finished; one process measures one-output first, "
+            "then all-outputs, so the all-outputs figure is the high-water mark of both (all ≥ one in practice). "
+            "It includes the imports (jax ≈ 0.2 GB, torch + shap ≈ 0.45 GB)."
+        ),
+        (
+            f"- Captum is called on chunks of samples holding at most {meta['settings']['captum_pairs']} "
+            "(sample, reference) pairs, since DeepLiftShap materialises every pair at once; shap's DeepExplainer "
+            "loops over samples itself; onnxshap chunks the background by its own memory budget."
+        ),
+        (
+            "- The forward references evaluate the B×K tiled sample rows once: onnxruntime's `InferenceSession.run` "
+            "and `onnxshap.load(model).run` (JAX). The algorithmic bar for onnxshap is one-output attribution "
+            "≤ 2.5 × own forward."
+        ),
+        (
+            "- The PyTorch twins (for shap and Captum) are the export scripts' module classes loaded with the "
+            "TorchScript export's initializers (`load_state_dict(strict=True)`); light zoo graphs go through "
+            "onnx2torch. Each twin is compared with onnxruntime before timing (max |Δ| column)."
+        ),
+        (
+            f"- A worker is killed after {meta['settings']['timeout_s']:.0f} s; a run whose per-call time, scaled "
+            "linearly in B×K from the same tool's previous configuration, would exceed "
+            f"{meta['settings'].get('skip_fraction', 0.3)} of that is skipped and marked (†)."
+        ),
+        (
+            "- Light ResNet-50 / VGG-19 (224×224, from the onnx wheel): only the light configurations and one "
+            "explained output (all 1000 outputs would be 1000 backward passes); their weights are constant fills, so "
+            'activations reach ~1e6 and the softmax is flat: onnxshap runs with `check="off"` there (float32 '
+            "cancellation alone exceeds the 1e-4 completeness tolerance) and the residual column shows the result."
+        ),
+        (
+            "- *Residual*: max over samples and outputs of |Σφ − (f(x) − E f(background))| / mean |f(x) − E f(bg)|: "
+            "how far each tool's attributions are from summing to the prediction."
+        ),
         "",
         "## Speed",
         "",
@@ -489,9 +615,12 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
     cross = [r for r in results["ratios"] if r.get("onnxshap_cross_max_s") is not None]
     if cross:
         lines += [
-            "", "### Max pooling rule", "",
-            "onnxshap's exact Shapley rule for MaxPool against the shap-compatible `rules={\"MaxPool\": \"cross_max\"}`.",
-            "", "| model | B×K | outputs | onnxshap (exact max) | onnxshap (cross_max) | exact ÷ cross_max |",
+            "",
+            "### Max pooling rule",
+            "",
+            'onnxshap\'s exact Shapley rule for MaxPool against the shap-compatible `rules={"MaxPool": "cross_max"}`.',
+            "",
+            "| model | B×K | outputs | onnxshap (exact max) | onnxshap (cross_max) | exact ÷ cross_max |",
             "|---|---|---|---|---|---|",
         ]
         for r in cross:
@@ -501,7 +630,9 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
             )
 
     lines += [
-        "", "## Compile time, peak memory, completeness", "",
+        "",
+        "## Compile time, peak memory, completeness",
+        "",
         "| model | B×K | outputs | tool | first call | compile | peak RSS | residual | max |Δ| twin vs ONNX |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -519,20 +650,33 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
                 f"{resid_text} | {'—' if diff is None else f'{diff:.1g}'} |"
             )
     if any(MODELS.get(r["model"]) and MODELS[r["model"]].light for r in runs):
-        lines += ["", ("‡ Light zoo graphs: f(x) − E f(background) is ~0 (constant weights, flat softmax), so the relative "
-                  "residual is not meaningful; see results.json for the raw value.")]
+        lines += [
+            "",
+            (
+                "‡ Light zoo graphs: f(x) − E f(background) is ~0 (constant weights, flat softmax), so the relative "
+                "residual is not meaningful; see results.json for the raw value."
+            ),
+        ]
     warned = sorted({w for r in runs for e in r["modes"].values() for w in e.get("warnings", [])})
     if warned:
-        lines += ["", "shap warned (these modules get plain gradients, not a DeepLIFT rule): "
-                  + "; ".join(f"`{w}`" for w in warned) + "."]
+        lines += [
+            "",
+            "shap warned (these modules get plain gradients, not a DeepLIFT rule): "
+            + "; ".join(f"`{w}`" for w in warned)
+            + ".",
+        ]
 
     if results.get("accuracy"):
         lines += [
-            "", "## Accuracy against exact Shapley values", "",
-            ("Exact interventional Shapley values of output 0, by enumerating all 2^d coalitions over the "
-            "background (v(S) = mean_k f(x_S, r_k,rest)). Error = mean |φ_tool − φ_exact| / mean |φ_exact| "
-            "(and the maximum, relative to the same scale). DeepSHAP is not the exact Shapley value of a deep "
-            "network, so no tool reaches 0; the comparison shows how far each one is."),
+            "",
+            "## Accuracy against exact Shapley values",
+            "",
+            (
+                "Exact interventional Shapley values of output 0, by enumerating all 2^d coalitions over the "
+                "background (v(S) = mean_k f(x_S, r_k,rest)). Error = mean |φ_tool − φ_exact| / mean |φ_exact| "
+                "(and the maximum, relative to the same scale). DeepSHAP is not the exact Shapley value of a deep "
+                "network, so no tool reaches 0; the comparison shows how far each one is."
+            ),
             "",
             "| model | d | B×K | tool | mean error | max error |",
             "|---|---|---|---|---|---|",
@@ -543,11 +687,15 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
                 continue
             for tool, t in a["tools"].items():
                 if "error" in t:
-                    lines.append(f"| {a['model']} | {a['features']} | {a['B']}×{a['K']} | {TOOL_LABELS.get(tool, tool)} | "
-                                 f"error: {t['error']} | |")
+                    lines.append(
+                        f"| {a['model']} | {a['features']} | {a['B']}×{a['K']} | {TOOL_LABELS.get(tool, tool)} | "
+                        f"error: {t['error']} | |"
+                    )
                 else:
-                    lines.append(f"| {a['model']} | {a['features']} | {a['B']}×{a['K']} | {TOOL_LABELS.get(tool, tool)} | "
-                                 f"{t['mae_rel']:.3g} | {t['max_abs_err_rel']:.3g} |")
+                    lines.append(
+                        f"| {a['model']} | {a['features']} | {a['B']}×{a['K']} | {TOOL_LABELS.get(tool, tool)} | "
+                        f"{t['mae_rel']:.3g} | {t['max_abs_err_rel']:.3g} |"
+                    )
         lines += [""] + [f"- {a['model']}: {a['description']}." for a in results["accuracy"]]
 
     lines += ["", "## Models", ""] + [
@@ -559,31 +707,60 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
 
 # --- command line --------------------------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(MODELS),
-                   help=f"comma-separated subset of: {', '.join(MODELS)} (default: all)")
-    p.add_argument("--configs", type=parse_configs, default=None,
-                   help="BxK list for the zoo models, e.g. 16x64,128x128 (default: 16x64,128x128,32x1000)")
-    p.add_argument("--light-configs", type=parse_configs, default=None,
-                   help="BxK list for the light ResNet-50 / VGG-19 (default: 1x4; one explained output only)")
+    p.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated subset of: {', '.join(MODELS)} (default: all)"
+    )
+    p.add_argument(
+        "--configs",
+        type=parse_configs,
+        default=None,
+        help="BxK list for the zoo models, e.g. 16x64,128x128 (default: 16x64,128x128,32x1000)",
+    )
+    p.add_argument(
+        "--light-configs",
+        type=parse_configs,
+        default=None,
+        help="BxK list for the light ResNet-50 / VGG-19 (default: 1x4; one explained output only)",
+    )
     p.add_argument("--quick", action="store_true", help="one small configuration (4x8; light models 1x2), 2 reps")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of: {', '.join(TOOLS)}")
     p.add_argument("--no-accuracy", action="store_true", help="skip the exact-Shapley accuracy table")
-    p.add_argument("--out", type=Path, default=HERE / "results.json", help="results JSON (default: benchmarks/results.json)")
-    p.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md",
-                   help="markdown report (default: docs/benchmarks.md); 'none' to skip")
+    p.add_argument(
+        "--out", type=Path, default=HERE / "results.json", help="results JSON (default: benchmarks/results.json)"
+    )
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=REPO / "docs" / "benchmarks.md",
+        help="markdown report (default: docs/benchmarks.md); 'none' to skip",
+    )
     p.add_argument("--label", default="", help="a line shown at the top of the report, e.g. 'DRAFT run'")
-    p.add_argument("--from-json", type=Path, nargs="+", default=None,
-                   help="only rewrite --doc (and --out, when several files are merged) from existing results JSON files")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only rewrite --doc (and --out, when several files are merged) from existing results JSON files",
+    )
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per worker process (default 240)")
-    p.add_argument("--skip-fraction", type=float, default=0.3,
-                   help="skip a run whose estimated per-call time exceeds this fraction of --timeout (default 0.3)")
+    p.add_argument(
+        "--skip-fraction",
+        type=float,
+        default=0.3,
+        help="skip a run whose estimated per-call time exceeds this fraction of --timeout (default 0.3)",
+    )
     p.add_argument("--reps", type=int, default=5, help="timed calls after the warm-up (default 5)")
     p.add_argument("--rep-budget", type=float, default=10.0, help="stop repeating once the calls took this long (s)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch / onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch / onnxruntime threads (default: all cores)"
+    )
     p.add_argument("--captum-pairs", type=int, default=4096, help="max (sample, reference) pairs per Captum call")
-    p.add_argument("--workdir", type=Path, default=None, help="keep generated data and models here (default: a temp dir)")
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="keep generated data and models here (default: a temp dir)"
+    )
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in MODELS]
@@ -641,9 +818,15 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join([sys.executable, "benchmarks/run.py", *argv]),
             "label": args.label,
             "machine": machine(),
-            "settings": {"threads": args.threads, "reps": args.reps, "rep_budget_s": args.rep_budget,
-                         "timeout_s": args.timeout, "skip_fraction": args.skip_fraction,
-                         "captum_pairs": args.captum_pairs, "quick": args.quick},
+            "settings": {
+                "threads": args.threads,
+                "reps": args.reps,
+                "rep_budget_s": args.rep_budget,
+                "timeout_s": args.timeout,
+                "skip_fraction": args.skip_fraction,
+                "captum_pairs": args.captum_pairs,
+                "quick": args.quick,
+            },
             "load_start": load_start,
             "load_end": [round(x, 2) for x in os.getloadavg()],
             "duration_s": time.time() - started,

@@ -62,21 +62,34 @@ def prepare(key: str, quick: bool, samples: int, references: int, workdir: Path)
     kwargs = {**kwargs, **(QUICK[key] if quick else {})}
     rng = np.random.default_rng(0)
     x_train = rng.standard_normal((2000, N_FEATURES)).astype(np.float32)
-    y = (2 * x_train[:, 0] + np.sin(3 * x_train[:, 1]) + x_train[:, 2] * x_train[:, 3]
-         + 0.5 * np.maximum(x_train[:, 4], 0) + 0.1 * rng.standard_normal(len(x_train)))
+    y = (
+        2 * x_train[:, 0]
+        + np.sin(3 * x_train[:, 1])
+        + x_train[:, 2] * x_train[:, 3]
+        + 0.5 * np.maximum(x_train[:, 4], 0)
+        + 0.1 * rng.standard_normal(len(x_train))
+    )
     model = getattr(sklearn.ensemble, name)(**kwargs).fit(x_train, y)
     onx = to_onnx(model, x_train[:1], target_opset={"": 17, "ai.onnx.ml": 3})
     paths = {"onnx": workdir / f"{key}.onnx", "pickle": workdir / f"{key}.pkl", "data": workdir / f"{key}.npz"}
     paths["onnx"].write_bytes(onx.SerializeToString())
     paths["pickle"].write_bytes(pickle.dumps(model))
-    np.savez(paths["data"], x=rng.standard_normal((samples, N_FEATURES)).astype(np.float32),
-             bg=rng.standard_normal((references, N_FEATURES)).astype(np.float32))
+    np.savez(
+        paths["data"],
+        x=rng.standard_normal((samples, N_FEATURES)).astype(np.float32),
+        bg=rng.standard_normal((references, N_FEATURES)).astype(np.float32),
+    )
     estimators = np.asarray(model.estimators_).reshape(-1)
     leaves = [int(e.tree_.n_leaves) for e in estimators]
     return {
-        "model": key, "description": name, "trees": len(estimators),
-        "depth": max(int(e.tree_.max_depth) for e in estimators), "leaves": sum(leaves),
-        "onnx_mb": paths["onnx"].stat().st_size / 2**20, "B": samples, "K": references,
+        "model": key,
+        "description": name,
+        "trees": len(estimators),
+        "depth": max(int(e.tree_.max_depth) for e in estimators),
+        "leaves": sum(leaves),
+        "onnx_mb": paths["onnx"].stat().st_size / 2**20,
+        "B": samples,
+        "K": references,
         **{k: str(v) for k, v in paths.items()},
     }
 
@@ -89,8 +102,14 @@ def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
     task_path.write_text(json.dumps(task))
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), PYTHONWARNINGS="ignore")
     try:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(task_path)],
-                              stdout=sys.stderr, stderr=sys.stderr, timeout=timeout, env=env, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(task_path)],
+            stdout=sys.stderr,
+            stderr=sys.stderr,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
         status = "ok" if proc.returncode == 0 else f"worker exited with code {proc.returncode}"
     except subprocess.TimeoutExpired:
         status = f"timed out after {timeout:.0f} s"
@@ -128,11 +147,17 @@ def worker(task_path: str) -> int:
     median = statistics.median(times)
     values = Path(task["result"]).with_suffix(".npy")
     np.save(values, np.asarray(phi, np.float64))
-    result.update({
-        "first_s": first, "median_s": median, "compile_s": max(first - median, 0.0), "times_s": times,
-        "rss_peak_mb": workers.rss_mb(), "values": str(values),
-        "residual": workers.relative_residual(np.asarray(phi, np.float64)[..., None], fx[:, None], base[:, None]),
-    })
+    result.update(
+        {
+            "first_s": first,
+            "median_s": median,
+            "compile_s": max(first - median, 0.0),
+            "times_s": times,
+            "rss_peak_mb": workers.rss_mb(),
+            "values": str(values),
+            "residual": workers.relative_residual(np.asarray(phi, np.float64)[..., None], fx[:, None], base[:, None]),
+        }
+    )
     Path(task["result"]).write_text(json.dumps(result))
     return 0
 
@@ -184,39 +209,52 @@ def write_doc(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> N
         "",
         f"- Date: {meta['date']}; wall time {meta['duration_s'] / 60:.1f} min; git {m['git'] or '?'}.",
         f"- Command: `{meta['command']}`",
-        (f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, "
-         f"Python {m['python']}; load average {meta['load_start']} at the start, "
-         f"{meta['load_end']} at the end."),
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
-        + f"; {meta['versions']}.",
+        (
+            f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}, "
+            f"Python {m['python']}; load average {meta['load_start']} at the start, "
+            f"{meta['load_end']} at the end."
+        ),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + f"; {meta['versions']}.",
         "",
         "## Method",
         "",
-        ("- Models trained here on 2000 rows of 20 standard-normal features (a smooth target with an "
-         "interaction), exported with skl2onnx (ai.onnx.ml TreeEnsembleRegressor) into a temporary "
-         "folder."),
-        ("- Both tools explain the same B samples against the same K references (B × K pairs): "
-         "onnxshap `Explainer(onnx_model, background).explain(x)` (exact TreeSHAP per pair, "
-         "docs/rules/tree.md; its completeness check included), shap "
-         "`TreeExplainer(model, data=background, feature_perturbation=\"interventional\")"
-         ".shap_values(x)` on the scikit-learn model."),
-        (f"- Each tool runs in a fresh process per round, {meta['rounds']} rounds alternating the "
-         f"tools: one warm-up call, then up to {meta['reps']} timed calls; *time* is the median over "
-         "rounds of each round's median, *compile* onnxshap's first call minus its median (tracing "
-         "and XLA compilation). onnxshap uses every core through XLA; shap's C++ explainer one."),
-        ("- *max |Δ| / max |φ|*: onnxshap's values against shap's; *completeness*: "
-         "max |Σφ − (f(x) − E f(r))| / mean |f(x) − E f(r)| for each tool's own values and outputs; "
-         "*peak RSS*: the worker's high-water mark (including its imports)."),
+        (
+            "- Models trained here on 2000 rows of 20 standard-normal features (a smooth target with an "
+            "interaction), exported with skl2onnx (ai.onnx.ml TreeEnsembleRegressor) into a temporary "
+            "folder."
+        ),
+        (
+            "- Both tools explain the same B samples against the same K references (B × K pairs): "
+            "onnxshap `Explainer(onnx_model, background).explain(x)` (exact TreeSHAP per pair, "
+            "docs/rules/tree.md; its completeness check included), shap "
+            '`TreeExplainer(model, data=background, feature_perturbation="interventional")'
+            ".shap_values(x)` on the scikit-learn model."
+        ),
+        (
+            f"- Each tool runs in a fresh process per round, {meta['rounds']} rounds alternating the "
+            f"tools: one warm-up call, then up to {meta['reps']} timed calls; *time* is the median over "
+            "rounds of each round's median, *compile* onnxshap's first call minus its median (tracing "
+            "and XLA compilation). onnxshap uses every core through XLA; shap's C++ explainer one."
+        ),
+        (
+            "- *max |Δ| / max |φ|*: onnxshap's values against shap's; *completeness*: "
+            "max |Σφ − (f(x) − E f(r))| / mean |f(x) − E f(r)| for each tool's own values and outputs; "
+            "*peak RSS*: the worker's high-water mark (including its imports)."
+        ),
         "",
-        ("| model | trees | depth | leaves | B×K | onnxshap | compile | shap | onnxshap ÷ shap "
-         "| max \\|Δ\\| / max \\|φ\\| | completeness onnxshap / shap | peak RSS onnxshap / shap |"),
+        (
+            "| model | trees | depth | leaves | B×K | onnxshap | compile | shap | onnxshap ÷ shap "
+            "| max \\|Δ\\| / max \\|φ\\| | completeness onnxshap / shap | peak RSS onnxshap / shap |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         o, s = r["onnxshap"], r["shap"]
         if "median_s" not in o or "median_s" not in s:
-            lines.append(f"| {r['description']} | {r['trees']} | {r['depth']} | {r['leaves']} | {r['B']}×{r['K']} "
-                         f"| {o.get('error', '')} | | {s.get('error', '')} | | | | |")
+            lines.append(
+                f"| {r['description']} | {r['trees']} | {r['depth']} | {r['leaves']} | {r['B']}×{r['K']} "
+                f"| {o.get('error', '')} | | {s.get('error', '')} | | | | |"
+            )
             continue
         lines.append(
             f"| {r['description']} | {r['trees']} | {r['depth']} | {r['leaves']} | {r['B']}×{r['K']} "
@@ -224,10 +262,16 @@ def write_doc(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> N
             f"| {bench.fmt_x(r['ratio'])} | {r['difference']:.1e} | {o['residual']:.1e} / {s['residual']:.1e} "
             f"| {fmt_mb(o['rss_peak_mb'])} / {fmt_mb(s['rss_peak_mb'])} |"
         )
-    lines += ["", "Per-round medians: " + "; ".join(
-        f"{r['model']} " + ", ".join(f"{t} " + " / ".join(bench.fmt_s(v) for v in r[t].get("rounds_s", [])) for t in TOOLS)
-        for r in rows
-    ) + "."]
+    lines += [
+        "",
+        "Per-round medians: "
+        + "; ".join(
+            f"{r['model']} "
+            + ", ".join(f"{t} " + " / ".join(bench.fmt_s(v) for v in r[t].get("rounds_s", [])) for t in TOOLS)
+            for r in rows
+        )
+        + ".",
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -243,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="timed calls per round after the warm-up (default 3)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker (default 900)")
     p.add_argument("--quick", action="store_true", help="fewer trees: a smoke test")
-    p.add_argument("--doc", type=Path, default=bench.REPO / "docs" / "benchmarks-trees.md",
-                   help="markdown report (default: docs/benchmarks-trees.md)")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=bench.REPO / "docs" / "benchmarks-trees.md",
+        help="markdown report (default: docs/benchmarks-trees.md)",
+    )
     args = p.parse_args(argv)
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in MODELS]
@@ -267,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/trees.py", *argv]),
-        "machine": bench.machine(), "versions": versions(), "rounds": args.rounds, "reps": args.reps,
-        "load_start": load_start, "load_end": [round(v, 2) for v in os.getloadavg()],
+        "machine": bench.machine(),
+        "versions": versions(),
+        "rounds": args.rounds,
+        "reps": args.reps,
+        "load_start": load_start,
+        "load_end": [round(v, 2) for v in os.getloadavg()],
         "duration_s": time.time() - started,
     }
     write_doc(rows, meta, args.doc)

@@ -4,6 +4,7 @@ inspection, the onnxruntime run and comparison, failure bookkeeping, the manifes
 Only used by models/export_*.py; the library and its tests never import this. The torch pieces
 are in _torch_common.py, the Keras/tf2onnx ones in _keras_common.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,7 @@ def fix_hash_seed() -> None:
         os.execv(sys.executable, [sys.executable] + sys.argv)
 
 
-def parse_args(doc: str | None,
-               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+def parse_args(doc: str | None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Parse sys.argv with `parser` (default: a new one) plus `--out DIR` and set OUT_DIR.
 
     `--out` defaults to models/; another folder is created if needed and gets its own
@@ -56,8 +56,12 @@ def parse_args(doc: str | None,
     global OUT_DIR
     parser = parser or argparse.ArgumentParser()
     parser.description = doc.strip().splitlines()[0] if doc else None
-    parser.add_argument("--out", metavar="DIR", default=MODELS_DIR,
-                        help="folder for the .onnx files and manifest.json (default: models/)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=MODELS_DIR,
+        help="folder for the .onnx files and manifest.json (default: models/)",
+    )
     args = parser.parse_args()
     OUT_DIR = os.path.abspath(args.out)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -143,8 +147,9 @@ def node_summaries(path: str, ops: Collection[str]) -> list[dict]:
     res = []
     for n in onnx.load(path).graph.node:
         if n.op_type in ops:
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute
-                     if a.type != onnx.AttributeProto.GRAPH}
+            attrs = {
+                a.name: onnx.helper.get_attribute_value(a) for a in n.attribute if a.type != onnx.AttributeProto.GRAPH
+            }
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
             res.append({"op": n.op_type, "inputs": list(n.input), **attrs})
     return res
@@ -169,8 +174,17 @@ def compare(name: str, got: list, want: list) -> float:
     return worst
 
 
-def describe(name: str, *, exporter: str, framework: str, converter: str | None, max_abs_diff: float,
-             description: str, input_range, extra: dict | None = None) -> dict:
+def describe(
+    name: str,
+    *,
+    exporter: str,
+    framework: str,
+    converter: str | None,
+    max_abs_diff: float,
+    description: str,
+    input_range,
+    extra: dict | None = None,
+) -> dict:
     path = model_path(name)
     model = onnx.load(path)
     inits = {i.name for i in model.graph.initializer}

@@ -9,6 +9,7 @@ tf2onnx 1.17's `convert.from_keras` does not work with Keras 3 models (it fails 
 `tf.function` (inference mode) and converted with `tf2onnx.convert.from_function`: the same
 TF graph -> ONNX conversion path, without the Keras-2-only name lookup.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,7 @@ def seed(s: int) -> None:
     keras.utils.set_random_seed(s)
 
 
-def canonicalize_constants(proto: onnx.ModelProto,
-                           auto_name: re.Pattern[str] = AUTO_NAME) -> onnx.ModelProto:
+def canonicalize_constants(proto: onnx.ModelProto, auto_name: re.Pattern[str] = AUTO_NAME) -> onnx.ModelProto:
     """Give tf2onnx's auto-numbered constant initializers stable names and order (in place).
 
     tf2onnx walks sets of node objects (extract_sub_graph_nodes), so which of several
@@ -78,8 +78,9 @@ def canonicalize_constants(proto: onnx.ModelProto,
     return proto
 
 
-def convert(model: keras.Model, spec: tf.TensorSpec, out_name: str, path: str,
-            auto_name: re.Pattern[str] = AUTO_NAME) -> None:
+def convert(
+    model: keras.Model, spec: tf.TensorSpec, out_name: str, path: str, auto_name: re.Pattern[str] = AUTO_NAME
+) -> None:
     """Convert `model` (one input, `spec`; one output, `out_name`) in inference mode to `path`,
     opset 17, with canonicalize_constants(auto_name)."""
     sig = (spec,)

@@ -4,6 +4,7 @@ Importing this module sets what every torch export wants before a model is built
 off, one CPU thread and deterministic algorithms (the files must be byte-stable). Only used by
 models/export_*.py; the framework-free helpers are in _common.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,7 @@ FRAMEWORK = f"torch {torch.__version__}"
 TS_EXPORTER = "torch.onnx TorchScript"
 DYNAMO_EXPORTER = "torch.onnx dynamo"
 TS_CONV = f"torch.onnx TorchScript exporter, opset {TS_OPSET}"
-DYNAMO_CONV = (f"torch.onnx dynamo exporter (onnxscript {onnxscript.__version__}), "
-               f"opset {DYNAMO_OPSET}")
+DYNAMO_CONV = f"torch.onnx dynamo exporter (onnxscript {onnxscript.__version__}), opset {DYNAMO_OPSET}"
 
 
 def seed(s: int) -> None:
@@ -58,22 +58,41 @@ def batch_shapes(names: Sequence[str]) -> dict[str, dict[int, torch.export.Dim]]
     return {n: {0: batch} for n in names}
 
 
-def export_ts(model: nn.Module, example: tuple, path: str, in_names: Sequence[str],
-              out_names: Sequence[str], dynamic_axes: dict | None = None) -> None:
+def export_ts(
+    model: nn.Module,
+    example: tuple,
+    path: str,
+    in_names: Sequence[str],
+    out_names: Sequence[str],
+    dynamic_axes: dict | None = None,
+) -> None:
     """TorchScript export (dynamo=False, opset 17, eval mode, no constant folding) to `path`.
 
     dynamic_axes: as torch.onnx.export takes it (see batch_axes); None (default) for static shapes.
     """
     torch.onnx.export(
-        model, example, path, dynamo=False, opset_version=TS_OPSET,
-        input_names=list(in_names), output_names=list(out_names), dynamic_axes=dynamic_axes,
-        training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
+        model,
+        example,
+        path,
+        dynamo=False,
+        opset_version=TS_OPSET,
+        input_names=list(in_names),
+        output_names=list(out_names),
+        dynamic_axes=dynamic_axes,
+        training=torch.onnx.TrainingMode.EVAL,
+        do_constant_folding=False,
     )
 
 
-def export_dynamo(model: nn.Module, example: tuple, path: str, in_names: Sequence[str],
-                  out_names: Sequence[str], dynamic_shapes: dict | tuple | None = None,
-                  optimize: bool = True) -> None:
+def export_dynamo(
+    model: nn.Module,
+    example: tuple,
+    path: str,
+    in_names: Sequence[str],
+    out_names: Sequence[str],
+    dynamic_shapes: dict | tuple | None = None,
+    optimize: bool = True,
+) -> None:
     """dynamo export (dynamo=True, opset 18) to `path`, weights inside the one file.
 
     dynamic_shapes: as torch.onnx.export takes it (see batch_shapes); None (default) for static
@@ -85,9 +104,16 @@ def export_dynamo(model: nn.Module, example: tuple, path: str, in_names: Sequenc
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = os.path.join(tmp, "m.onnx")
         torch.onnx.export(
-            model, example, tmp_path, dynamo=True, opset_version=DYNAMO_OPSET,
-            input_names=list(in_names), output_names=list(out_names),
-            dynamic_shapes=dynamic_shapes, external_data=False, optimize=optimize,
+            model,
+            example,
+            tmp_path,
+            dynamo=True,
+            opset_version=DYNAMO_OPSET,
+            input_names=list(in_names),
+            output_names=list(out_names),
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            optimize=optimize,
         )
         m = onnx.load(tmp_path, load_external_data=True)
     onnx.save(m, path, save_as_external_data=False)
@@ -97,8 +123,7 @@ def export_dynamo(model: nn.Module, example: tuple, path: str, in_names: Sequenc
 Variant = tuple[str, Callable[..., None], str, str]
 
 
-def batch_variants(in_names: Sequence[str], out_names: Sequence[str],
-                   noopt: bool = False) -> list[Variant]:
+def batch_variants(in_names: Sequence[str], out_names: Sequence[str], noopt: bool = False) -> list[Variant]:
     """Both exporters with a dynamic batch on axis 0 of every input and output.
 
     noopt adds "dynamo_noopt", the dynamo export with optimize=False (it keeps BatchNorm).
@@ -107,8 +132,9 @@ def batch_variants(in_names: Sequence[str], out_names: Sequence[str],
     dynamo = partial(export_dynamo, dynamic_shapes=batch_shapes(in_names))
     variants = [("ts", ts, TS_EXPORTER, TS_CONV), ("dynamo", dynamo, DYNAMO_EXPORTER, DYNAMO_CONV)]
     if noopt:
-        variants.append(("dynamo_noopt", partial(dynamo, optimize=False), DYNAMO_EXPORTER,
-                         DYNAMO_CONV + ", optimize=False"))
+        variants.append(
+            ("dynamo_noopt", partial(dynamo, optimize=False), DYNAMO_EXPORTER, DYNAMO_CONV + ", optimize=False")
+        )
     return variants
 
 
@@ -120,11 +146,20 @@ def run_torch(model: nn.Module, feeds: dict[str, np.ndarray]) -> list[np.ndarray
     return [o.numpy() for o in out]
 
 
-def export_batch_model(run: C.Results, name: str, model: nn.Module,
-                       sample: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
-                       out_names: Sequence[str], *, description: str, input_range: object,
-                       extra: dict | None = None, noopt: bool = False,
-                       second_batch: int | None = None, show_ops: Collection[str] = ()) -> None:
+def export_batch_model(
+    run: C.Results,
+    name: str,
+    model: nn.Module,
+    sample: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
+    out_names: Sequence[str],
+    *,
+    description: str,
+    input_range: object,
+    extra: dict | None = None,
+    noopt: bool = False,
+    second_batch: int | None = None,
+    show_ops: Collection[str] = (),
+) -> None:
     """Write <name>_ts and <name>_dynamo (and <name>_dynamo_noopt with `noopt`), each with a
     dynamic batch on axis 0, and add their manifest entries to `run`.
 
@@ -142,21 +177,28 @@ def export_batch_model(run: C.Results, name: str, model: nn.Module,
     for suffix, fn, exporter, conv in batch_variants(in_names, out_names, noopt):
         full = f"{name}_{suffix}"
 
-        def export(full: str = full, fn: Callable[..., None] = fn, exporter: str = exporter,
-                   conv: str = conv) -> None:
+        def export(full: str = full, fn: Callable[..., None] = fn, exporter: str = exporter, conv: str = conv) -> None:
             path = C.model_path(full)
             fn(model, example, path, in_names, out_names)
             C.check_file(path)
             diff = C.compare(full, C.ort_run(path, feeds), want)
             if second_batch:  # through the dynamic axis with another batch size
                 more = sample(np.random.default_rng(7), second_batch)
-                C.compare(f"{full} (batch {second_batch})", C.ort_run(path, more),
-                          run_torch(model, more))
+                C.compare(f"{full} (batch {second_batch})", C.ort_run(path, more), run_torch(model, more))
             e = run.entries[full] = C.describe(
-                full, exporter=exporter, framework=FRAMEWORK, converter=conv, max_abs_diff=diff,
-                description=description, input_range=input_range, extra=extra)
-            print(f"  {full}: {e['file_size']} bytes, {e['num_nodes']} nodes, inputs "
-                  f"{[(i['name'], i['dtype'], i['shape']) for i in e['inputs']]}, ops {e['ops']}")
+                full,
+                exporter=exporter,
+                framework=FRAMEWORK,
+                converter=conv,
+                max_abs_diff=diff,
+                description=description,
+                input_range=input_range,
+                extra=extra,
+            )
+            print(
+                f"  {full}: {e['file_size']} bytes, {e['num_nodes']} nodes, inputs "
+                f"{[(i['name'], i['dtype'], i['shape']) for i in e['inputs']]}, ops {e['ops']}"
+            )
             for r in C.node_summaries(path, show_ops):
                 print(f"    {r}")
 

@@ -22,6 +22,7 @@ branch), and merged into models/manifest.json with "family": "control" and "cont
 saying what the control flow is. An export failure is printed and recorded in the FAILURES summary.
 `--out DIR` writes there instead (with a manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import os
@@ -95,10 +96,15 @@ def main():
 
     def record(name, exporter, conv, diff, desc, control):
         e = run.entries[name] = C.describe(
-            name, exporter=exporter, framework=T.FRAMEWORK, converter=conv, max_abs_diff=diff,
-            description=desc, input_range="normal",
-            extra={"family": FAMILY, "control": control,
-                   "control_nodes": control_ops(C.model_path(name))})
+            name,
+            exporter=exporter,
+            framework=T.FRAMEWORK,
+            converter=conv,
+            max_abs_diff=diff,
+            description=desc,
+            input_range="normal",
+            extra={"family": FAMILY, "control": control, "control_nodes": control_ops(C.model_path(name))},
+        )
         print(f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, ops {e['ops']}")
 
     def cond():
@@ -119,19 +125,29 @@ def main():
                 taken.add(bool(model.score(model.backbone(torch.from_numpy(x))).sum() > model.threshold))
             worst = max(worst, C.compare(name, C.ort_run(p, {"x": x}), T.run_torch(model, {"x": x})))
         assert taken == {True, False}, "the seeded inputs must take both branches"
-        record(name, T.DYNAMO_EXPORTER, f"torch.onnx dynamo exporter, opset {T.DYNAMO_OPSET}", worst,
-               "Second-stage verifier: h = ReLU(Linear(8->16)(x)); s = Linear(16->1)(h).sum(); torch.cond(s > t, "
-               "Linear(16->16) Tanh Linear(16->3), Linear(16->3), (h,)) with t the median score of normal inputs "
-               f"({model.threshold}); batch fixed at 1; random weights",
-               "one If whose condition (Greater of a ReduceSum) is computed from the data; both branches read h and "
-               "their weights from the enclosing graph; the seeded inputs take both branches")
+        record(
+            name,
+            T.DYNAMO_EXPORTER,
+            f"torch.onnx dynamo exporter, opset {T.DYNAMO_OPSET}",
+            worst,
+            "Second-stage verifier: h = ReLU(Linear(8->16)(x)); s = Linear(16->1)(h).sum(); torch.cond(s > t, "
+            "Linear(16->16) Tanh Linear(16->3), Linear(16->3), (h,)) with t the median score of normal inputs "
+            f"({model.threshold}); batch fixed at 1; random weights",
+            "one If whose condition (Greater of a ReduceSum) is computed from the data; both branches read h and "
+            "their weights from the enclosing graph; the seeded inputs take both branches",
+        )
 
     def flag():
         name = "control_if_outer_dynamo"
         model = FlagIf().eval()
         p = C.model_path(name)
-        T.export_dynamo(model, (torch.from_numpy(C.normal(np.random.default_rng(8), (1, 6))), torch.tensor(True)), p,
-                      ["x", "flag"], ["y"])
+        T.export_dynamo(
+            model,
+            (torch.from_numpy(C.normal(np.random.default_rng(8), (1, 6))), torch.tensor(True)),
+            p,
+            ["x", "flag"],
+            ["y"],
+        )
         C.check_file(p)
         assert control_ops(p) == {"If": 1}, control_ops(p)
         g = np.random.default_rng(32)
@@ -139,28 +155,43 @@ def main():
         for value in (True, False):
             feeds = {"x": C.normal(g, (1, 6)), "flag": np.array(value)}
             worst = max(worst, C.compare(f"{name} (flag={value})", C.ort_run(p, feeds), T.run_torch(model, feeds)))
-        record(name, T.DYNAMO_EXPORTER, f"torch.onnx dynamo exporter, opset {T.DYNAMO_OPSET}", worst,
-               "y = torch.cond(flag, relu, neg, (x,)): x 1x6 float, flag a bool scalar input; no weights",
-               "one If on the bool input flag; its branches (Relu, Neg) read x from the enclosing graph, so the If "
-               "node itself has no float input")
+        record(
+            name,
+            T.DYNAMO_EXPORTER,
+            f"torch.onnx dynamo exporter, opset {T.DYNAMO_OPSET}",
+            worst,
+            "y = torch.cond(flag, relu, neg, (x,)): x 1x6 float, flag a bool scalar input; no weights",
+            "one If on the bool input flag; its branches (Relu, Neg) read x from the enclosing graph, so the If "
+            "node itself has no float input",
+        )
 
     def loop():
         name = "control_loop_ts"
         model = torch.jit.script(T.make(LoopCell, 33))
         p = C.model_path(name)
-        T.export_ts(model, (torch.from_numpy(C.normal(np.random.default_rng(9), (2, 6, 3))),), p, ["x"], ["y"],
-                    dynamic_axes=T.batch_axes(["x", "y"], "N"))
+        T.export_ts(
+            model,
+            (torch.from_numpy(C.normal(np.random.default_rng(9), (2, 6, 3))),),
+            p,
+            ["x"],
+            ["y"],
+            dynamic_axes=T.batch_axes(["x", "y"], "N"),
+        )
         C.check_file(p)
         assert control_ops(p) == {"Loop": 1}, control_ops(p)
         x = C.normal(np.random.default_rng(34), (3, 6, 3))
         worst = C.compare(name, C.ort_run(p, {"x": x}), T.run_torch(model, {"x": x}))
-        record(name, T.TS_EXPORTER, f"torch.onnx TorchScript exporter (torch.jit.script), opset {T.TS_OPSET}",
-               worst,
-               "Scripted recurrent cell: h = zeros(N, 4); for t in range(x.size(1)): h = tanh(Linear(4->4)(h) + "
-               "Linear(3->4)(x[:, t])); Linear(4->2)(h); x N x 6 x 3; random weights",
-               "one Loop with trip count Gather(Shape(x), 1) (the fixed sequence length 6, next to a dynamic batch), a "
-               "constant true condition and one loop-carried state; the body reads x and the weights from the "
-               "enclosing graph")
+        record(
+            name,
+            T.TS_EXPORTER,
+            f"torch.onnx TorchScript exporter (torch.jit.script), opset {T.TS_OPSET}",
+            worst,
+            "Scripted recurrent cell: h = zeros(N, 4); for t in range(x.size(1)): h = tanh(Linear(4->4)(h) + "
+            "Linear(3->4)(x[:, t])); Linear(4->2)(h); x N x 6 x 3; random weights",
+            "one Loop with trip count Gather(Shape(x), 1) (the fixed sequence length 6, next to a dynamic batch), a "
+            "constant true condition and one loop-carried state; the body reads x and the weights from the "
+            "enclosing graph",
+        )
 
     run.attempt("control_cond_dynamo", cond)
     run.attempt("control_if_outer_dynamo", flag)

@@ -32,6 +32,7 @@ script fails otherwise), and merged into models/manifest.json with "family": "da
 "data_dependent": the nodes whose condition or bound input depends on x, as "Op[input]" strings.
 `--out DIR` writes there instead (with a manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ _COMPARISONS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"}
 
 
 def data_dependent(path: str, inputs: tuple[str, ...] = ("x",)) -> list[str]:
-    """"Op[k]" for each node whose condition / bound input k (or, for a comparison, any input)
+    """ "Op[k]" for each node whose condition / bound input k (or, for a comparison, any input)
     depends on the graph inputs, in graph order."""
     model = onnx.load(path)
     reached = set(inputs)
@@ -101,8 +102,7 @@ def export_torch() -> dict:
     # Log-uniform power over 12 decades: the 80 dB floor binds on part of every clip.
     x = (10.0 ** g.uniform(-12, 0, (3, 1, 16, 24))).astype(np.float32)
     with torch.no_grad():
-        T.export_ts(model, (torch.from_numpy(x),), path, ["x"], ["logits"],
-                    T.batch_axes(["x", "logits"], "N"))
+        T.export_ts(model, (torch.from_numpy(x),), path, ["x"], ["logits"], T.batch_axes(["x", "logits"], "N"))
     want = T.run_torch(model, {"x": x})
     C.check_file(path)
     diff = C.compare(name, C.ort_run(path, {"x": x}), want)
@@ -110,7 +110,10 @@ def export_torch() -> dict:
     assert "Clip[1]" in found, f"{name}: no Clip with a bound computed from x: {found}"
     return {
         name: C.describe(
-            name, exporter=T.TS_EXPORTER, framework=T.FRAMEWORK, converter=T.TS_CONV,
+            name,
+            exporter=T.TS_EXPORTER,
+            framework=T.FRAMEWORK,
+            converter=T.TS_CONV,
             max_abs_diff=diff,
             description="audio-style front end on a power spectrogram N x 1 x 16 x 24: 10*log10(clamp(x, 1e-10)), "
             "the top-dB floor torch.clamp(db, min=db.amax() - 80) (exported as Clip with a bound from ReduceMax), "
@@ -153,8 +156,9 @@ def export_keras() -> dict:
     h = L.Dense(12, activation="relu")(inp)
     out = L.Dense(3)(Sparsify()(SafeNormalize()(h)))
     model = keras.Model(inp, out)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(X, y, epochs=5, batch_size=64, shuffle=True, verbose=0)
 
     K.convert(model, tf.TensorSpec((None, 10), tf.float32, name="x"), "logits", path)
@@ -165,7 +169,10 @@ def export_keras() -> dict:
     assert "Where[0]" in found, f"{name}: no Where with a condition computed from x: {found}"
     return {
         name: C.describe(
-            name, exporter="tf2onnx", framework=K.FRAMEWORK, converter=K.CONVERTER,
+            name,
+            exporter="tf2onnx",
+            framework=K.FRAMEWORK,
+            converter=K.CONVERTER,
             max_abs_diff=diff,
             description="Keras Dense(12, relu); tf.math.divide_no_nan(h, reduce_sum(h)) (tf2onnx: "
             "Where(Equal(sum, 0), 0, Div)); tf.where(p > 0.1, p, 0) (tf2onnx: Cast(Greater) * p + "
@@ -178,8 +185,9 @@ def export_keras() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--keras", action="store_true",
-                        help="only the Keras model (how the script runs itself in $TF_PYTHON)")
+    parser.add_argument(
+        "--keras", action="store_true", help="only the Keras model (how the script runs itself in $TF_PYTHON)"
+    )
     args = C.parse_args(__doc__, parser)
     if args.keras:
         C.update_manifest(export_keras())
@@ -190,8 +198,7 @@ def main() -> None:
         print(f"  {name}: {entry['file_size']} bytes, ops {entry['ops']}, data-dependent {entry['data_dependent']}")
     # PYTHONHASHSEED=0 up front spares the child _keras_common's re-exec (see C.fix_hash_seed).
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run([TF_PYTHON, os.path.abspath(__file__), "--keras", "--out", C.OUT_DIR],
-                   check=True, env=env)
+    subprocess.run([TF_PYTHON, os.path.abspath(__file__), "--keras", "--out", C.OUT_DIR], check=True, env=env)
 
 
 if __name__ == "__main__":

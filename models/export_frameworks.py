@@ -22,6 +22,7 @@ Weights come from fixed seeds (Keras and PyTorch models are untrained; the sciki
 are fitted on seeded synthetic data), so the files are small and reproducible from this script.
 The tests only need the files, never this script.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,7 +52,9 @@ def export_keras() -> None:
 
     L = keras.layers
     keras.utils.set_random_seed(0)
-    mlp = keras.Sequential([keras.Input((6,), name="x"), L.Dense(8, activation="relu"), L.Dense(3, activation="softmax")])
+    mlp = keras.Sequential(
+        [keras.Input((6,), name="x"), L.Dense(8, activation="relu"), L.Dense(3, activation="softmax")]
+    )
     mlp.save(os.path.join(OUT, "keras_mlp.keras"))
     _report("keras_mlp.keras")
     with warnings.catch_warnings():
@@ -59,13 +62,15 @@ def export_keras() -> None:
         mlp.save(os.path.join(OUT, "keras_mlp.h5"))
     _report("keras_mlp.h5")
     keras.utils.set_random_seed(1)
-    cnn = keras.Sequential([
-        keras.Input((8, 8, 1), name="x"),
-        L.Conv2D(4, 3, activation="relu"),
-        L.MaxPooling2D(2),
-        L.Flatten(),
-        L.Dense(3, activation="softmax"),
-    ])
+    cnn = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="x"),
+            L.Conv2D(4, 3, activation="relu"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(3, activation="softmax"),
+        ]
+    )
     cnn.save(os.path.join(OUT, "keras_cnn.keras"))
     _report("keras_cnn.keras")
 

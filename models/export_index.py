@@ -30,6 +30,7 @@ and compared with PyTorch, and merged into models/manifest.json ("family": "inde
 the FAILURES summary (exit status 1); the other models are still written. `--out DIR` writes
 there instead (with a manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import os
@@ -125,16 +126,22 @@ def main():
 
     def record(name, exporter, conv, diff, desc, extra):
         e = run.entries[name] = C.describe(
-            name, exporter=exporter, framework=T.FRAMEWORK, converter=conv, max_abs_diff=diff,
-            description=desc, input_range=extra.pop("input_range"),
-            extra={"family": FAMILY, "index_input": "x", **extra})
+            name,
+            exporter=exporter,
+            framework=T.FRAMEWORK,
+            converter=conv,
+            max_abs_diff=diff,
+            description=desc,
+            input_range=extra.pop("input_range"),
+            extra={"family": FAMILY, "index_input": "x", **extra},
+        )
         print(f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, ops {e['ops']}")
 
     def check(name, model, p, high, dtype, length, chain_head):
         C.check_file(p)
         chain = op_chain(p)
         print(f"  {name}: ids path {' -> '.join(chain)}")
-        assert chain[:len(chain_head)] == chain_head, f"{name}: expected {chain_head} from x, got {chain}"
+        assert chain[: len(chain_head)] == chain_head, f"{name}: expected {chain_head} from x, got {chain}"
         feeds = {"x": ids(np.random.default_rng(42), (3, length), high, dtype)}
         diff = C.compare(name, C.ort_run(p, feeds), T.run_torch(model, feeds))
         one = {"x": ids(np.random.default_rng(1), (1, length), high, dtype)}
@@ -145,19 +152,30 @@ def main():
     T.seed(30)
     fid = FloatIdEmbedding().eval()
     fid_example = (torch.from_numpy(ids(np.random.default_rng(123), (2, ID_LEN), VOCAB, np.float32)),)
-    fid_desc = (f"Float-id embedding model: x N x {ID_LEN} float32 ids, x.long(), nn.Embedding({VOCAB}, {EMB}), "
-                "transpose, Conv1d(8->8, 3, pad 1), ReLU, mean over positions, Linear(8->3); random weights")
-    fid_extra = {"encoding": "float_ids_embedding", "seq_len": ID_LEN, "vocab_size": VOCAB, "embedding_dim": EMB,
-                 "input_range": [0, VOCAB - 1]}
+    fid_desc = (
+        f"Float-id embedding model: x N x {ID_LEN} float32 ids, x.long(), nn.Embedding({VOCAB}, {EMB}), "
+        "transpose, Conv1d(8->8, 3, pad 1), ReLU, mean over positions, Linear(8->3); random weights"
+    )
+    fid_extra = {
+        "encoding": "float_ids_embedding",
+        "seq_len": ID_LEN,
+        "vocab_size": VOCAB,
+        "embedding_dim": EMB,
+        "input_range": [0, VOCAB - 1],
+    }
 
     def float_ids(kind):
         name = f"index_float_ids_{kind}"
         p = C.model_path(name)
         export(kind, fid, fid_example, p)
         diff, chain = check(name, fid, p, VOCAB, np.float32, ID_LEN, ["Cast", "Gather"])
-        record(name, *EXPORTERS[kind], diff,
-               fid_desc if kind == "ts" else fid_desc.replace("random weights", "same weights as index_float_ids_ts"),
-               {**fid_extra, "ids_path": chain})
+        record(
+            name,
+            *EXPORTERS[kind],
+            diff,
+            fid_desc if kind == "ts" else fid_desc.replace("random weights", "same weights as index_float_ids_ts"),
+            {**fid_extra, "ids_path": chain},
+        )
 
     run.attempt("index_float_ids_ts", lambda: float_ids("ts"))
     run.attempt("index_float_ids_dynamo", lambda: float_ids("dynamo"))
@@ -168,27 +186,59 @@ def main():
     byte_onehot = ByteOneHot().eval()
     byte_onehot.load_state_dict(byte_equal.state_dict())
     byte_example = (torch.from_numpy(ids(np.random.default_rng(123), (2, BYTE_LEN), BYTES, np.int32)),)
-    head = (f"transpose, Conv1d({BYTES}->8, 5, pad 2), ReLU, max over positions, Linear(8->2); random weights")
+    head = f"transpose, Conv1d({BYTES}->8, 5, pad 2), ReLU, max over positions, Linear(8->2); random weights"
 
     def bytes_model(name, model, kind, encoding, how, chain_head):
         p = C.model_path(name)
         export(kind, model, byte_example, p)
         diff, chain = check(name, model, p, BYTES, np.int32, BYTE_LEN, chain_head)
-        record(name, *EXPORTERS[kind], diff,
-               f"Byte classifier: x N x {BYTE_LEN} int32 bytes (0-255, 256 = padding), one-hot by {how}, {head}",
-               {"encoding": encoding, "seq_len": BYTE_LEN, "vocab_size": BYTES, "input_range": [0, BYTES - 1],
-                "ids_path": chain})
+        record(
+            name,
+            *EXPORTERS[kind],
+            diff,
+            f"Byte classifier: x N x {BYTE_LEN} int32 bytes (0-255, 256 = padding), one-hot by {how}, {head}",
+            {
+                "encoding": encoding,
+                "seq_len": BYTE_LEN,
+                "vocab_size": BYTES,
+                "input_range": [0, BYTES - 1],
+                "ids_path": chain,
+            },
+        )
 
-    run.attempt("index_bytes_equal_ts", lambda: bytes_model(
-        "index_bytes_equal_ts", byte_equal, "ts", "equal_range",
-        f"(x.unsqueeze(-1) == torch.arange({BYTES})).float()", ["Unsqueeze", "Cast", "Equal", "Cast"]))
-    run.attempt("index_bytes_onehot_ts", lambda: bytes_model(
-        "index_bytes_onehot_ts", byte_onehot, "ts", "onehot_op",
-        f"F.one_hot(x.long(), {BYTES}).float()", ["Cast", "OneHot", "Cast"]))
-    run.attempt("index_bytes_onehot_dynamo", lambda: bytes_model(
-        "index_bytes_onehot_dynamo", byte_onehot, "dynamo", "equal_range",
-        f"F.one_hot(x.long(), {BYTES}).float() (the dynamo exporter decomposes it into Equal against a range)",
-        ["Cast", "Unsqueeze", "Equal", "Cast", "Cast"]))
+    run.attempt(
+        "index_bytes_equal_ts",
+        lambda: bytes_model(
+            "index_bytes_equal_ts",
+            byte_equal,
+            "ts",
+            "equal_range",
+            f"(x.unsqueeze(-1) == torch.arange({BYTES})).float()",
+            ["Unsqueeze", "Cast", "Equal", "Cast"],
+        ),
+    )
+    run.attempt(
+        "index_bytes_onehot_ts",
+        lambda: bytes_model(
+            "index_bytes_onehot_ts",
+            byte_onehot,
+            "ts",
+            "onehot_op",
+            f"F.one_hot(x.long(), {BYTES}).float()",
+            ["Cast", "OneHot", "Cast"],
+        ),
+    )
+    run.attempt(
+        "index_bytes_onehot_dynamo",
+        lambda: bytes_model(
+            "index_bytes_onehot_dynamo",
+            byte_onehot,
+            "dynamo",
+            "equal_range",
+            f"F.one_hot(x.long(), {BYTES}).float() (the dynamo exporter decomposes it into Equal against a range)",
+            ["Cast", "Unsqueeze", "Equal", "Cast", "Cast"],
+        ),
+    )
 
     return run.finish()
 

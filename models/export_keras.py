@@ -9,6 +9,7 @@ Conversion: a `tf.function` + `tf2onnx.convert.from_function` (see _keras_common
 onnxruntime and updates models/manifest.json. `--out DIR` writes there instead (with a
 manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,13 +47,15 @@ def make_cnn():
     y = d.target.astype(np.int64)
     idx = np.random.default_rng(0).permutation(len(X))
     tr, te = idx[:1400], idx[1400:]
-    m = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        L.Conv2D(8, 3, padding="same", activation="relu"),
-        L.MaxPooling2D(2),
-        L.Flatten(),
-        L.Dense(10, activation="softmax"),
-    ])
+    m = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(8, 3, padding="same", activation="relu"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(10, activation="softmax"),
+        ]
+    )
     m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     m.fit(X[tr], y[tr], epochs=5, batch_size=64, shuffle=True, verbose=0)
     acc = m.evaluate(X[te], y[te], verbose=0)[1]
@@ -78,12 +81,14 @@ def make_resblock():
     for layer in m.layers:
         if isinstance(layer, L.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                g.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
-                g.normal(0.0, 0.2, beta.shape).astype(np.float32),
-                g.normal(0.0, 0.5, mean.shape).astype(np.float32),
-                g.uniform(0.5, 2.0, var.shape).astype(np.float32),
-            ])
+            layer.set_weights(
+                [
+                    g.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
+                    g.normal(0.0, 0.2, beta.shape).astype(np.float32),
+                    g.normal(0.0, 0.5, mean.shape).astype(np.float32),
+                    g.uniform(0.5, 2.0, var.shape).astype(np.float32),
+                ]
+            )
     return m
 
 
@@ -91,14 +96,39 @@ def main():
     C.parse_args(__doc__)
     normal, unit = C.normal, C.unit
     specs = [
-        ("keras_mlp", make_mlp(), (10,), normal, "probs",
-         "Keras MLP 10 -> Dense(32, relu) -> Dense(3, softmax); trained on synthetic 3-class data", "normal"),
-        ("keras_cnn", make_cnn(), (8, 8, 1), unit, "probs",
-         ("Keras CNN on sklearn digits, NHWC 8x8x1 (pixels/16): Conv2D(8, 3x3, same, relu) MaxPooling2D "
-         "Flatten Dense(10, softmax)"), [0, 1]),
-        ("keras_resblock", make_resblock(), (16, 16, 3), normal, "logits",
-         ("Keras residual block, NHWC 16x16x3: Conv2D-BN-ReLU-Conv2D-BN + 1x1 Conv2D projection Add, ReLU, "
-         "GlobalAveragePooling2D, Dense(4); random BN stats (inference mode)"), "normal"),
+        (
+            "keras_mlp",
+            make_mlp(),
+            (10,),
+            normal,
+            "probs",
+            "Keras MLP 10 -> Dense(32, relu) -> Dense(3, softmax); trained on synthetic 3-class data",
+            "normal",
+        ),
+        (
+            "keras_cnn",
+            make_cnn(),
+            (8, 8, 1),
+            unit,
+            "probs",
+            (
+                "Keras CNN on sklearn digits, NHWC 8x8x1 (pixels/16): Conv2D(8, 3x3, same, relu) MaxPooling2D "
+                "Flatten Dense(10, softmax)"
+            ),
+            [0, 1],
+        ),
+        (
+            "keras_resblock",
+            make_resblock(),
+            (16, 16, 3),
+            normal,
+            "logits",
+            (
+                "Keras residual block, NHWC 16x16x3: Conv2D-BN-ReLU-Conv2D-BN + 1x1 Conv2D projection Add, ReLU, "
+                "GlobalAveragePooling2D, Dense(4); random BN stats (inference mode)"
+            ),
+            "normal",
+        ),
     ]
     entries = {}
     for name, model, shape, sampler, out_name, desc, rng_desc in specs:
@@ -109,8 +139,15 @@ def main():
         want = [model(x, training=False).numpy()]
         got = C.ort_run(path, {"x": x})
         diff = C.compare(name, got, want)
-        entries[name] = C.describe(name, exporter="tf2onnx", framework=K.FRAMEWORK, converter=K.CONVERTER,
-                                   max_abs_diff=diff, description=desc, input_range=rng_desc)
+        entries[name] = C.describe(
+            name,
+            exporter="tf2onnx",
+            framework=K.FRAMEWORK,
+            converter=K.CONVERTER,
+            max_abs_diff=diff,
+            description=desc,
+            input_range=rng_desc,
+        )
         print(f"  {name}: {entries[name]['file_size']} bytes, ops {entries[name]['ops']}")
     C.update_manifest(entries)
 

@@ -12,6 +12,7 @@ export_keras.py (both use _keras_common.py), with a wider pattern for tf2onnx's 
 Keras in onnxruntime and updates models/manifest.json (every entry carries "family":
 "sequence"). `--out DIR` writes there instead (with a manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,13 +47,15 @@ def make_model(pool, seed):
     K.seed(seed)
     g = np.random.default_rng(seed)
     X, y = make_data(g, 2000)
-    m = keras.Sequential([
-        keras.Input((SEQ_LEN,), dtype="int32"),
-        L.Embedding(VOCAB, EMBED_DIM),
-        L.Conv1D(32, 3, activation="relu"),
-        pool(),
-        L.Dense(1, activation="sigmoid"),
-    ])
+    m = keras.Sequential(
+        [
+            keras.Input((SEQ_LEN,), dtype="int32"),
+            L.Embedding(VOCAB, EMBED_DIM),
+            L.Conv1D(32, 3, activation="relu"),
+            pool(),
+            L.Dense(1, activation="sigmoid"),
+        ]
+    )
     m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy", metrics=["accuracy"])
     m.fit(X[:1600], y[:1600], epochs=3, batch_size=64, shuffle=True, verbose=0)
     acc = m.evaluate(X[1600:], y[1600:], verbose=0)[1]
@@ -69,8 +72,7 @@ def main():
     entries = {}
     for name, model, pool_name in specs:
         path = C.model_path(name)
-        K.convert(model, tf.TensorSpec((None, SEQ_LEN), IDS_DTYPE, name="x"), "prob", path,
-                  K.AUTO_NAME_ANY)
+        K.convert(model, tf.TensorSpec((None, SEQ_LEN), IDS_DTYPE, name="x"), "prob", path, K.AUTO_NAME_ANY)
         C.check_file(path)
         diffs = []
         for seed_, n in ((42, 3), (7, 7)):
@@ -78,15 +80,25 @@ def main():
             want = [model(x, training=False).numpy()]
             got = C.ort_run(path, {"x": x})
             diffs.append(C.compare(f"{name} (batch {n})", got, want))
-        desc = (f"Keras token-id text classifier: int32 ids N x {SEQ_LEN} -> Embedding({VOCAB}, {EMBED_DIM}), "
-                f"Conv1D(32, 3, relu), {pool_name}, Dense(1, sigmoid); trained briefly on synthetic data")
+        desc = (
+            f"Keras token-id text classifier: int32 ids N x {SEQ_LEN} -> Embedding({VOCAB}, {EMBED_DIM}), "
+            f"Conv1D(32, 3, relu), {pool_name}, Dense(1, sigmoid); trained briefly on synthetic data"
+        )
         entries[name] = C.describe(
-            name, exporter="tf2onnx", framework=K.FRAMEWORK, converter=K.CONVERTER, max_abs_diff=diffs[0],
-            description=desc, input_range=[0, VOCAB - 1],
-            extra={"family": FAMILY, "seq_len": SEQ_LEN, "vocab_size": VOCAB, "embedding_dim": EMBED_DIM})
+            name,
+            exporter="tf2onnx",
+            framework=K.FRAMEWORK,
+            converter=K.CONVERTER,
+            max_abs_diff=diffs[0],
+            description=desc,
+            input_range=[0, VOCAB - 1],
+            extra={"family": FAMILY, "seq_len": SEQ_LEN, "vocab_size": VOCAB, "embedding_dim": EMBED_DIM},
+        )
         e = entries[name]
-        print(f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, inputs "
-              f"{[(i['name'], i['dtype'], i['shape']) for i in e['inputs']]}, ops {e['ops']}")
+        print(
+            f"  {name}: {e['file_size']} bytes, {e['num_nodes']} nodes, inputs "
+            f"{[(i['name'], i['dtype'], i['shape']) for i in e['inputs']]}, ops {e['ops']}"
+        )
         assert e["file_size"] < 300_000, e["file_size"]
     C.update_manifest(entries)
 

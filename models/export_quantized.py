@@ -30,6 +30,7 @@ model (torch for the transformer block, onnxruntime on the float ONNX file for t
 `--out DIR` writes there instead (with a manifest.json of its own; the float CNN is still read
 from models/).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,7 @@ class _Rows(oq.CalibrationDataReader):
     """Calibration feeds: one row at a time, as onnxruntime's examples do."""
 
     def __init__(self, name: str, rows: np.ndarray):
-        self._rows = iter([{name: rows[i:i + 1]} for i in range(len(rows))])
+        self._rows = iter([{name: rows[i : i + 1]} for i in range(len(rows))])
 
     def get_next(self):
         return next(self._rows, None)
@@ -70,8 +71,9 @@ class TransformerBlock(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, activation="gelu",
-                                           batch_first=True, dropout=0.0)
+        layer = nn.TransformerEncoderLayer(
+            d_model=16, nhead=2, dim_feedforward=32, activation="gelu", batch_first=True, dropout=0.0
+        )
         self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
         self.fc = nn.Linear(16, 3)
 
@@ -86,30 +88,57 @@ def _max_diff(a: list, b: list) -> float:
 def quantize(src: str, name: str, rows: np.ndarray, *, per_channel: bool, activation: oq.QuantType) -> str:
     path = C.model_path(name)
     oq.quantize_static(
-        src, path, _Rows("x", rows), quant_format=oq.QuantFormat.QDQ, per_channel=per_channel,
-        activation_type=activation, weight_type=oq.QuantType.QInt8, calibrate_method=oq.CalibrationMethod.MinMax,
+        src,
+        path,
+        _Rows("x", rows),
+        quant_format=oq.QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=activation,
+        weight_type=oq.QuantType.QInt8,
+        calibrate_method=oq.CalibrationMethod.MinMax,
     )
     C.check_file(path)
     return path
 
 
-def entry(name: str, *, float_model: str, reference: list, feeds: dict, description: str, input_range,
-          per_channel: bool, activation: oq.QuantType, calibration: str, exporter_note: str) -> dict:
+def entry(
+    name: str,
+    *,
+    float_model: str,
+    reference: list,
+    feeds: dict,
+    description: str,
+    input_range,
+    per_channel: bool,
+    activation: oq.QuantType,
+    calibration: str,
+    exporter_note: str,
+) -> dict:
     path = C.model_path(name)
     got = C.ort_run(path, feeds, optimized=False)
     fused = C.ort_run(path, feeds)
     error = _max_diff(got, reference)
-    print(f"  {name}: quantisation error vs float {error:.3g}; ORT optimised vs not {_max_diff(fused, got):.3g}; "
-          f"{os.path.getsize(path)} bytes")
+    print(
+        f"  {name}: quantisation error vs float {error:.3g}; ORT optimised vs not {_max_diff(fused, got):.3g}; "
+        f"{os.path.getsize(path)} bytes"
+    )
     return C.describe(
-        name, exporter=f"onnxruntime.quantization.quantize_static ({exporter_note})", framework=QUANTIZER,
-        converter=QUANTIZER, max_abs_diff=error, description=description, input_range=input_range,
+        name,
+        exporter=f"onnxruntime.quantization.quantize_static ({exporter_note})",
+        framework=QUANTIZER,
+        converter=QUANTIZER,
+        max_abs_diff=error,
+        description=description,
+        input_range=input_range,
         extra={
             "family": FAMILY,
             "float_model": float_model,
             "quantization": {
-                "format": "QDQ", "per_channel": per_channel, "activation_type": activation.name,
-                "weight_type": "QInt8", "calibration": calibration,
+                "format": "QDQ",
+                "per_channel": per_channel,
+                "activation_type": activation.name,
+                "weight_type": "QInt8",
+                "calibration": calibration,
             },
             "max_abs_diff_ort_optimized": float(f"{_max_diff(fused, got):.3g}"),
         },
@@ -129,10 +158,16 @@ def digits(entries: dict) -> None:
         quantize(src, name, background, per_channel=per_channel, activation=activation)
         kind = "per-channel" if per_channel else "per-tensor"
         entries[name] = entry(
-            name, float_model=f"{DIGITS}.onnx", reference=reference, feeds={"x": samples},
+            name,
+            float_model=f"{DIGITS}.onnx",
+            reference=reference,
+            feeds={"x": samples},
             description=f"QDQ {DIGITS} ({kind} int8 weights, {activation.name} activations; the Relus are absorbed "
-                        "by the activations' QuantizeLinear, which saturates at the zero point)",
-            input_range=[0, 1], per_channel=per_channel, activation=activation, calibration=calibration,
+            "by the activations' QuantizeLinear, which saturates at the zero point)",
+            input_range=[0, 1],
+            per_channel=per_channel,
+            activation=activation,
+            calibration=calibration,
             exporter_note="QDQ format",
         )
 
@@ -147,20 +182,22 @@ def transformer(entries: dict) -> None:
         reference = [model(torch.from_numpy(check)).numpy()]
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "transformer_block.onnx")
-        T.export_ts(model, (torch.from_numpy(check),), src, ["x"], ["logits"],
-                    T.batch_axes(["x", "logits"]))
-        C.compare("transformer_block (float)", C.ort_run(src, {"x": check}, optimized=False),
-                  reference)
+        T.export_ts(model, (torch.from_numpy(check),), src, ["x"], ["logits"], T.batch_axes(["x", "logits"]))
+        C.compare("transformer_block (float)", C.ort_run(src, {"x": check}, optimized=False), reference)
         for name, per_channel in (("qdq_transformer_block", False), ("qdq_transformer_block_pc", True)):
             quantize(src, name, calibration_rows, per_channel=per_channel, activation=oq.QuantType.QInt8)
             kind = "per-channel" if per_channel else "per-tensor"
             entries[name] = entry(
-                name, float_model="(not kept) torch.onnx TorchScript export of models/export_quantized.py:TransformerBlock",
-                reference=reference, feeds={"x": check},
+                name,
+                float_model="(not kept) torch.onnx TorchScript export of models/export_quantized.py:TransformerBlock",
+                reference=reference,
+                feeds={"x": check},
                 description=f"QDQ transformer block ({kind} int8 weights, int8 activations): x N x 8 x 16 -> "
-                            "nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, gelu, batch_first, "
-                            "dropout=0, no mask) -> mean over time -> Linear(3) logits; seeded random weights",
-                input_range="normal", per_channel=per_channel, activation=oq.QuantType.QInt8,
+                "nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, gelu, batch_first, "
+                "dropout=0, no mask) -> mean over time -> Linear(3) logits; seeded random weights",
+                input_range="normal",
+                per_channel=per_channel,
+                activation=oq.QuantType.QInt8,
                 calibration="MinMax on 32 seeded standard-normal rows",
                 exporter_note=f"QDQ format, float model from torch {torch.__version__}",
             )

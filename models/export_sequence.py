@@ -11,6 +11,7 @@ batch axis, verifies each against PyTorch in onnxruntime and updates models/mani
 the FAILURES summary; the other variants are still written. `--out DIR` writes there
 instead (with a manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,9 @@ class TinyTransformer(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(1, seq_len, d) * 0.1)  # learned positions
-        layer = nn.TransformerEncoderLayer(d_model=d, nhead=4, dim_feedforward=64, activation="gelu",
-                                           batch_first=True, dropout=0.0)
+        layer = nn.TransformerEncoderLayer(
+            d_model=d, nhead=4, dim_feedforward=64, activation="gelu", batch_first=True, dropout=0.0
+        )
         self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
         self.fc = nn.Linear(d, 2)
 
@@ -137,8 +139,9 @@ def make_gru():
     s = X[:, -6:, :3].sum(1)
     y = np.argmax(s, axis=1).astype(np.int64)
     m = GRUClassifier()
-    return _fit(m, (torch.from_numpy(X),), torch.from_numpy(y),
-                lambda p, t: nn.functional.nll_loss(torch.log(p + 1e-9), t))
+    return _fit(
+        m, (torch.from_numpy(X),), torch.from_numpy(y), lambda p, t: nn.functional.nll_loss(torch.log(p + 1e-9), t)
+    )
 
 
 def make_bilstm():
@@ -170,8 +173,9 @@ def make_transformer():
     M = token_mask(g, 512)
     y = ((np.isin(X, np.arange(5)) * M).sum(1) > 0).astype(np.int64)
     m = TinyTransformer()
-    return _fit(m, (torch.from_numpy(X), torch.from_numpy(M)), torch.from_numpy(y),
-                nn.functional.cross_entropy, steps=40)
+    return _fit(
+        m, (torch.from_numpy(X), torch.from_numpy(M)), torch.from_numpy(y), nn.functional.cross_entropy, steps=40
+    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -189,36 +193,96 @@ def main():
 
     seq_extra = {"family": FAMILY, "seq_len": 20}
     specs = [
-        ("seq_lstm_regressor", make_lstm(), float_seq, ["y"],
-         ("LSTM regressor over N x 20 x 5 float sequences: nn.LSTM(5, 16, batch_first=True), last time "
-         "step, Linear(1); trained briefly on synthetic data"), "normal", dict(seq_extra)),
-        ("seq_gru_classifier", make_gru(), float_seq, ["probs"],
-         ("GRU classifier over N x 20 x 5 float sequences: nn.GRU(5, 16, batch_first=True), last time "
-         "step, Linear(3), Softmax(dim=1); trained briefly on synthetic data"), "normal", dict(seq_extra)),
-        ("seq_bilstm2", make_bilstm(), float_seq, ["y"],
-         ("2-layer bidirectional LSTM over N x 20 x 5 float sequences: nn.LSTM(5, 8, num_layers=2, "
-         "bidirectional=True, batch_first=True), last time step (16 = fwd ++ bwd), Linear(1); trained "
-         "briefly on synthetic data"), "normal", dict(seq_extra)),
-        ("seq_text_cnn", make_text_cnn(), ids30, ["logits"],
-         ("Token-id text CNN: int64 ids N x 30 -> nn.Embedding(200, 16), Conv1d(16, 32, 3), ReLU, max "
-         "over time, Linear(2) logits; trained briefly on synthetic data"),
-         [0, 199], {"family": FAMILY, "seq_len": 30, "vocab_size": 200, "embedding_dim": 16}),
-        ("seq_transformer", make_transformer(), ids16_mask, ["logits"],
-         ("Tiny Transformer encoder: int64 ids N x 16 + int64 mask N x 16 (1 = keep, 0 = padding) -> "
-         "nn.Embedding(100, 32) + learned positions, 1 x nn.TransformerEncoderLayer(d_model=32, "
-         "nhead=4, dim_feedforward=64, gelu, batch_first, dropout=0) with src_key_padding_mask = "
-         "(mask == 0), masked mean pool over kept positions, Linear(2) logits; trained briefly on "
-         "synthetic data; fast path disabled"),
-         [0, 99], {"family": FAMILY, "seq_len": 16, "vocab_size": 100, "embedding_dim": 32,
-                   "mask_input": {"name": "mask", "values": [0, 1], "meaning": "1 = keep, 0 = padding; "
-                                  "at least one 1 per row"}}),
+        (
+            "seq_lstm_regressor",
+            make_lstm(),
+            float_seq,
+            ["y"],
+            (
+                "LSTM regressor over N x 20 x 5 float sequences: nn.LSTM(5, 16, batch_first=True), last time "
+                "step, Linear(1); trained briefly on synthetic data"
+            ),
+            "normal",
+            dict(seq_extra),
+        ),
+        (
+            "seq_gru_classifier",
+            make_gru(),
+            float_seq,
+            ["probs"],
+            (
+                "GRU classifier over N x 20 x 5 float sequences: nn.GRU(5, 16, batch_first=True), last time "
+                "step, Linear(3), Softmax(dim=1); trained briefly on synthetic data"
+            ),
+            "normal",
+            dict(seq_extra),
+        ),
+        (
+            "seq_bilstm2",
+            make_bilstm(),
+            float_seq,
+            ["y"],
+            (
+                "2-layer bidirectional LSTM over N x 20 x 5 float sequences: nn.LSTM(5, 8, num_layers=2, "
+                "bidirectional=True, batch_first=True), last time step (16 = fwd ++ bwd), Linear(1); trained "
+                "briefly on synthetic data"
+            ),
+            "normal",
+            dict(seq_extra),
+        ),
+        (
+            "seq_text_cnn",
+            make_text_cnn(),
+            ids30,
+            ["logits"],
+            (
+                "Token-id text CNN: int64 ids N x 30 -> nn.Embedding(200, 16), Conv1d(16, 32, 3), ReLU, max "
+                "over time, Linear(2) logits; trained briefly on synthetic data"
+            ),
+            [0, 199],
+            {"family": FAMILY, "seq_len": 30, "vocab_size": 200, "embedding_dim": 16},
+        ),
+        (
+            "seq_transformer",
+            make_transformer(),
+            ids16_mask,
+            ["logits"],
+            (
+                "Tiny Transformer encoder: int64 ids N x 16 + int64 mask N x 16 (1 = keep, 0 = padding) -> "
+                "nn.Embedding(100, 32) + learned positions, 1 x nn.TransformerEncoderLayer(d_model=32, "
+                "nhead=4, dim_feedforward=64, gelu, batch_first, dropout=0) with src_key_padding_mask = "
+                "(mask == 0), masked mean pool over kept positions, Linear(2) logits; trained briefly on "
+                "synthetic data; fast path disabled"
+            ),
+            [0, 99],
+            {
+                "family": FAMILY,
+                "seq_len": 16,
+                "vocab_size": 100,
+                "embedding_dim": 32,
+                "mask_input": {
+                    "name": "mask",
+                    "values": [0, 1],
+                    "meaning": "1 = keep, 0 = padding; at least one 1 per row",
+                },
+            },
+        ),
     ]
 
     run = C.Results()
     for name, model, sampler, outs, desc, rng_desc, extra in specs:
-        T.export_batch_model(run, name, model, sampler, outs, description=desc,
-                             input_range=rng_desc, extra=extra, second_batch=7,
-                             show_ops=("LSTM", "GRU", "RNN", "Loop", "Scan"))
+        T.export_batch_model(
+            run,
+            name,
+            model,
+            sampler,
+            outs,
+            description=desc,
+            input_range=rng_desc,
+            extra=extra,
+            second_batch=7,
+            show_ops=("LSTM", "GRU", "RNN", "Loop", "Scan"),
+        )
     run.finish()
 
 

@@ -8,6 +8,7 @@ Writes models/sklearn_<name>.onnx, verifies each against scikit-learn in onnxrun
 updates models/manifest.json. Note scikit-learn computes in float64 while the ONNX graphs
 take float32 input (FloatTensorType), so the diffs include float32 rounding.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,7 @@ CONVERTER = f"skl2onnx {skl2onnx.__version__}, target_opset {{'': 17, 'ai.onnx.m
 
 def data_cls():
     g = np.random.default_rng(0)
-    X = (g.standard_normal((1200, N_FEATURES)) * [1, 2, 0.5, 3, 1, 1] + [0, 1, -1, 2, 0, 5])
+    X = g.standard_normal((1200, N_FEATURES)) * [1, 2, 0.5, 3, 1, 1] + [0, 1, -1, 2, 0, 5]
     s = np.stack([X[:, 0] + 0.5 * X[:, 1], X[:, 2] * 2 - 0.3 * X[:, 3], 0.5 * X[:, 4] ** 2 - 0.5], 1)
     return X, np.argmax(s + 0.3 * g.standard_normal(s.shape), 1)
 
@@ -58,9 +59,13 @@ def data_reg():
 
 def to_onnx(model, path, options=None):
     # name= fixes the graph name (skl2onnx otherwise uses a random uuid4 hex)
-    onx = convert_sklearn(model, name=os.path.basename(path)[: -len(".onnx")],
-                          initial_types=[("x", FloatTensorType([None, N_FEATURES]))],
-                          target_opset=TARGET_OPSET, options=options)
+    onx = convert_sklearn(
+        model,
+        name=os.path.basename(path)[: -len(".onnx")],
+        initial_types=[("x", FloatTensorType([None, N_FEATURES]))],
+        target_opset=TARGET_OPSET,
+        options=options,
+    )
     onnx.save(onx, path)
 
 
@@ -76,34 +81,65 @@ def sk_outputs(model, x, kind, zipmap=False):
 def main():
     Xc, yc = data_cls()
     Xr, yr = data_reg()
-    mlp = Pipeline([("scaler", StandardScaler()),
-                    ("mlp", MLPClassifier(hidden_layer_sizes=(16,), activation="relu", max_iter=500,
-                                          random_state=0))]).fit(Xc, yc)
+    mlp = Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            ("mlp", MLPClassifier(hidden_layer_sizes=(16,), activation="relu", max_iter=500, random_state=0)),
+        ]
+    ).fit(Xc, yc)
     logreg = Pipeline([("scaler", StandardScaler()), ("logreg", LogisticRegression(max_iter=1000))]).fit(Xc, yc)
     linreg = Pipeline([("scaler", StandardScaler()), ("linreg", LinearRegression())]).fit(Xr, yr)
     mlpr = MLPRegressor(hidden_layer_sizes=(16, 8), activation="tanh", max_iter=500, random_state=0).fit(Xr, yr)
-    print(f"sklearn_mlp train acc {mlp.score(Xc, yc):.3f}; sklearn_logreg train acc {logreg.score(Xc, yc):.3f}; "
-          f"sklearn_linreg R2 {linreg.score(Xr, yr):.3f}; sklearn_mlp_regressor R2 {mlpr.score(Xr, yr):.3f}")
+    print(
+        f"sklearn_mlp train acc {mlp.score(Xc, yc):.3f}; sklearn_logreg train acc {logreg.score(Xc, yc):.3f}; "
+        f"sklearn_linreg R2 {linreg.score(Xr, yr):.3f}; sklearn_mlp_regressor R2 {mlpr.score(Xr, yr):.3f}"
+    )
 
     no_zipmap = {"zipmap": False}
     specs = [
-        ("sklearn_mlp", mlp, "cls", {id(mlp): no_zipmap},
-         ("Pipeline(StandardScaler, MLPClassifier(16, relu)), 6 features, 3 classes; outputs label + "
-         "probabilities tensor (zipmap=False)")),
-        ("sklearn_mlp_zipmap", mlp, "cls_zipmap", None,
-         ("Same pipeline as sklearn_mlp converted with the default ZipMap: probabilities are a "
-         "sequence of {class: prob} maps")),
-        ("sklearn_logreg", logreg, "cls", {id(logreg): no_zipmap},
-         ("Pipeline(StandardScaler, LogisticRegression), 6 features, 3 classes (multinomial); "
-         "label + probabilities tensor (zipmap=False)")),
-        ("sklearn_linreg", linreg, "reg", None,
-         "Pipeline(StandardScaler, LinearRegression), 6 features -> 1 target"),
-        ("sklearn_mlp_regressor", mlpr, "reg", None,
-         "MLPRegressor(hidden (16, 8), tanh), 6 features -> 1 target, unscaled inputs"),
+        (
+            "sklearn_mlp",
+            mlp,
+            "cls",
+            {id(mlp): no_zipmap},
+            (
+                "Pipeline(StandardScaler, MLPClassifier(16, relu)), 6 features, 3 classes; outputs label + "
+                "probabilities tensor (zipmap=False)"
+            ),
+        ),
+        (
+            "sklearn_mlp_zipmap",
+            mlp,
+            "cls_zipmap",
+            None,
+            (
+                "Same pipeline as sklearn_mlp converted with the default ZipMap: probabilities are a "
+                "sequence of {class: prob} maps"
+            ),
+        ),
+        (
+            "sklearn_logreg",
+            logreg,
+            "cls",
+            {id(logreg): no_zipmap},
+            (
+                "Pipeline(StandardScaler, LogisticRegression), 6 features, 3 classes (multinomial); "
+                "label + probabilities tensor (zipmap=False)"
+            ),
+        ),
+        ("sklearn_linreg", linreg, "reg", None, "Pipeline(StandardScaler, LinearRegression), 6 features -> 1 target"),
+        (
+            "sklearn_mlp_regressor",
+            mlpr,
+            "reg",
+            None,
+            "MLPRegressor(hidden (16, 8), tanh), 6 features -> 1 target, unscaled inputs",
+        ),
     ]
     # inputs are drawn like the training data (feature-wise shifted/scaled normals)
-    x = (np.random.default_rng(42).standard_normal((3, N_FEATURES)) * [1, 2, 0.5, 3, 1, 1]
-         + [0, 1, -1, 2, 0, 5]).astype(np.float32)
+    x = (
+        np.random.default_rng(42).standard_normal((3, N_FEATURES)) * [1, 2, 0.5, 3, 1, 1] + [0, 1, -1, 2, 0, 5]
+    ).astype(np.float32)
     entries = {}
     for name, model, kind, options, desc in specs:
         path = C.model_path(name)
@@ -118,11 +154,18 @@ def main():
             want = sk_outputs(model, x, kind)
         diff = C.compare(name, got, want)
         entries[name] = C.describe(
-            name, exporter="skl2onnx", framework=FRAMEWORK, converter=CONVERTER, max_abs_diff=diff,
+            name,
+            exporter="skl2onnx",
+            framework=FRAMEWORK,
+            converter=CONVERTER,
+            max_abs_diff=diff,
             description=desc,
-            input_range="normal (per-feature scale [1,2,0.5,3,1,1], shift [0,1,-1,2,0,5])")
-        print(f"  {name}: {entries[name]['file_size']} bytes, ops {entries[name]['ops']}, "
-              f"outputs {[(o['name'], o['shape'], o['dtype']) for o in entries[name]['outputs']]}")
+            input_range="normal (per-feature scale [1,2,0.5,3,1,1], shift [0,1,-1,2,0,5])",
+        )
+        print(
+            f"  {name}: {entries[name]['file_size']} bytes, ops {entries[name]['ops']}, "
+            f"outputs {[(o['name'], o['shape'], o['dtype']) for o in entries[name]['outputs']]}"
+        )
     C.update_manifest(entries)
 
 

@@ -10,6 +10,7 @@ torch_resblock_dynamo_noopt.onnx exported with optimize=False), verifies each
 against PyTorch in onnxruntime and updates models/manifest.json. `--out DIR` writes
 there instead (with a manifest.json of its own).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,9 +54,14 @@ class DigitsCNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * 2 * 2, 10),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 2 * 2, 10),
         )
         self.softmax = nn.Softmax(dim=1)
 
@@ -113,9 +119,14 @@ class CifarCNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 8 * 8, 10),
         )
 
     def forward(self, x):
@@ -157,7 +168,7 @@ def train_digits() -> DigitsCNN:
     for _ in range(5):
         perm = tr[np.random.default_rng(_).permutation(len(tr))]
         for i in range(0, len(perm), 64):
-            b = perm[i:i + 64]
+            b = perm[i : i + 64]
             opt.zero_grad()
             nn.functional.cross_entropy(m.features(Xt[b]), yt[b]).backward()
             opt.step()
@@ -220,22 +231,71 @@ def main():
     C.parse_args(__doc__)
     mlp = train_mlp()
     normal, unit = C.normal, C.unit
-    spec("torch_mlp", mlp, (10,), normal, ["probs"],
-         "Tabular MLP 10->32->16->3, ReLU, Softmax(dim=1); trained on synthetic 3-class data", "normal")
-    spec("torch_mlp_logits_probs", MLPLogitsProbs(mlp).eval(), (10,), normal, ["logits", "probs"],
-         "Same MLP as torch_mlp with two outputs: pre-softmax logits and softmax probs", "normal")
-    spec("torch_cnn_digits", train_digits(), (1, 8, 8), unit, ["probs"],
-         "CNN on sklearn digits 1x8x8 (pixels/16): 2x(Conv3x3 ReLU MaxPool2) Flatten Linear(10) Softmax", [0, 1])
-    spec("torch_resblock", make_resblock(), (3, 16, 16), normal, ["logits"],
-         "ResNet-style block: Conv-BN-ReLU-Conv-BN + 1x1-Conv projection residual Add, ReLU, "
-         "GlobalAvgPool, Linear(4); random BN stats (eval)", "normal")
-    spec("torch_multiout_regressor", make_multiout(), (6,), normal, ["y_a", "y_b"],
-         "Regressor 6->16 Tanh with two heads: y_a (2 outputs) and y_b (1 output)", "normal")
-    spec("torch_text_conv1d", make_text(), (20, 8), normal, ["prob"],
-         "Text classifier over float embeddings N x 20 x 8: transpose, Conv1d(8,16,3), ReLU, "
-         "max over time, Linear(1), Sigmoid; random weights", "normal")
-    spec("torch_cnn_cifar", make_cifar(), (3, 32, 32), unit, ["logits"],
-         "CIFAR-shaped CNN 3x32x32: 2x(Conv3x3 ReLU MaxPool2) Flatten Linear(10) logits; random weights", [0, 1])
+    spec(
+        "torch_mlp",
+        mlp,
+        (10,),
+        normal,
+        ["probs"],
+        "Tabular MLP 10->32->16->3, ReLU, Softmax(dim=1); trained on synthetic 3-class data",
+        "normal",
+    )
+    spec(
+        "torch_mlp_logits_probs",
+        MLPLogitsProbs(mlp).eval(),
+        (10,),
+        normal,
+        ["logits", "probs"],
+        "Same MLP as torch_mlp with two outputs: pre-softmax logits and softmax probs",
+        "normal",
+    )
+    spec(
+        "torch_cnn_digits",
+        train_digits(),
+        (1, 8, 8),
+        unit,
+        ["probs"],
+        "CNN on sklearn digits 1x8x8 (pixels/16): 2x(Conv3x3 ReLU MaxPool2) Flatten Linear(10) Softmax",
+        [0, 1],
+    )
+    spec(
+        "torch_resblock",
+        make_resblock(),
+        (3, 16, 16),
+        normal,
+        ["logits"],
+        "ResNet-style block: Conv-BN-ReLU-Conv-BN + 1x1-Conv projection residual Add, ReLU, "
+        "GlobalAvgPool, Linear(4); random BN stats (eval)",
+        "normal",
+    )
+    spec(
+        "torch_multiout_regressor",
+        make_multiout(),
+        (6,),
+        normal,
+        ["y_a", "y_b"],
+        "Regressor 6->16 Tanh with two heads: y_a (2 outputs) and y_b (1 output)",
+        "normal",
+    )
+    spec(
+        "torch_text_conv1d",
+        make_text(),
+        (20, 8),
+        normal,
+        ["prob"],
+        "Text classifier over float embeddings N x 20 x 8: transpose, Conv1d(8,16,3), ReLU, "
+        "max over time, Linear(1), Sigmoid; random weights",
+        "normal",
+    )
+    spec(
+        "torch_cnn_cifar",
+        make_cifar(),
+        (3, 32, 32),
+        unit,
+        ["logits"],
+        "CIFAR-shaped CNN 3x32x32: 2x(Conv3x3 ReLU MaxPool2) Flatten Linear(10) logits; random weights",
+        [0, 1],
+    )
 
     run = C.Results()
     for name, model, shape, sampler, outs, desc, rng_desc in SPECS:
@@ -244,8 +304,9 @@ def main():
         def sample(g, n, sampler=sampler, shape=shape):
             return {"x": sampler(g, (n,) + shape)}
 
-        T.export_batch_model(run, name, model, sample, outs, description=desc, input_range=rng_desc,
-                             noopt=name in NOOPT_TOO)
+        T.export_batch_model(
+            run, name, model, sample, outs, description=desc, input_range=rng_desc, noopt=name in NOOPT_TOO
+        )
     run.finish()
 
 

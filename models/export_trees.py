@@ -46,6 +46,7 @@ f(background)) and the largest difference of shap's values to the brute-force on
 failure is printed and recorded in the FAILURES summary (exit status 1); the other models are still
 written. `--out DIR` writes the .onnx files, the manifest and data/ there instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -109,8 +110,13 @@ def features(g: np.random.Generator, n: int, n_features: int = N_FEATURES) -> np
 
 
 def regression(g: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    return (1.5 * x[:, 0] - x[:, 1] * x[:, 2] + np.sin(2 * x[:, 3]) + 0.5 * (x[:, 4] > 0.3)
-            + 0.1 * g.standard_normal(len(x)))
+    return (
+        1.5 * x[:, 0]
+        - x[:, 1] * x[:, 2]
+        + np.sin(2 * x[:, 3])
+        + 0.5 * (x[:, 4] > 0.3)
+        + 0.1 * g.standard_normal(len(x))
+    )
 
 
 def binary(g: np.random.Generator, x: np.ndarray) -> np.ndarray:
@@ -134,15 +140,19 @@ def with_category(g: np.random.Generator, x: np.ndarray) -> tuple[np.ndarray, np
 # ----------------------------------------------------------------------------- conversion
 def skl_to_onnx(model, name: str, n_features: int, options=None) -> None:
     # name= fixes the graph name (skl2onnx otherwise uses a random uuid4 hex)
-    onx = convert_sklearn(model, name=name, initial_types=[("x", FloatTensorType([None, n_features]))],
-                          target_opset=SKL_OPSET, options=options)
+    onx = convert_sklearn(
+        model,
+        name=name,
+        initial_types=[("x", FloatTensorType([None, n_features]))],
+        target_opset=SKL_OPSET,
+        options=options,
+    )
     onnx.save(onx, C.model_path(name))
 
 
 def ml_to_onnx(model, name: str, n_features: int, **kwargs) -> None:
     convert = onnxmltools.convert_xgboost if isinstance(model, xgboost.XGBModel) else onnxmltools.convert_lightgbm
-    onx = convert(model, name=name, initial_types=[("x", MLFloat([None, n_features]))], target_opset=ML_OPSET,
-                  **kwargs)
+    onx = convert(model, name=name, initial_types=[("x", MLFloat([None, n_features]))], target_opset=ML_OPSET, **kwargs)
     onnx.save(onx, C.model_path(name))
 
 
@@ -193,8 +203,9 @@ def brute_force(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bg: np.nda
     return phi
 
 
-def pick_references(framework: Callable[[np.ndarray], np.ndarray], onnx_path: str, x: np.ndarray,
-                    bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pick_references(
+    framework: Callable[[np.ndarray], np.ndarray], onnx_path: str, x: np.ndarray, bg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The first N_SAMPLES rows of `x` and N_BACKGROUND of `bg` on whose coalition points onnxruntime and the
     framework agree.
 
@@ -219,14 +230,16 @@ def pick_references(framework: Callable[[np.ndarray], np.ndarray], onnx_path: st
     rows = np.flatnonzero(~bad[samples].any(axis=0))[:N_BACKGROUND]
     assert len(samples) == N_SAMPLES and len(rows) == N_BACKGROUND, (samples, rows)
     if bad.any():
-        print(f"  {os.path.basename(onnx_path)}: {int(bad.sum())} (sample, row) pairs where onnxruntime and the "
-              f"framework disagree at a coalition point; kept samples {samples}")
+        print(
+            f"  {os.path.basename(onnx_path)}: {int(bad.sum())} (sample, row) pairs where onnxruntime and the "
+            f"framework disagree at a coalition point; kept samples {samples}"
+        )
     return x[samples], bg[rows]
 
 
 def per_pair_brute_force(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bg: np.ndarray) -> np.ndarray:
     """Shapley values (len(x), len(bg), n, k) of each single-reference game f(x_S, b_rest)."""
-    return np.stack([brute_force(f, x, bg[b:b + 1]) for b in range(len(bg))], axis=1)
+    return np.stack([brute_force(f, x, bg[b : b + 1]) for b in range(len(bg))], axis=1)
 
 
 def _as_3d(values, k: int) -> np.ndarray:
@@ -242,8 +255,9 @@ def _as_3d(values, k: int) -> np.ndarray:
 
 def shap_values(model, x: np.ndarray, bg: np.ndarray, model_output: str = "raw") -> tuple[np.ndarray, np.ndarray]:
     """(values (s, n, k), base (k,)) of shap's interventional TreeExplainer."""
-    explainer = shap.TreeExplainer(model, data=bg.astype(np.float64), feature_perturbation="interventional",
-                                   model_output=model_output)
+    explainer = shap.TreeExplainer(
+        model, data=bg.astype(np.float64), feature_perturbation="interventional", model_output=model_output
+    )
     values = explainer.shap_values(x.astype(np.float64), check_additivity=False)
     base = np.atleast_1d(np.asarray(explainer.expected_value, np.float64))
     return _as_3d(values, len(base)), base
@@ -254,8 +268,11 @@ def write_references(name: str, x: np.ndarray, bg: np.ndarray, arrays: dict[str,
     os.makedirs(os.path.dirname(path), exist_ok=True)
     onnx_path = C.model_path(name)
     model = onnx.load(onnx_path)
-    floats = [o.name for o in model.graph.output
-              if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    floats = [
+        o.name
+        for o in model.graph.output
+        if o.type.HasField("tensor_type") and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    ]
     data: dict[str, np.ndarray] = {"x": x, "background": bg, "out_names": np.array(floats)}
     order = [o.name for o in model.graph.output]
 
@@ -284,18 +301,24 @@ def agreement(name: str, data: dict[str, np.ndarray]) -> None:
     if groups is not None:
         summed = np.stack([raw[:, groups == c].sum(axis=1) for c in range(bf.shape[1])], axis=1)
         what = "elementwise" if np.array_equal(groups, np.arange(len(groups))) else "grouped (not expected equal)"
-        print(f"  {name}: shap on transformed features, summed per raw column, vs brute force on raw columns "
-              f"[{what}]: max diff {np.abs(summed - bf).max():.3g}")
+        print(
+            f"  {name}: shap on transformed features, summed per raw column, vs brute force on raw columns "
+            f"[{what}]: max diff {np.abs(summed - bf).max():.3g}"
+        )
     elif str(data["shap_raw_output"]) in ("variable", "probabilities"):
         print(f"  {name}: shap raw vs brute force {out!r}: max diff {np.abs(raw - bf).max():.3g}")
     if "shap_prob" in data and bf.shape[-1] == 2:
-        print(f"  {name}: shap probability vs brute force {out!r}[:, 1]: max diff "
-              f"{np.abs(data['shap_prob'][..., 0] - bf[..., 1]).max():.3g}")
+        print(
+            f"  {name}: shap probability vs brute force {out!r}[:, 1]: max diff "
+            f"{np.abs(data['shap_prob'][..., 0] - bf[..., 1]).max():.3g}"
+        )
     if "chain__probabilities" in data:
         chain = data["chain__probabilities"]
-        print(f"  {name}: margin-then-logistic chain: completeness max gap "
-              f"{np.abs(chain.sum(axis=1) - bf.sum(axis=1)).max():.3g}, differs from the exact probability "
-              f"Shapley values by up to {np.abs(chain - bf).max():.3g}")
+        print(
+            f"  {name}: margin-then-logistic chain: completeness max gap "
+            f"{np.abs(chain.sum(axis=1) - bf.sum(axis=1)).max():.3g}, differs from the exact probability "
+            f"Shapley values by up to {np.abs(chain - bf).max():.3g}"
+        )
 
 
 def report_shap(name: str, values: np.ndarray, base: np.ndarray, f_x: np.ndarray, what: str) -> float:
@@ -321,15 +344,35 @@ def main() -> int:
     bg_cat_ref, _ = with_category(np.random.default_rng(9), bg_ref)
     x_cat_check, _ = with_category(np.random.default_rng(43), x_check)
 
-    def entry(name: str, model, diff: float, description: str, framework: str, converter: str,
-              references: str | None, extra: dict | None = None) -> None:
+    def entry(
+        name: str,
+        model,
+        diff: float,
+        description: str,
+        framework: str,
+        converter: str,
+        references: str | None,
+        extra: dict | None = None,
+    ) -> None:
         versions, transforms, n_trees = tree_nodes(C.model_path(name))
         run.entries[name] = C.describe(
-            name, exporter="onnxmltools" if converter.startswith("onnxmltools") else "skl2onnx",
-            framework=framework, converter=converter, max_abs_diff=diff, description=description,
+            name,
+            exporter="onnxmltools" if converter.startswith("onnxmltools") else "skl2onnx",
+            framework=framework,
+            converter=converter,
+            max_abs_diff=diff,
+            description=description,
             input_range=INPUT_RANGE if "onehot" in name else "normal",
-            extra={"family": FAMILY, "tree_ops": versions, "post_transform": transforms, "n_trees": n_trees,
-                   "references": references, "reference_tool": SHAP, **(extra or {})})
+            extra={
+                "family": FAMILY,
+                "tree_ops": versions,
+                "post_transform": transforms,
+                "n_trees": n_trees,
+                "references": references,
+                "reference_tool": SHAP,
+                **(extra or {}),
+            },
+        )
         e = run.entries[name]
         print(f"  {name}: {e['file_size']} bytes, tree ops {versions} {transforms}, {n_trees} trees, ops {e['ops']}")
         assert e["file_size"] < 200_000, e["file_size"]
@@ -345,19 +388,35 @@ def main() -> int:
         x_s, bg_s = pick_references(model.predict, path, x_ref, bg_ref)
         values, base = shap_values(model, x_s, bg_s)
         report_shap(name, values, base, model.predict(x_s), "raw (value)")
-        refs = write_references(name, x_s, bg_s, {
-            "shap_raw": values, "shap_raw_base": base, "shap_raw_output": np.array("variable")})
+        refs = write_references(
+            name, x_s, bg_s, {"shap_raw": values, "shap_raw_base": base, "shap_raw_output": np.array("variable")}
+        )
         entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, refs)
 
-    run.attempt("trees_sk_dt_reg", lambda: sk_regressor(
-        "trees_sk_dt_reg", DecisionTreeRegressor(max_depth=4, random_state=0),
-        "DecisionTreeRegressor(max_depth=4), 6 features -> 1 target"))
-    run.attempt("trees_sk_gb_reg", lambda: sk_regressor(
-        "trees_sk_gb_reg", GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0),
-        "GradientBoostingRegressor(20 trees, max_depth=3), 6 features -> 1 target"))
-    run.attempt("trees_sk_rf_reg", lambda: sk_regressor(
-        "trees_sk_rf_reg", RandomForestRegressor(n_estimators=10, max_depth=4, random_state=0),
-        "RandomForestRegressor(10 trees, max_depth=4), 6 features -> 1 target (mean of the trees)"))
+    run.attempt(
+        "trees_sk_dt_reg",
+        lambda: sk_regressor(
+            "trees_sk_dt_reg",
+            DecisionTreeRegressor(max_depth=4, random_state=0),
+            "DecisionTreeRegressor(max_depth=4), 6 features -> 1 target",
+        ),
+    )
+    run.attempt(
+        "trees_sk_gb_reg",
+        lambda: sk_regressor(
+            "trees_sk_gb_reg",
+            GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0),
+            "GradientBoostingRegressor(20 trees, max_depth=3), 6 features -> 1 target",
+        ),
+    )
+    run.attempt(
+        "trees_sk_rf_reg",
+        lambda: sk_regressor(
+            "trees_sk_rf_reg",
+            RandomForestRegressor(n_estimators=10, max_depth=4, random_state=0),
+            "RandomForestRegressor(10 trees, max_depth=4), 6 features -> 1 target (mean of the trees)",
+        ),
+    )
 
     # --- scikit-learn classifiers
     def sk_classifier(name: str, model, y: np.ndarray, description: str, zipmap: bool = False) -> None:
@@ -384,25 +443,49 @@ def main() -> int:
             report_shap(name, values, base, model.decision_function(x_s), "raw (margin)")
             prob, prob_base = shap_values(model, x_s, bg_s, "probability")
             report_shap(name, prob, prob_base, model.predict_proba(x_s)[:, 1:], "probability of class 1")
-            arrays.update(shap_raw=values, shap_raw_base=base, shap_prob=prob, shap_prob_base=prob_base,
-                          shap_raw_output=np.array("margin of class 1 (log-odds; not a graph output)"),
-                          shap_prob_output=np.array("probabilities[:, 1]"),
-                          **chain_references(lambda r: model.decision_function(r), x_s, bg_s))
+            arrays.update(
+                shap_raw=values,
+                shap_raw_base=base,
+                shap_prob=prob,
+                shap_prob_base=prob_base,
+                shap_raw_output=np.array("margin of class 1 (log-odds; not a graph output)"),
+                shap_prob_output=np.array("probabilities[:, 1]"),
+                **chain_references(lambda r: model.decision_function(r), x_s, bg_s),
+            )
         refs = write_references(name, x_s, bg_s, arrays)
         entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, refs)
 
-    run.attempt("trees_sk_gb_cls", lambda: sk_classifier(
-        "trees_sk_gb_cls", GradientBoostingClassifier(n_estimators=20, max_depth=2, random_state=0), y_bin,
-        "GradientBoostingClassifier(20 trees, max_depth=2), 6 features, binary; label + probabilities "
-        "(zipmap=False), the tree op applies LOGISTIC to the log-odds margin"))
-    run.attempt("trees_sk_rf_cls3", lambda: sk_classifier(
-        "trees_sk_rf_cls3", RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0), y_three,
-        "RandomForestClassifier(10 trees, max_depth=4), 6 features, 3 classes; label + probabilities "
-        "(zipmap=False), the mean of the trees' class frequencies"))
-    run.attempt("trees_sk_rf_cls3_zipmap", lambda: sk_classifier(
-        "trees_sk_rf_cls3_zipmap", RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0), y_three,
-        "Same forest as trees_sk_rf_cls3 with skl2onnx's default ZipMap: probabilities are a sequence of "
-        "{class: prob} maps (no references)", zipmap=True))
+    run.attempt(
+        "trees_sk_gb_cls",
+        lambda: sk_classifier(
+            "trees_sk_gb_cls",
+            GradientBoostingClassifier(n_estimators=20, max_depth=2, random_state=0),
+            y_bin,
+            "GradientBoostingClassifier(20 trees, max_depth=2), 6 features, binary; label + probabilities "
+            "(zipmap=False), the tree op applies LOGISTIC to the log-odds margin",
+        ),
+    )
+    run.attempt(
+        "trees_sk_rf_cls3",
+        lambda: sk_classifier(
+            "trees_sk_rf_cls3",
+            RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0),
+            y_three,
+            "RandomForestClassifier(10 trees, max_depth=4), 6 features, 3 classes; label + probabilities "
+            "(zipmap=False), the mean of the trees' class frequencies",
+        ),
+    )
+    run.attempt(
+        "trees_sk_rf_cls3_zipmap",
+        lambda: sk_classifier(
+            "trees_sk_rf_cls3_zipmap",
+            RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0),
+            y_three,
+            "Same forest as trees_sk_rf_cls3 with skl2onnx's default ZipMap: probabilities are a sequence of "
+            "{class: prob} maps (no references)",
+            zipmap=True,
+        ),
+    )
 
     # --- scikit-learn pipelines
     def pipeline(name: str, model, x_fit, y, x_chk, x_s, bg_s, groups: np.ndarray, description: str) -> None:
@@ -419,35 +502,72 @@ def main() -> int:
         tbg = tbg.toarray() if hasattr(tbg, "toarray") else tbg
         values, base = shap_values(tree, np.asarray(tx), np.asarray(tbg))
         report_shap(name, values, base, model.predict(x_s), "raw on the transformed features")
-        refs = write_references(name, x_s, bg_s, {
-            "shap_raw": values, "shap_raw_base": base, "groups": groups,
-            "shap_raw_output": np.array("variable (shap over the tree's input, the transformed features)")})
-        entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, refs,
-              {"n_tree_features": len(groups)})
+        refs = write_references(
+            name,
+            x_s,
+            bg_s,
+            {
+                "shap_raw": values,
+                "shap_raw_base": base,
+                "groups": groups,
+                "shap_raw_output": np.array("variable (shap over the tree's input, the transformed features)"),
+            },
+        )
+        entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, refs, {"n_tree_features": len(groups)})
 
-    run.attempt("trees_sk_pipe_scaler_gb", lambda: pipeline(
+    run.attempt(
         "trees_sk_pipe_scaler_gb",
-        Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler()),
-                  ("gb", GradientBoostingRegressor(n_estimators=15, max_depth=3, random_state=0))]),
-        x_train, y_reg, x_check, x_ref, bg_ref, np.arange(N_FEATURES),
-        "Pipeline(SimpleImputer(mean), StandardScaler, GradientBoostingRegressor(15 trees, max_depth=3)), "
-        "6 features -> 1 target: Imputer -> Scaler -> TreeEnsembleRegressor"))
+        lambda: pipeline(
+            "trees_sk_pipe_scaler_gb",
+            Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy="mean")),
+                    ("scale", StandardScaler()),
+                    ("gb", GradientBoostingRegressor(n_estimators=15, max_depth=3, random_state=0)),
+                ]
+            ),
+            x_train,
+            y_reg,
+            x_check,
+            x_ref,
+            bg_ref,
+            np.arange(N_FEATURES),
+            "Pipeline(SimpleImputer(mean), StandardScaler, GradientBoostingRegressor(15 trees, max_depth=3)), "
+            "6 features -> 1 target: Imputer -> Scaler -> TreeEnsembleRegressor",
+        ),
+    )
 
-    onehot = ColumnTransformer([("num", "passthrough", [0, 1, 2, 3]),
-                                ("cat", OneHotEncoder(categories=[[0.0, 1.0, 2.0, 3.0]], handle_unknown="ignore"), [4])])
-    run.attempt("trees_sk_pipe_onehot_gb", lambda: pipeline(
+    onehot = ColumnTransformer(
+        [
+            ("num", "passthrough", [0, 1, 2, 3]),
+            ("cat", OneHotEncoder(categories=[[0.0, 1.0, 2.0, 3.0]], handle_unknown="ignore"), [4]),
+        ]
+    )
+    run.attempt(
         "trees_sk_pipe_onehot_gb",
-        Pipeline([("ct", onehot), ("gb", GradientBoostingRegressor(n_estimators=15, max_depth=3, random_state=0))]),
-        x_cat, y_cat, x_cat_check, x_cat_ref, bg_cat_ref, np.array([0, 1, 2, 3, 4, 4, 4, 4]),
-        "Pipeline(ColumnTransformer(passthrough columns 0-3, OneHotEncoder(handle_unknown=ignore) on column 4 = category codes "
-        "0..3 as floats), GradientBoostingRegressor(15 trees, max_depth=3)), 5 columns -> 8 tree features "
-        "-> 1 target: ArrayFeatureExtractor, Cast(int64) -> OneHotEncoder -> Reshape, Concat"))
+        lambda: pipeline(
+            "trees_sk_pipe_onehot_gb",
+            Pipeline([("ct", onehot), ("gb", GradientBoostingRegressor(n_estimators=15, max_depth=3, random_state=0))]),
+            x_cat,
+            y_cat,
+            x_cat_check,
+            x_cat_ref,
+            bg_cat_ref,
+            np.array([0, 1, 2, 3, 4, 4, 4, 4]),
+            "Pipeline(ColumnTransformer(passthrough columns 0-3, OneHotEncoder(handle_unknown=ignore) on column 4 = category codes "
+            "0..3 as floats), GradientBoostingRegressor(15 trees, max_depth=3)), 5 columns -> 8 tree features "
+            "-> 1 target: ArrayFeatureExtractor, Cast(int64) -> OneHotEncoder -> Reshape, Concat",
+        ),
+    )
 
     # --- XGBoost and LightGBM
     def booster(name: str, model, y: np.ndarray, description: str, kind: str) -> None:
         model.fit(x_train, y)
-        framework = (f"xgboost {xgboost.__version__}" if isinstance(model, xgboost.XGBModel)
-                     else f"lightgbm {lightgbm.__version__}")
+        framework = (
+            f"xgboost {xgboost.__version__}"
+            if isinstance(model, xgboost.XGBModel)
+            else f"lightgbm {lightgbm.__version__}"
+        )
         ml_to_onnx(model, name, N_FEATURES, **({"zipmap": False} if kind == "cls" and "lgbm" in name else {}))
         path = C.model_path(name)
         C.check_file(path)
@@ -466,14 +586,20 @@ def main() -> int:
             margin = margins(model)
             report_shap(name, values, base, margin(x_s), "raw (margin)")
             binary_model = model.predict_proba(x_s).shape[1] == 2
-            arrays["shap_raw_output"] = np.array("margin of class 1 (log-odds; not a graph output)" if binary_model
-                                                 else "per-class margins (softmax inputs; not a graph output)")
+            arrays["shap_raw_output"] = np.array(
+                "margin of class 1 (log-odds; not a graph output)"
+                if binary_model
+                else "per-class margins (softmax inputs; not a graph output)"
+            )
             if binary_model:
                 prob, prob_base = shap_values(model, x_s, bg_s, "probability")
                 report_shap(name, prob, prob_base, model.predict_proba(x_s)[:, 1:], "probability")
-                arrays.update(shap_prob=prob, shap_prob_base=prob_base,
-                              shap_prob_output=np.array("probabilities[:, 1]"),
-                              **chain_references(margin, x_s, bg_s))
+                arrays.update(
+                    shap_prob=prob,
+                    shap_prob_base=prob_base,
+                    shap_prob_output=np.array("probabilities[:, 1]"),
+                    **chain_references(margin, x_s, bg_s),
+                )
             else:
                 # shap's model_output="probability" is not complete for a softmax (it misses the
                 # normalisation: sum + base is off by 0.24 here), so only the margins are kept.
@@ -481,24 +607,50 @@ def main() -> int:
         refs = write_references(name, x_s, bg_s, arrays)
         entry(name, model, diff, description, framework, ML_CONVERTER, refs)
 
-    run.attempt("trees_xgb_reg", lambda: booster(
-        "trees_xgb_reg", xgboost.XGBRegressor(n_estimators=20, max_depth=3, learning_rate=0.3, random_state=0,
-                                              n_jobs=1, base_score=0.5),
-        y_reg, "XGBRegressor(20 trees, max_depth=3), 6 features -> 1 target", "reg"))
-    run.attempt("trees_xgb_cls", lambda: booster(
-        "trees_xgb_cls", xgboost.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, random_state=0,
-                                               n_jobs=1),
-        y_bin, "XGBClassifier(20 trees, max_depth=3), 6 features, binary; label + probabilities, the tree op "
-        "applies LOGISTIC to the margin", "cls"))
-    run.attempt("trees_lgbm_reg", lambda: booster(
-        "trees_lgbm_reg", lightgbm.LGBMRegressor(n_estimators=20, num_leaves=8, random_state=0, n_jobs=1,
-                                                 verbose=-1),
-        y_reg, "LGBMRegressor(20 trees, 8 leaves), 6 features -> 1 target", "reg"))
-    run.attempt("trees_lgbm_cls3", lambda: booster(
-        "trees_lgbm_cls3", lightgbm.LGBMClassifier(n_estimators=10, num_leaves=8, random_state=0, n_jobs=1,
-                                                   verbose=-1),
-        y_three, "LGBMClassifier(10 rounds x 3 classes, 8 leaves), 6 features, 3 classes; label + probabilities "
-        "(zipmap=False), the tree op applies SOFTMAX to the per-class margins", "cls"))
+    run.attempt(
+        "trees_xgb_reg",
+        lambda: booster(
+            "trees_xgb_reg",
+            xgboost.XGBRegressor(
+                n_estimators=20, max_depth=3, learning_rate=0.3, random_state=0, n_jobs=1, base_score=0.5
+            ),
+            y_reg,
+            "XGBRegressor(20 trees, max_depth=3), 6 features -> 1 target",
+            "reg",
+        ),
+    )
+    run.attempt(
+        "trees_xgb_cls",
+        lambda: booster(
+            "trees_xgb_cls",
+            xgboost.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, random_state=0, n_jobs=1),
+            y_bin,
+            "XGBClassifier(20 trees, max_depth=3), 6 features, binary; label + probabilities, the tree op "
+            "applies LOGISTIC to the margin",
+            "cls",
+        ),
+    )
+    run.attempt(
+        "trees_lgbm_reg",
+        lambda: booster(
+            "trees_lgbm_reg",
+            lightgbm.LGBMRegressor(n_estimators=20, num_leaves=8, random_state=0, n_jobs=1, verbose=-1),
+            y_reg,
+            "LGBMRegressor(20 trees, 8 leaves), 6 features -> 1 target",
+            "reg",
+        ),
+    )
+    run.attempt(
+        "trees_lgbm_cls3",
+        lambda: booster(
+            "trees_lgbm_cls3",
+            lightgbm.LGBMClassifier(n_estimators=10, num_leaves=8, random_state=0, n_jobs=1, verbose=-1),
+            y_three,
+            "LGBMClassifier(10 rounds x 3 classes, 8 leaves), 6 features, 3 classes; label + probabilities "
+            "(zipmap=False), the tree op applies SOFTMAX to the per-class margins",
+            "cls",
+        ),
+    )
     return run.finish()
 
 
@@ -509,7 +661,9 @@ def margins(model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda r: np.asarray(model.predict(r, raw_score=True), np.float64)
 
 
-def chain_references(margin: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bg: np.ndarray) -> dict[str, np.ndarray]:
+def chain_references(
+    margin: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bg: np.ndarray
+) -> dict[str, np.ndarray]:
     """Binary LOGISTIC: per pair, the margin's exact Shapley values times the logistic's secant, averaged.
 
     `chain__probabilities` (s, n, 2): columns [1 - p, p] of the graph's probabilities output.

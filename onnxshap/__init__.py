@@ -42,9 +42,26 @@ _LAZY = {
 }
 
 __all__ = [
-    "AdditivityError", "ConversionError", "Explainer", "Explanation", "ExternalDataError", "GraphError", "InputError",
-    "MissingDependencyError", "Model", "ModelLoadError", "OnnxShapError", "OpsetError", "OutputError", "RuleTableError",
-    "UnsupportedOpError", "convert", "enable_compilation_cache", "load", "read_inputs", "unsupported_ops",
+    "AdditivityError",
+    "ConversionError",
+    "Explainer",
+    "Explanation",
+    "ExternalDataError",
+    "GraphError",
+    "InputError",
+    "MissingDependencyError",
+    "Model",
+    "ModelLoadError",
+    "OnnxShapError",
+    "OpsetError",
+    "OutputError",
+    "RuleTableError",
+    "UnsupportedOpError",
+    "convert",
+    "enable_compilation_cache",
+    "load",
+    "read_inputs",
+    "unsupported_ops",
 ]
 
 

@@ -114,7 +114,8 @@ class AttributionPass:
         model.check_needed(self.evaluated)
         needed = self._ancestors(self.outputs)
         self.nodes: list[Node] = [
-            n for n in graph.nodes
+            n
+            for n in graph.nodes
             if any(o in needed for o in n.outputs if o) and any(i in self.varying for i in n.inputs if i)
         ]
         self.node_rules: dict[int, Rule] = {}
@@ -159,7 +160,9 @@ class AttributionPass:
 
     # --- the traced pieces -------------------------------------------------------------------------
 
-    def _forward(self, weights: Mapping[str, Array], feeds: Mapping[str, Array], statics: dict[str, Any]) -> dict[str, Array]:
+    def _forward(
+        self, weights: Mapping[str, Array], feeds: Mapping[str, Array], statics: dict[str, Any]
+    ) -> dict[str, Array]:
         """One example (feeds with the shapes the graph takes for one sample) -> the tensors the
         multiplier pass needs.
 
@@ -300,7 +303,9 @@ class AttributionPass:
         rows = jax.tree_util.tree_map(lambda v: lax.dynamic_slice_in_dim(v, start, chunk), dict(source))
         w = lax.dynamic_slice_in_dim(r_weight, start, chunk)
 
-        def per_sample(ex: Mapping[str, Array], held: Mapping[str, Array], sel: Array) -> tuple[dict[str, Array], Array]:
+        def per_sample(
+            ex: Mapping[str, Array], held: Mapping[str, Array], sel: Array
+        ) -> tuple[dict[str, Array], Array]:
             # sel: (n_sel, n_total) one-hot rows choosing the explained scalar outputs.
             seeds = self._seeds(sel, sizes, ex)
 
@@ -369,7 +374,7 @@ class AttributionPass:
         for name, shape in sizes:
             size = int(np.prod(shape))
             dtype = ex[name].dtype
-            seeds[name] = sel[:, offset:offset + size].reshape(sel.shape[0], *shape).astype(dtype)
+            seeds[name] = sel[:, offset : offset + size].reshape(sel.shape[0], *shape).astype(dtype)
             offset += size
         return seeds
 
@@ -426,7 +431,12 @@ class AttributionPass:
         return self._shape_trace(sample_feeds).dtypes
 
     def plan(
-        self, n_samples: int, n_background: int, n_selected: int, sample_feeds: Mapping[str, np.ndarray], n_devices: int = 1
+        self,
+        n_samples: int,
+        n_background: int,
+        n_selected: int,
+        sample_feeds: Mapping[str, np.ndarray],
+        n_devices: int = 1,
     ) -> tuple[int, int, int]:
         """(samples per block, n_chunks, chunk): how `run` splits the B x K pairs into calls.
 
@@ -464,7 +474,12 @@ class AttributionPass:
             er = self._forward(self.weights, {**{k: jnp.asarray(v) for k, v in r_feeds.items()}, **held}, statics)
             sel = np.zeros((1, n_total), _float_dtype(x_feeds))
             sel[0, slot] = 1
-            seeds = {k: v[0] for k, v in self._seeds(jnp.asarray(sel), self._slot_sizes({k: v[None] for k, v in ex.items()}), ex).items()}
+            seeds = {
+                k: v[0]
+                for k, v in self._seeds(
+                    jnp.asarray(sel), self._slot_sizes({k: v[None] for k, v in ex.items()}), ex
+                ).items()
+            }
             self._backward(ex, er, statics, self.weights, seeds, record)
         return [(label, float(a), float(b)) for label, (a, b) in record.items()]
 
@@ -573,11 +588,12 @@ class AttributionPass:
                 source, base = r_feeds_d, None
             else:
                 r_feeds_d, r_weight, source, base = self._references_on_device(
-                    r_feeds, weight,
+                    r_feeds,
+                    weight,
                     lambda *args: compile_new(reference_key, self._jitted_reference_side, weights, *args),
                 )
             for first in range(0, n_samples + extra, block):
-                rows = jax.device_put(jax.tree_util.tree_map(lambda v, lo=first: v[lo:lo + block], x_args), sharding)
+                rows = jax.device_put(jax.tree_util.tree_map(lambda v, lo=first: v[lo : lo + block], x_args), sharding)
                 if whole:
                     compile_new(per_block[0], self._jitted_whole, weights, *rows, source, r_weight, chunk=chunk)
                     steps.start("attribute")
@@ -593,7 +609,9 @@ class AttributionPass:
                         total = self._jitted_chunk(*args, chunk=chunk)
                         steps.finish(total)
                 fx = np.asarray(fx)
-                block_base = np.asarray(total.pop(_HELD_BASE)) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
+                block_base = (
+                    np.asarray(total.pop(_HELD_BASE)) if self.held else np.broadcast_to(np.asarray(base), fx.shape)
+                )
                 parts.append(({k: np.asarray(v) for k, v in total.items()}, fx, block_base))
             self._compiled.update(new)
             steps.start("done")
@@ -673,6 +691,3 @@ def _float_dtype(feeds: Mapping[str, np.ndarray]) -> np.dtype[Any]:
         if v.dtype.kind == "f":
             return v.dtype
     return np.dtype(np.float32)
-
-
-

@@ -86,22 +86,28 @@ def compare(value: Any, ref: Any, rtol: float, atol: float) -> tuple[str, float]
         if np.array_equal(value, ref):
             return f"{head}, identical to onnxruntime", 0.0
         n, k, where = at(value != ref)
-        return (f"{head}, DIFFERENT from onnxruntime at {n} of {value.size} position(s) "
-                f"(first at {where}: {value[k]} vs onnxruntime {ref[k]})"), float("inf")
+        return (
+            f"{head}, DIFFERENT from onnxruntime at {n} of {value.size} position(s) "
+            f"(first at {where}: {value[k]} vs onnxruntime {ref[k]})"
+        ), float("inf")
     wide = np.complex128 if value.dtype.kind == "c" else np.float64
     a, b = value.astype(wide), ref.astype(wide)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
-    for only, side in ((nan_a & ~nan_b, "onnxshap's output, not in onnxruntime's"),
-                       (nan_b & ~nan_a, "onnxruntime's output, not in onnxshap's")):
+    for only, side in (
+        (nan_a & ~nan_b, "onnxshap's output, not in onnxruntime's"),
+        (nan_b & ~nan_a, "onnxruntime's output, not in onnxshap's"),
+    ):
         if only.any():
             n, k, where = at(only)
-            return (f"{head}, NaN at {n} position(s) in {side} "
-                    f"(first at {where}: {a[k]} vs onnxruntime {b[k]})"), float("inf")
+            return (
+                f"{head}, NaN at {n} position(s) in {side} (first at {where}: {a[k]} vs onnxruntime {b[k]})"
+            ), float("inf")
     infinite = (np.isinf(a) | np.isinf(b)) & ~nan_a
     if np.any(infinite & (a != b)):
         n, k, where = at(infinite & (a != b))
-        return (f"{head}, infinities differ at {n} position(s) "
-                f"(first at {where}: {a[k]} vs onnxruntime {b[k]})"), float("inf")
+        return (
+            f"{head}, infinities differ at {n} position(s) (first at {where}: {a[k]} vs onnxruntime {b[k]})"
+        ), float("inf")
     notes = [head]
     positive = a.real > 0
     marks = (("NaN", nan_a), ("+inf", infinite & positive), ("-inf", infinite & ~positive))
@@ -119,8 +125,10 @@ def compare(value: Any, ref: Any, rtol: float, atol: float) -> tuple[str, float]
     text = f"max abs difference {float(np.max(diff)):.3g}"
     if worst > 0:
         _, k, where = at(share == worst)
-        text += (f"; worst at {where}: {a[k]:.8g} vs onnxruntime {b[k]:.8g} "
-                 f"(|difference| {diff[k]:.3g}, tolerance {allowed[k]:.3g})")
+        text += (
+            f"; worst at {where}: {a[k]:.8g} vs onnxruntime {b[k]:.8g} "
+            f"(|difference| {diff[k]:.3g}, tolerance {allowed[k]:.3g})"
+        )
     return ", ".join([*notes, text]), worst
 
 
@@ -140,17 +148,22 @@ def reference_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, Any
     # The model as written: optimised, onnxruntime fuses QDQ pairs into integer kernels
     # (QLinearConv, ...), which round differently, so a faithful pass would look like a mismatch.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    refused = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidArgument,
-               ort_state.InvalidProtobuf, ort_state.NotImplemented, ort_state.RuntimeException,
-               ort_state.EPFail)
+    refused = (
+        ort_state.Fail,
+        ort_state.InvalidGraph,
+        ort_state.InvalidArgument,
+        ort_state.InvalidProtobuf,
+        ort_state.NotImplemented,
+        ort_state.RuntimeException,
+        ort_state.EPFail,
+    )
     stage = "load"
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         stage = "run"
         return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     except refused as exc:
-        first = next((line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()),
-                     type(exc).__name__)
+        first = next((line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ModelLoadError(
             f"onnxruntime could not {stage} the model {str(path)!r}: {first}. `onnxshap check` "
             "compares onnxshap's forward pass with onnxruntime's, so it needs onnxruntime to "

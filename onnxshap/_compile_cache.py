@@ -116,12 +116,8 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> Path
     directory = Path(path) if path is not None else default_cache_dir()
     reason = _unusable(directory)
     if reason is not None:
-        advice = "Give a folder." if path is not None else (
-            f"Set {CACHE_DIR_VARIABLE} to a folder you can write to."
-        )
-        raise OutputError(
-            f"Cannot use {str(directory)!r} as the compilation cache: {reason}. {advice}"
-        )
+        advice = "Give a folder." if path is not None else (f"Set {CACHE_DIR_VARIABLE} to a folder you can write to.")
+        raise OutputError(f"Cannot use {str(directory)!r} as the compilation cache: {reason}. {advice}")
     prune(directory)
     _switch_on(directory)
     return directory

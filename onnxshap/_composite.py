@@ -256,14 +256,17 @@ def composite_rule(forward: PairForward) -> Rule:
             # A Pair is itself a tuple: a lone Pair is one output, not two.
             outs = (outs,) if isinstance(outs, Pair) or not isinstance(outs, (tuple, list)) else outs
             wanted.clear()
-            wanted.extend(i for i, o in enumerate(outs) if isinstance(o, Pair) and i < len(m_out) and m_out[i] is not None)
+            wanted.extend(
+                i for i, o in enumerate(outs) if isinstance(o, Pair) and i < len(m_out) and m_out[i] is not None
+            )
             return [outs[i] for i in wanted]
 
         # Varying booleans and integers enter as numbers (booleans 0/1): jax differentiates floats only.
         given = [m for m in m_out if m is not None]
         dtype = jnp.result_type(given[0]) if given else _float_dtype(*ctx.xout)
         primals = [
-            Pair(numeric(ctx.xin[p], dtype), numeric(ctx.rin[p], dtype)) if is_discrete(ctx.xin[p])
+            Pair(numeric(ctx.xin[p], dtype), numeric(ctx.rin[p], dtype))
+            if is_discrete(ctx.xin[p])
             else Pair(ctx.xin[p], ctx.rin[p])
             for p in positions
         ]

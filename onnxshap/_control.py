@@ -47,7 +47,12 @@ _CONTROL_OPS = frozenset({"If", "Loop", "Scan"})
 #: known (`Shape -> Gather` of a fixed dimension next to a dynamic batch). Value: input positions
 #: that may be partially known (None: all).
 _SELECTION_OPS: Mapping[str, tuple[int, ...] | None] = {
-    "Gather": (0,), "Slice": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Reshape": (0,), "Identity": (0,),
+    "Gather": (0,),
+    "Slice": (0,),
+    "Squeeze": (0,),
+    "Unsqueeze": (0,),
+    "Reshape": (0,),
+    "Identity": (0,),
     "Concat": None,
 }
 #: Lowest opset at which the lowering emits each op (If and Loop exist in opsets where Where does not).
@@ -169,15 +174,23 @@ class _Lowerer:
                     s.dependent[o] = True
 
     def _new(
-        self, s: _Scope, op: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
-        attrs: Mapping[str, Any] | None = None, control: Control | None = None,
+        self,
+        s: _Scope,
+        op: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        name: str,
+        attrs: Mapping[str, Any] | None = None,
+        control: Control | None = None,
     ) -> None:
         since = resolve_since_version(op, "", max(self.opset, _MIN_OPSET.get(op, 1)))
         spec = self.reg.get(op)
         if spec is None or since not in spec.since:  # pragma: no cover - the table lists these ops
             raise GraphError(f"Lowering control flow needs {op} at since_version {since}, which the rule table lacks.")
         full = {**_schema_defaults(op, "", since), **(attrs or {})}
-        self._emit(s, Node(self._index(), name, op, "", since, tuple(inputs), tuple(outputs), full, spec, control=control))
+        self._emit(
+            s, Node(self._index(), name, op, "", since, tuple(inputs), tuple(outputs), full, spec, control=control)
+        )
 
     def _const(self, s: _Scope, base: str, value: np.ndarray) -> str:
         key = (value.dtype.str, value.shape, value.tobytes())
@@ -344,10 +357,18 @@ class _Lowerer:
     def run(self) -> None:
         g = self.graph
         s = _Scope(
-            known=ChainMap(dict(g.initializers)), partial=ChainMap(), unknown=ChainMap(),
-            dependent=ChainMap({i.name: True for i in g.inputs}), initializers=ChainMap(), value_info=ChainMap(),
-            producer=ChainMap(), position=ChainMap(), names=ChainMap(dict.fromkeys(_all_names(g))),
-            checks=ChainMap(), constants=ChainMap(), nodes=[],
+            known=ChainMap(dict(g.initializers)),
+            partial=ChainMap(),
+            unknown=ChainMap(),
+            dependent=ChainMap({i.name: True for i in g.inputs}),
+            initializers=ChainMap(),
+            value_info=ChainMap(),
+            producer=ChainMap(),
+            position=ChainMap(),
+            names=ChainMap(dict.fromkeys(_all_names(g))),
+            checks=ChainMap(),
+            constants=ChainMap(),
+            nodes=[],
         )
         for node in g.nodes:
             if not self.lowerable(node):
@@ -379,7 +400,12 @@ class _Lowerer:
         g.lowered = self.notes
 
     def emit_graph(
-        self, s: _Scope, g: Graph, mapping: Mapping[str, str], guard: tuple[tuple[str, bool], ...], prefix: str,
+        self,
+        s: _Scope,
+        g: Graph,
+        mapping: Mapping[str, str],
+        guard: tuple[tuple[str, bool], ...],
+        prefix: str,
         source: str,
     ) -> list[str]:
         """Inline subgraph `g` (tensors it reads by `mapping`, its own renamed with `prefix`);
@@ -422,8 +448,14 @@ class _Lowerer:
         return [scope.get(o.name, o.name) for o in g.outputs]
 
     def lower(
-        self, s: _Scope, node: Node, name: str, inputs: Sequence[str], outputs: Sequence[str],
-        guard: tuple[tuple[str, bool], ...], mapping: Mapping[str, str],
+        self,
+        s: _Scope,
+        node: Node,
+        name: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        guard: tuple[tuple[str, bool], ...],
+        mapping: Mapping[str, str],
     ) -> None:
         if node.op_type == "If":
             self._lower_if(s, node, name, inputs, outputs, guard, mapping)
@@ -441,7 +473,13 @@ class _Lowerer:
         self._new(s, "Identity", [source_name], [out], name, control=Control(label, guard) if guard else None)
 
     def _scalar_condition(
-        self, s: _Scope, cond: str, ranks: Iterable[int | None], guard: tuple[tuple[str, bool], ...], label: str, name: str,
+        self,
+        s: _Scope,
+        cond: str,
+        ranks: Iterable[int | None],
+        guard: tuple[tuple[str, bool], ...],
+        label: str,
+        name: str,
     ) -> str:
         """`cond`, reshaped to a scalar where its one element would otherwise broadcast a rank-0 value to [1]."""
         rank = self._rank(s, cond)
@@ -449,14 +487,22 @@ class _Lowerer:
             return cond
         shape = self._const(s, f"{name}/scalar_shape", np.zeros((0,), np.int64))
         out = self._fresh(s, f"{cond}/scalar")
-        self._new(s, "Reshape", [cond, shape], [out], f"{name}/condition", control=Control(label, guard) if guard else None)
+        self._new(
+            s, "Reshape", [cond, shape], [out], f"{name}/condition", control=Control(label, guard) if guard else None
+        )
         return out
 
     # --- If ------------------------------------------------------------------------------------------
 
     def _lower_if(
-        self, s: _Scope, node: Node, name: str, inputs: Sequence[str], outputs: Sequence[str],
-        guard: tuple[tuple[str, bool], ...], mapping: Mapping[str, str],
+        self,
+        s: _Scope,
+        node: Node,
+        name: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        guard: tuple[tuple[str, bool], ...],
+        mapping: Mapping[str, str],
     ) -> None:
         label = f"If node {name!r}"
         then_g, else_g = node.subgraphs["then_branch"], node.subgraphs["else_branch"]
@@ -484,7 +530,9 @@ class _Lowerer:
             for k, (a, b) in enumerate(zip(then_g.outputs, else_g.outputs)):
                 if k >= len(outputs) or not outputs[k]:
                     continue
-                if (a.dtype is not None and b.dtype is not None and a.dtype != b.dtype) or _shapes_differ(a.shape, b.shape):
+                if (a.dtype is not None and b.dtype is not None and a.dtype != b.dtype) or _shapes_differ(
+                    a.shape, b.shape
+                ):
                     raise _Unlowerable(
                         GraphError,
                         f"{self._where(node, name)}: its branches give output {k} as {a.dtype}{_dims_text(a.shape)} "
@@ -502,8 +550,14 @@ class _Lowerer:
         for k, out in enumerate(outputs):
             if out:
                 what = f"output {k} of {label} (then branch {then_out[k]!r} or else branch {else_out[k]!r})"
-                self._new(s, "Where", [selector, then_out[k], else_out[k]], [out], f"{name}/select_{k}",
-                          control=Control(label, guard, select=what))
+                self._new(
+                    s,
+                    "Where",
+                    [selector, then_out[k], else_out[k]],
+                    [out],
+                    f"{name}/select_{k}",
+                    control=Control(label, guard, select=what),
+                )
         self.notes.append(
             f"{label}: condition {'depends on the input values' if from_data else 'known when compiling'}: both branches "
             f"inlined ({_subgraph_size(then_g)} + {_subgraph_size(else_g)} nodes), {sum(1 for o in outputs if o)} "
@@ -513,8 +567,14 @@ class _Lowerer:
     # --- Loop ----------------------------------------------------------------------------------------
 
     def _lower_loop(
-        self, s: _Scope, node: Node, name: str, inputs: Sequence[str], outputs: Sequence[str],
-        guard: tuple[tuple[str, bool], ...], mapping: Mapping[str, str],
+        self,
+        s: _Scope,
+        node: Node,
+        name: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        guard: tuple[tuple[str, bool], ...],
+        mapping: Mapping[str, str],
     ) -> None:
         label = f"Loop node {name!r}"
         where = self._where(node, name)
@@ -563,7 +623,9 @@ class _Lowerer:
         # Conditions not known at load so far, as (tensor, scalar selector): iteration i runs where all hold.
         pending: list[tuple[str, str]] = []
         # The body's iteration number and condition inputs: scalars, or [1] where the body declares it.
-        cond_in = cond_name or self._const(s, f"{name}/true", np.ones((1,) if body.inputs[1].shape == (1,) else (), bool))
+        cond_in = cond_name or self._const(
+            s, f"{name}/true", np.ones((1,) if body.inputs[1].shape == (1,) else (), bool)
+        )
         iteration_shape = (1,) if body.inputs[0].shape == (1,) else ()
         done = 0
         for i in range(trips):
@@ -576,13 +638,15 @@ class _Lowerer:
                     "unrolled node is compiled on both sides of every pair. Re-export the model with a smaller maximum "
                     "trip count, or explain up to a tensor before the loop (outputs=...).",
                 )
-            bindings = {body.inputs[0].name: self._const(s, f"{name}/iteration_{i}", np.full(iteration_shape, i, np.int64)),
-                        body.inputs[1].name: cond_in}
+            bindings = {
+                body.inputs[0].name: self._const(s, f"{name}/iteration_{i}", np.full(iteration_shape, i, np.int64)),
+                body.inputs[1].name: cond_in,
+            }
             bindings.update({b.name: c for b, c in zip(body.inputs[2:], carried)})
             iteration_guard = (*guard, *((p, True) for p, _ in pending))
             scope = ChainMap(bindings, mapping)  # type: ignore[arg-type]
             results = self.emit_graph(s, body, scope, iteration_guard, f"{name}/iter{i}/", label)
-            cond_out, new, step = results[0], results[1:1 + n_carried], results[1 + n_carried:]
+            cond_out, new, step = results[0], results[1 : 1 + n_carried], results[1 + n_carried :]
             done += 1
             if pending:
                 if any(outputs[n_carried + k] for k in range(n_scan) if n_carried + k < len(outputs)):
@@ -597,8 +661,14 @@ class _Lowerer:
                     for _, selector in reversed(pending):
                         out = self._fresh(s, f"{name}/iter{i}/carried_{j}")
                         what = f"loop-carried value {j} of {label} after iteration {i} (kept while the loop runs)"
-                        self._new(s, "Where", [selector, value, before], [out], f"{name}/iter{i}/mask_{j}",
-                                  control=Control(label, guard, select=what))
+                        self._new(
+                            s,
+                            "Where",
+                            [selector, value, before],
+                            [out],
+                            f"{name}/iter{i}/mask_{j}",
+                            control=Control(label, guard, select=what),
+                        )
                         value = out
                     masked.append(value)
                 new = masked
@@ -634,8 +704,14 @@ class _Lowerer:
         )
 
     def _stack(
-        self, s: _Scope, parts: Sequence[str], out: str, axis: int, name: str,
-        guard: tuple[tuple[str, bool], ...], label: str,
+        self,
+        s: _Scope,
+        parts: Sequence[str],
+        out: str,
+        axis: int,
+        name: str,
+        guard: tuple[tuple[str, bool], ...],
+        label: str,
     ) -> None:
         """out = the parts stacked along a new axis `axis` (Unsqueeze each, then Concat)."""
         control = Control(label, guard) if guard else None
@@ -654,8 +730,14 @@ class _Lowerer:
     # --- Scan ----------------------------------------------------------------------------------------
 
     def _lower_scan(
-        self, s: _Scope, node: Node, name: str, inputs: Sequence[str], outputs: Sequence[str],
-        guard: tuple[tuple[str, bool], ...], mapping: Mapping[str, str],
+        self,
+        s: _Scope,
+        node: Node,
+        name: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        guard: tuple[tuple[str, bool], ...],
+        mapping: Mapping[str, str],
     ) -> None:
         label = f"Scan node {name!r}"
         where = self._where(node, name)
@@ -709,8 +791,9 @@ class _Lowerer:
                 piece = self._fresh(s, f"{name}/step{t}/{body.inputs[n_state + j].name}")
                 checks = ((x, in_axes[j], steps),) if t == 0 else ()
                 control = Control(label, guard, checks=checks) if guard or checks else None
-                self._new(s, "Gather", [x, index], [piece], f"{name}/step{t}/slice_{j}", {"axis": in_axes[j]},
-                          control=control)
+                self._new(
+                    s, "Gather", [x, index], [piece], f"{name}/step{t}/slice_{j}", {"axis": in_axes[j]}, control=control
+                )
                 bindings[body.inputs[n_state + j].name] = piece
             scope = ChainMap(bindings, mapping)  # type: ignore[arg-type]
             results = self.emit_graph(s, body, scope, guard, f"{name}/step{t}/", label)

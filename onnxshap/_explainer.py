@@ -41,7 +41,9 @@ def _check_rules(rules: Any, graph: Graph) -> dict[str, str]:
         if key in op_types or key in names:
             continue
         if key in known_op_types():
-            warnings.warn(f"rules={{{key!r}: ...}}: this model has no {key} node, so the rule is not used.", stacklevel=3)
+            warnings.warn(
+                f"rules={{{key!r}: ...}}: this model has no {key} node, so the rule is not used.", stacklevel=3
+            )
             continue
         near = similar_ops(key, op_types | names)
         raise InputError(
@@ -125,7 +127,7 @@ def _drop_batch(array: np.ndarray, axis: int, rows: bool | None) -> np.ndarray:
     """`array` without the batch-of-one axis at `axis` that reading rows added (rows=True), as it is
     (False), or, for an intermediate tensor (None), without that axis where it has size 1."""
     if rows is None:
-        rows = array.shape[axis:axis + 1] == (1,)
+        rows = array.shape[axis : axis + 1] == (1,)
     return np.take(array, 0, axis=axis) if rows else array
 
 
@@ -253,7 +255,9 @@ class Explainer:
         if chunk_size is not None and (
             isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
         ):
-            raise InputError(f"chunk_size must be a whole number of background rows >= 1 (or None: automatic), not {chunk_size!r}.")
+            raise InputError(
+                f"chunk_size must be a whole number of background rows >= 1 (or None: automatic), not {chunk_size!r}."
+            )
         self.devices = _resolve_devices(devices)
         graph = self.model.graph
         rules = _check_rules(rules, graph)
@@ -264,7 +268,9 @@ class Explainer:
         not_inputs = [k for k in fixed if k not in by_name]
         if not_inputs:
             raise InputError(
-                f"fixed= names {not_inputs}, which are not graph inputs: " + ", ".join(i.describe() for i in graph.inputs) + "."
+                f"fixed= names {not_inputs}, which are not graph inputs: "
+                + ", ".join(i.describe() for i in graph.inputs)
+                + "."
             )
         requested_inputs = {inputs} if isinstance(inputs, str) else set(inputs or ())
         in_background = _fixed_in_background(background, by_name, fixed, requested_inputs)
@@ -289,7 +295,8 @@ class Explainer:
         if outputs is None:
             # A ZipMap's maps are computed on the host from a probability tensor: that tensor is explained.
             floats = [
-                self.model.tensor_behind(o.name) for o in graph.outputs
+                self.model.tensor_behind(o.name)
+                for o in graph.outputs
                 if o.dtype is None or o.dtype.kind == "f" or self.model.tensor_behind(o.name) != o.name
             ]
             if not floats:
@@ -304,9 +311,16 @@ class Explainer:
         self.outputs = chosen
         explained_fixed = [k for k in fixed if k in explained]
         if explained_fixed:
-            raise InputError(f"Input(s) {explained_fixed} are explained, so they cannot be fixed: give them rows instead.")
+            raise InputError(
+                f"Input(s) {explained_fixed} are explained, so they cannot be fixed: give them rows instead."
+            )
         self._pass = AttributionPass(
-            self.model, explained, chosen, rules=rules, chunk_size=chunk_size, gradient_fallback=allow_gradient_fallback,
+            self.model,
+            explained,
+            chosen,
+            rules=rules,
+            chunk_size=chunk_size,
+            gradient_fallback=allow_gradient_fallback,
             fixed=fixed,
         )
         self.held_inputs = list(self._pass.held)
@@ -540,14 +554,18 @@ class Explainer:
             f"Attributions do not sum to f(x) - mean f(background): relative residual {rel[b, j]:.3g} for sample {b}, "
             f"output {e.output_names[j] if e.output_names != ['predicted'] else e.all_output_names[int(indices[b, j])]} "
             f"(tolerance {rtol:g}).\n"
-            + ("Nodes whose local rule is not complete (first background row):\n" + "\n".join(lines)
-               if lines else "Every node's local rule is complete on the first background row; the loss comes from "
-               "numerical precision. Try float64 inputs, or pass check='warn'.")
+            + (
+                "Nodes whose local rule is not complete (first background row):\n" + "\n".join(lines)
+                if lines
+                else "Every node's local rule is complete on the first background row; the loss comes from "
+                "numerical precision. Try float64 inputs, or pass check='warn'."
+            )
         )
         if e.gradient_nodes:
             message += (
                 f"\n{len(e.gradient_nodes)} node(s) use plain gradients, which are not complete: "
-                + ", ".join(e.gradient_nodes[:5]) + (" ..." if len(e.gradient_nodes) > 5 else "")
+                + ", ".join(e.gradient_nodes[:5])
+                + (" ..." if len(e.gradient_nodes) > 5 else "")
             )
         if self.check == "raise" and not e.gradient_nodes:
             raise AdditivityError(message)

@@ -32,6 +32,7 @@ ADDITIVITY_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
 #: cannot sum more precisely than the rounding of their terms (float32: 1e-5 of the mass).
 ADDITIVITY_MASS_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
 
+
 def relative_residual(residual: np.ndarray, fx: np.ndarray, base: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """|residual| / max(|f(x) - base|, floor * max(1, |f(x)|, |base|), mass_floor * sum|values|), elementwise."""
     dtype = np.dtype(fx.dtype) if np.dtype(fx.dtype) in ADDITIVITY_FLOOR else np.dtype(np.float32)
@@ -156,6 +157,7 @@ class Explanation:
             data = self.data[name] if isinstance(self.data, dict) else self.data
             if data is not None:  # None for intermediate tensors
                 arrays[f"data/{name}"] = data
+
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
                 np.savez(fh, **arrays)

@@ -17,7 +17,9 @@ def partial_path(path: Path) -> Path:
 def check_writable(path: Path) -> None:
     """Refuse a target that is a folder, or whose folder does not exist (`OutputError`)."""
     if path.is_dir():
-        raise OutputError(f"{path} is a directory; give a file name, e.g. {path / ('result' + (path.suffix or '.npz'))}.")
+        raise OutputError(
+            f"{path} is a directory; give a file name, e.g. {path / ('result' + (path.suffix or '.npz'))}."
+        )
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist. Create it first.")
 

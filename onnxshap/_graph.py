@@ -132,9 +132,7 @@ def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
     shape: tuple[int | str | None, ...] | None = None
     if tt.HasField("shape"):
-        shape = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
-        )
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
     return TensorInfo(vi.name, dtype, shape)
 
 
@@ -143,7 +141,13 @@ def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
 _PACKED_BITS: dict[int, int] = {
     getattr(onnx.TensorProto, name): bits
     for name, bits in (
-        ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6)
+        ("INT4", 4),
+        ("UINT4", 4),
+        ("FLOAT4E2M1", 4),
+        ("INT2", 2),
+        ("UINT2", 2),
+        ("FLOAT6E2M3", 6),
+        ("FLOAT6E3M2", 6),
     )
     if hasattr(onnx.TensorProto, name)
 }
@@ -237,7 +241,8 @@ def _attribute_value(attr: onnx.AttributeProto, base_dir: Path | None, owner: st
         return attr.g
     if kind == A.TENSORS:
         return [
-            tensor_array(t, f"Tensor {i} of attribute {attr.name!r} of {owner}", base_dir) for i, t in enumerate(attr.tensors)
+            tensor_array(t, f"Tensor {i} of attribute {attr.name!r} of {owner}", base_dir)
+            for i, t in enumerate(attr.tensors)
         ]
     if kind == A.SPARSE_TENSOR:
         return onnx.numpy_helper.to_array(onnx.helper.make_tensor("", 1, [], []))  # pragma: no cover
@@ -313,9 +318,7 @@ class Graph:
         for t in proto.initializer:
             self.initializers[t.name] = tensor_array(t, f"Initializer {t.name!r}", base_dir)
         for sparse in proto.sparse_initializer:
-            raise GraphError(
-                f"Sparse initializer {sparse.values.name!r} is not supported; store it as a dense tensor."
-            )
+            raise GraphError(f"Sparse initializer {sparse.values.name!r} is not supported; store it as a dense tensor.")
         self.inputs = [_tensor_info(vi) for vi in proto.input if vi.name not in self.initializers]
         self.outputs = [_tensor_info(vi) for vi in proto.output]
         self.value_info = {vi.name: _tensor_info(vi) for vi in [*proto.input, *proto.value_info, *proto.output]}
@@ -421,7 +424,9 @@ class Graph:
                 raise GraphError(f"Graph output {o.name!r} is produced by no node. The model file is malformed.")
         if not nx.is_directed_acyclic_graph(dag):
             cycle = nx.find_cycle(dag)
-            raise GraphError(f"The graph has a cycle through nodes {[c[0] for c in cycle]}; ONNX graphs must be acyclic.")
+            raise GraphError(
+                f"The graph has a cycle through nodes {[c[0] for c in cycle]}; ONNX graphs must be acyclic."
+            )
         return dag
 
     def _set_nodes(self, nodes: list[Node]) -> None:
@@ -527,7 +532,9 @@ def _read_proto(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
     elif isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
-            raise ModelLoadError(f"Model file {str(path)!r} does not exist. Check the path (relative paths are from {os.getcwd()!r}).")
+            raise ModelLoadError(
+                f"Model file {str(path)!r} does not exist. Check the path (relative paths are from {os.getcwd()!r})."
+            )
         if path.is_dir():
             raise ModelLoadError(f"{str(path)!r} is a directory; pass the path of the .onnx file inside it.")
         data = path.read_bytes()
@@ -558,9 +565,7 @@ def _read_proto(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
 
 def _load_external_data(proto: onnx.ModelProto, base_dir: Path | None) -> None:
     tensors = [
-        t
-        for t in onnx.external_data_helper._get_all_tensors(proto)
-        if onnx.external_data_helper.uses_external_data(t)
+        t for t in onnx.external_data_helper._get_all_tensors(proto) if onnx.external_data_helper.uses_external_data(t)
     ]
     if not tensors:
         return

@@ -33,10 +33,16 @@ SCALES = {"0-1": (1 / 255, 0.0), "0-255": (1.0, 0.0)}
 
 #: How messages name the image options: Python keywords (read_inputs) or command-line flags.
 PYTHON_NAMES: Mapping[str, str] = {
-    "layout": "layout={!r}", "image_size": "image_size=(H, W)", "mean": "mean", "std": "std",
+    "layout": "layout={!r}",
+    "image_size": "image_size=(H, W)",
+    "mean": "mean",
+    "std": "std",
 }
 CLI_NAMES: Mapping[str, str] = {
-    "layout": "--layout {}", "image_size": "--image-size H W", "mean": "--mean", "std": "--std",
+    "layout": "--layout {}",
+    "image_size": "--image-size H W",
+    "mean": "--mean",
+    "std": "--std",
 }
 
 FilePath = str | os.PathLike[str]
@@ -105,9 +111,7 @@ def _read_csv(path: Path, header: list[str] | None = None) -> np.ndarray:
     return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=skip)
 
 
-def read_array_file(
-    path: Path, what: str, header: list[str] | None = None
-) -> np.ndarray | dict[str, np.ndarray]:
+def read_array_file(path: Path, what: str, header: list[str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """An .npy file's array, an .npz file's arrays by name, or a .csv file's rows (see _read_csv).
     Never unpickles: an unreadable file is an `InputError`."""
     suffix = path.suffix.lower()
@@ -123,8 +127,9 @@ def read_array_file(
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         # numpy reads any file that is not .npy/.npz as a pickle, and then suggests unpickling it.
-        reason = (str(exc) if suffix == ".csv"
-                  else f"it is not a valid {suffix} file (corrupt, truncated, or another format)")
+        reason = (
+            str(exc) if suffix == ".csv" else f"it is not a valid {suffix} file (corrupt, truncated, or another format)"
+        )
         raise InputError(
             f"Cannot read {what} file {str(path)!r}: {reason}. Save arrays with np.save (.npy) or "
             "np.savez (.npz); onnxshap never loads pickled data."
@@ -136,13 +141,10 @@ def _image_files(paths: Sequence[Path], what: str) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(
-                f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-            )
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             if not found:
                 raise ArgumentError(
-                    f"{what} folder {str(p)!r} contains no image files "
-                    f"({', '.join(sorted(IMAGE_SUFFIXES))})."
+                    f"{what} folder {str(p)!r} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})."
                 )
             files += found
         else:
@@ -150,22 +152,18 @@ def _image_files(paths: Sequence[Path], what: str) -> list[Path]:
     return files
 
 
-def image_layout(
-    shape: tuple[Any, ...] | None, options: ImageOptions
-) -> tuple[str, int | None, tuple[Any, Any]]:
+def image_layout(shape: tuple[Any, ...] | None, options: ImageOptions) -> tuple[str, int | None, tuple[Any, Any]]:
     """(layout, channels or None if free, (H, W) as the model declares them) for an image input
     of declared `shape` (rank 4, or 3 for grayscale without a channel axis)."""
     if shape is None:
         raise ArgumentError(
-            "The model does not declare its input shape, so images cannot be laid out; "
-            "pass a .npy file."
+            "The model does not declare its input shape, so images cannot be laid out; pass a .npy file."
         )
     if len(shape) == 3:  # N, H, W: grayscale without a channel axis
         return "NHW", 1, (shape[1], shape[2])
     if len(shape) != 4:
         raise ArgumentError(
-            "Images need a model input of rank 4 (or 3 for grayscale without channels); "
-            f"it has {len(shape)}."
+            f"Images need a model input of rank 4 (or 3 for grayscale without channels); it has {len(shape)}."
         )
 
     def is_channels(d: Any) -> bool:
@@ -192,27 +190,21 @@ def image_layout(
     return layout, channels, hw
 
 
-def _read_images(
-    files: Sequence[Path], info: TensorInfo, options: ImageOptions
-) -> tuple[np.ndarray, str]:
+def _read_images(files: Sequence[Path], info: TensorInfo, options: ImageOptions) -> tuple[np.ndarray, str]:
     """Images -> (float32 array in the model's layout, resized, scaled, normalised per channel;
     the layout)."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as exc:
         raise MissingDependencyError(
-            "Reading images needs Pillow, which is not installed. Install it with: "
-            "pip install 'onnxshap[image]'"
+            "Reading images needs Pillow, which is not installed. Install it with: pip install 'onnxshap[image]'"
         ) from exc
     if options.scale not in SCALES:
         raise ArgumentError(f"scale must be one of {sorted(SCALES)}, not {options.scale!r}.")
     layout, channels, (mh, mw) = image_layout(info.shape, options)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels or 3)
     if mode is None:
-        raise ArgumentError(
-            f"The model input has {channels} channels; images have 1 (grayscale), 3 (RGB) "
-            "or 4 (RGBA)."
-        )
+        raise ArgumentError(f"The model input has {channels} channels; images have 1 (grayscale), 3 (RGB) or 4 (RGBA).")
     size: tuple[int, int] | None = None
     if options.size:
         size = (options.size[0], options.size[1])
@@ -231,8 +223,7 @@ def _read_images(
     sizes = {p.shape[:2] for p in pixels}
     if len(sizes) > 1:
         raise ArgumentError(
-            f"The images have different sizes {sorted(sizes)}; pass "
-            f"{options.names['image_size']} to resize them."
+            f"The images have different sizes {sorted(sizes)}; pass {options.names['image_size']} to resize them."
         )
     x = np.stack(pixels)
     if x.ndim == 3:
@@ -245,8 +236,7 @@ def _read_images(
         if values:
             if len(values) not in (1, n_channels):
                 raise ArgumentError(
-                    f"{options.names[key]} takes 1 or {n_channels} values (one per channel); "
-                    f"got {len(values)}."
+                    f"{options.names[key]} takes 1 or {n_channels} values (one per channel); got {len(values)}."
                 )
             x = apply(x, np.asarray(values, dtype=np.float32))
     if layout == "NCHW":
@@ -257,7 +247,9 @@ def _read_images(
 
 
 def load_files(
-    paths: Sequence[FilePath], inputs: Sequence[TensorInfo], what: str = "input",
+    paths: Sequence[FilePath],
+    inputs: Sequence[TensorInfo],
+    what: str = "input",
     options: ImageOptions | None = None,
 ) -> InputFiles:
     """Read one .npy/.npz/.csv file, or image files and folders, for a model with graph `inputs`
@@ -270,10 +262,7 @@ def load_files(
         )
     options = options or ImageOptions()
     files = [require_file(p, f"{what} file") for p in paths]
-    kinds = {
-        "image" if f.is_dir() or f.suffix.lower() in IMAGE_SUFFIXES else f.suffix.lower()
-        for f in files
-    }
+    kinds = {"image" if f.is_dir() or f.suffix.lower() in IMAGE_SUFFIXES else f.suffix.lower() for f in files}
     if kinds == {"image"}:
         floats = [i for i in inputs if i.dtype is None or i.dtype.kind == "f"]
         if len(inputs) != 1 or not floats:
@@ -285,20 +274,19 @@ def load_files(
         image_files = _image_files(files, what)
         images, layout = _read_images(image_files, inputs[0], options)
         return InputFiles(
-            cast_to_inputs(images, inputs), layout=layout,
+            cast_to_inputs(images, inputs),
+            layout=layout,
             sample_names=[f.name for f in image_files],
         )
     known = ARRAY_SUFFIXES | IMAGE_SUFFIXES
     unknown = [str(f) for f in files if f.suffix.lower() not in known and not f.is_dir()]
     if unknown:
         raise ArgumentError(
-            f"{what} file {unknown[0]!r}: use .npy, .npz (one array per input name), .csv, "
-            "or images (png/jpg)."
+            f"{what} file {unknown[0]!r}: use .npy, .npz (one array per input name), .csv, or images (png/jpg)."
         )
     if len(files) != 1:
         raise ArgumentError(
-            f"Give one .npy/.npz/.csv {what} file (several files are only for images); "
-            f"got {len(files)}."
+            f"Give one .npy/.npz/.csv {what} file (several files are only for images); got {len(files)}."
         )
     header: list[str] = []
     data = read_array_file(files[0], what, header)
@@ -309,18 +297,14 @@ def load_files(
     return InputFiles(cast_to_inputs(data, inputs), feature_names=header or None)
 
 
-def read_fixed(
-    pairs: Sequence[tuple[str, FilePath]], inputs: Sequence[TensorInfo]
-) -> dict[str, np.ndarray]:
+def read_fixed(pairs: Sequence[tuple[str, FilePath]], inputs: Sequence[TensorInfo]) -> dict[str, np.ndarray]:
     """(input name, .npy file) pairs -> one value per input, cast to its declared dtype."""
     fixed: dict[str, np.ndarray] = {}
     for name, file in pairs:
         data = read_array_file(require_file(file, "--fixed file"), "--fixed")
         if isinstance(data, dict):
             if len(data) != 1:
-                raise ArgumentError(
-                    f"--fixed {name}={file}: give one array (.npy), not {len(data)} arrays."
-                )
+                raise ArgumentError(f"--fixed {name}={file}: give one array (.npy), not {len(data)} arrays.")
             data = next(iter(data.values()))
         fixed[name] = cast_to_inputs({name: data}, inputs)[name]
     return fixed

@@ -16,9 +16,7 @@ def describe_io(model: ModelLike) -> list[str]:
     """One line per graph input ("input  x: float32[?, 3]"), then one per graph output
     ("output y: float32[?, 2]")."""
     graph = load_graph(model).graph
-    return [f"input  {i.describe()}" for i in graph.inputs] + [
-        f"output {o.describe()}" for o in graph.outputs
-    ]
+    return [f"input  {i.describe()}" for i in graph.inputs] + [f"output {o.describe()}" for o in graph.outputs]
 
 
 def index_lookups(graph: Graph) -> dict[str, list[Lookup]]:
@@ -56,9 +54,7 @@ def input_roles(
             role = "held at the sample's values (not upstream of an explained input)"
         lines.append(f"  {i.name}: {role}")
     if not floats and not tokens:
-        lines.append(
-            "  nothing to explain by default: name float tensors with --inputs-from (see --tensors)"
-        )
+        lines.append("  nothing to explain by default: name float tensors with --inputs-from (see --tensors)")
     return lines
 
 
@@ -78,14 +74,33 @@ def node_rule(node: Node, varying: set[str]) -> str:
 
 #: Ops that read an integer input as a condition: such an input is a mask (0/1), not a count or
 #: an id.
-_MASK_READERS = frozenset({
-    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where",
-})
+_MASK_READERS = frozenset(
+    {
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "Where",
+    }
+)
 #: Ops that pass integers on with their values unchanged (a mask is often unsqueezed before it
 #: is read).
-_VALUE_KEEPING = frozenset({
-    "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose",
-})
+_VALUE_KEEPING = frozenset(
+    {
+        "Identity",
+        "Unsqueeze",
+        "Squeeze",
+        "Reshape",
+        "Flatten",
+        "Expand",
+        "Transpose",
+    }
+)
 
 
 def is_mask(graph: Graph, name: str) -> bool:

@@ -84,7 +84,8 @@ def _range_shape(inputs: Sequence[Value], attrs: Mapping[str, Any]) -> tuple[tup
 #: size is set by the value of an input (not only by the sizes of their inputs).
 _SIZED_BY_VALUE: Mapping[str, ShapeRule] = {
     "ConstantOfShape": lambda i, a: (
-        static_ints(i[0]), np.float32 if a.get("value") is None else np.asarray(a["value"]).dtype
+        static_ints(i[0]),
+        np.float32 if a.get("value") is None else np.asarray(a["value"]).dtype,
     ),
     "Expand": lambda i, a: (np.broadcast_shapes(np.shape(i[0]), static_ints(i[1])), np.asarray(i[0]).dtype),
     "Tile": lambda i, a: (tuple(d * r for d, r in zip(np.shape(i[0]), static_ints(i[1]))), np.asarray(i[0]).dtype),

@@ -39,7 +39,11 @@ _UNKNOWN_DIM = re.compile(r"^(|\?|-1|none|null|unk|unknown|dynamic|unk__\d+)$", 
 
 def is_unknown_dim(dim: Any) -> bool:
     """True for a dimension that is dynamic and named by nothing that ties it to another axis."""
-    return dim is None or (isinstance(dim, int) and dim <= 0) or (isinstance(dim, str) and bool(_UNKNOWN_DIM.match(dim.strip())))
+    return (
+        dim is None
+        or (isinstance(dim, int) and dim <= 0)
+        or (isinstance(dim, str) and bool(_UNKNOWN_DIM.match(dim.strip())))
+    )
 
 
 def dims_text(shape: Sequence[Any] | None) -> str:
@@ -89,7 +93,9 @@ def check_names(inputs: Sequence[TensorInfo], given: Collection[str], what: str)
     unknown = [k for k in given if k not in expected]
     if unknown:
         raise InputError(
-            f"Unknown {what} name(s) {unknown}. The model's inputs are: " + ", ".join(i.describe() for i in inputs) + "."
+            f"Unknown {what} name(s) {unknown}. The model's inputs are: "
+            + ", ".join(i.describe() for i in inputs)
+            + "."
         )
     missing = [n for n in expected if n not in given]
     if missing:
@@ -132,13 +138,19 @@ def _readings_tried(info: TensorInfo, shape: tuple[int, ...], fixed_ok: bool) ->
         why = f": rank {len(shape)}, but the model expects rank {len(declared)} (or {len(declared) + 1} for whole examples)"
     lines = [
         f"  rows: an array {dims_text(('n', *declared[1:]))} whose rows are fed as a batch of one"
-        + ("" if declared and not (isinstance(declared[0], int) and declared[0] > 1)
-           else f" (not possible: the model's axis 0 is fixed at {declared[0]}, so it is no batch axis)"),
+        + (
+            ""
+            if declared and not (isinstance(declared[0], int) and declared[0] > 1)
+            else f" (not possible: the model's axis 0 is fixed at {declared[0]}, so it is no batch axis)"
+        ),
         f"  examples: an array {dims_text(('n', *declared))} whose rows are whole examples",
     ]
     if fixed_ok:
         lines.append(f"  fixed: one value {dims_text(declared)} shared by every sample")
-    return f"{info.name!r} has shape {list(shape)}, which fits no reading of {dims_text(declared)}{why}. Tried:\n" + "\n".join(lines)
+    return (
+        f"{info.name!r} has shape {list(shape)}, which fits no reading of {dims_text(declared)}{why}. Tried:\n"
+        + "\n".join(lines)
+    )
 
 
 def read_feeds(
@@ -194,8 +206,10 @@ def read_feeds(
         whole = array.ndim == len(declared) + 1 and _fits(array.shape[1:], declared)
         # Given once: the declared shape, with every dynamic dim 1 (a batch of one), never a count
         # of rows that merely differs from the samples'.
-        fixed = name in fixed_ok and _fits(array.shape, declared) and all(
-            got == 1 for got, want in zip(array.shape, declared) if not (isinstance(want, int) and want > 0)
+        fixed = (
+            name in fixed_ok
+            and _fits(array.shape, declared)
+            and all(got == 1 for got, want in zip(array.shape, declared) if not (isinstance(want, int) and want > 0))
         )
         if fixed and not rows:
             readings[name] = "fixed"
@@ -206,9 +220,7 @@ def read_feeds(
         elif whole:
             readings[name], examples[name] = "examples", array
         else:
-            raise InputError(
-                f"{what.capitalize()} {_readings_tried(info, array.shape, name in fixed_ok)}"
-            )
+            raise InputError(f"{what.capitalize()} {_readings_tried(info, array.shape, name in fixed_ok)}")
 
     counts = {name: int(v.shape[0]) for name, v in examples.items()}
     if undecided and not counts:
@@ -249,7 +261,10 @@ def _check_symbols(expected: Mapping[str, TensorInfo], feeds: Feeds, what: str) 
                 raise InputError(
                     f"Dimension {want!r} is {other_size} in {what} {other!r} but {got} in {what} {name!r} (axis {axis}) "
                     f"for one example ({feeds.describe()}); inputs that share a named dimension must agree on its size."
-                    + (" A fixed value is fed beside a batch of one, so its batch dimension must be 1."
-                       if feeds.readings[name] == "fixed" or feeds.readings[other] == "fixed" else "")
+                    + (
+                        " A fixed value is fed beside a batch of one, so its batch dimension must be 1."
+                        if feeds.readings[name] == "fixed" or feeds.readings[other] == "fixed"
+                        else ""
+                    )
                 )
             symbols[want] = (got, name)

@@ -33,9 +33,7 @@ def graph_tensors(graph: Graph) -> list[tuple[TensorInfo, Node]]:
     """Every tensor a node computes, in graph order, with its dtype and shape where shape inference
     found them (None otherwise) and the node that computes it: `Model.tensors()`, and what
     `onnxshap inspect --tensors` prints."""
-    return [
-        (graph.value_info.get(o) or TensorInfo(o, None, None), n) for n in graph.nodes for o in n.outputs if o
-    ]
+    return [(graph.value_info.get(o) or TensorInfo(o, None, None), n) for n in graph.nodes for o in n.outputs if o]
 
 
 def logits_tensor(graph: Graph) -> str:
@@ -56,7 +54,8 @@ def logits_tensor(graph: Graph) -> str:
     if first is not None and first[2] is not None and first[2].op_type in SQUASHING_OPS:
         return first[2].inputs[0]
     what = (
-        "the model has no float output" if first is None
+        "the model has no float output"
+        if first is None
         else f"output {first[0]!r} is computed by {'a graph input' if first[2] is None else 'a ' + first[2].label}"
     )
     raise InputError(
@@ -86,7 +85,9 @@ def save_proto(proto: onnx.ModelProto, path: str | Path) -> int:
     return len(data)
 
 
-def validate_feeds(inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, what: str = "input") -> dict[str, np.ndarray]:
+def validate_feeds(
+    inputs: Sequence[TensorInfo], feeds: Mapping[str, Any], *, what: str = "input"
+) -> dict[str, np.ndarray]:
     """Check names, dtypes, ranks and fixed dims of `feeds` against `inputs`; return numpy arrays.
 
     Symbolic dimensions (e.g. a batch dim named "N") must agree across all inputs that share the name;
@@ -154,13 +155,14 @@ class Model:
         # from their input after the compiled part has run.
         graph_outputs = set(self.output_names)
         self._host_nodes = {
-            n.outputs[0]: n for n in self.graph.nodes
+            n.outputs[0]: n
+            for n in self.graph.nodes
             if (n.domain, n.op_type) in HOST_OPS and n.outputs[0] in graph_outputs
         }
         # Nodes folded at load time (their inputs are not kept) and host nodes must not run in the trace.
-        self._folded = frozenset(
-            n.index for n in self.graph.nodes if all(o in constants for o in n.outputs if o)
-        ) | {n.index for n in self._host_nodes.values()}
+        self._folded = frozenset(n.index for n in self.graph.nodes if all(o in constants for o in n.outputs if o)) | {
+            n.index for n in self._host_nodes.values()
+        }
         with jax.enable_x64(True):
             self._weights = {k: jax.device_put(v) for k, v in host_weights.items()}
         self.trace_count = 0
@@ -233,7 +235,9 @@ class Model:
         run_graph(self.graph, env, skip=self._skip(outputs))
         return env
 
-    def _forward(self, weights: Mapping[str, Any], feeds: Mapping[str, Any], output_names: tuple[str, ...]) -> dict[str, Any]:
+    def _forward(
+        self, weights: Mapping[str, Any], feeds: Mapping[str, Any], output_names: tuple[str, ...]
+    ) -> dict[str, Any]:
         self.trace_count += 1
         env = self.evaluate(weights, feeds, output_names)
         return {name: env[name] for name in output_names}

@@ -75,7 +75,9 @@ def _float_outputs(ctx: NodeContext) -> list[int]:
     return [i for i, y in enumerate(ctx.xout) if y is not None and jnp.issubdtype(jnp.result_type(y), jnp.inexact)]
 
 
-def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]) -> list[Array | None]:
+def _vjp_at(
+    ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]
+) -> list[Array | None]:
     """VJP of the node with respect to inputs `wrt`, evaluated with inputs from `point` (others x side)."""
     if any(is_discrete(point.get(i, ctx.xin[i])) for i in wrt):
         return _vjp_numeric(ctx, point, wrt, m_out)
@@ -96,7 +98,9 @@ def _vjp_at(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out
     return result
 
 
-def _vjp_numeric(ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]) -> list[Array | None]:
+def _vjp_numeric(
+    ctx: NodeContext, point: dict[int, Array], wrt: Sequence[int], m_out: Sequence[Array | None]
+) -> list[Array | None]:
     """`_vjp_at` where some inputs in `wrt` are booleans or integers (a mask moved by Reshape, Expand,
     Concat, Gather...): those enter as numbers of the multiplier dtype (booleans 0/1), so the
     data-movement op carries their multipliers like any other value. Only linear rows get here, and a
@@ -194,9 +198,7 @@ def zero(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
     return [None] * len(ctx.xin)
 
 
-def rescale_slope(
-    f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y_r: Array, dtype: Any = None
-) -> Array:
+def rescale_slope(f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y_r: Array, dtype: Any = None) -> Array:
     """Multiplier of a one-input elementwise f: the secant (f(x) - f(r)) / (x - r), or f'((x + r) / 2)
     where x ~ r (the limit of the secant; never 0/0). Output-shaped.
 
@@ -322,7 +324,10 @@ def _coalition_phi(values: Mapping[frozenset[int], Array], j: int, k: int) -> Ar
 
 
 def _float_shapley_slopes(
-    f: Callable[[Sequence[Array]], Array], xs: Sequence[Array], rs: Sequence[Array], values: Mapping[frozenset[int], Array]
+    f: Callable[[Sequence[Array]], Array],
+    xs: Sequence[Array],
+    rs: Sequence[Array],
+    values: Mapping[frozenset[int], Array],
 ) -> list[Array]:
     """`shapley_slopes` for float players and a float output, given the coalition values."""
     k = len(xs)
@@ -644,8 +649,12 @@ def _max_shapley_merged(x: Array, r: Array) -> Array:
     pad = jnp.full_like(sx[..., :1], lowest)
     # Predecessor in merged order: the larger of the previous element on the own side and the last
     # element of the other side before it.
-    pred_x = jnp.maximum(jnp.concatenate([pad, sx[..., :-1]], -1), jnp.take_along_axis(jnp.concatenate([pad, sr], -1), c, -1))
-    pred_r = jnp.maximum(jnp.concatenate([pad, sr[..., :-1]], -1), jnp.take_along_axis(jnp.concatenate([pad, sx], -1), d, -1))
+    pred_x = jnp.maximum(
+        jnp.concatenate([pad, sx[..., :-1]], -1), jnp.take_along_axis(jnp.concatenate([pad, sr], -1), c, -1)
+    )
+    pred_r = jnp.maximum(
+        jnp.concatenate([pad, sr[..., :-1]], -1), jnp.take_along_axis(jnp.concatenate([pad, sx], -1), d, -1)
+    )
     both = jnp.max(jnp.minimum(x, r), axis=-1, keepdims=True)
     # The lowest breakpoint has no segment below it that counts (every player is above t there).
     len_x = jnp.where((pred_x > lowest) & (sx > both), sx - pred_x, 0)
@@ -752,8 +761,10 @@ def make_max_rule(values: MaxValues) -> Callable[[NodeContext, Sequence[Array | 
         rw = jnp.where(valid, flat_r[safe], pad)
         # Padding positions take the smallest real value of their window on both sides: never the
         # unique max, zero difference, hence zero credit.
-        low = jnp.minimum(jnp.min(jnp.where(valid, xw, jnp.inf), -1, keepdims=True),
-                          jnp.min(jnp.where(valid, rw, jnp.inf), -1, keepdims=True))
+        low = jnp.minimum(
+            jnp.min(jnp.where(valid, xw, jnp.inf), -1, keepdims=True),
+            jnp.min(jnp.where(valid, rw, jnp.inf), -1, keepdims=True),
+        )
         xw = jnp.where(valid, xw, low)
         rw = jnp.where(valid, rw, low)
         mw = _window_multipliers(xw, rw, m.reshape(-1, 1), values, (1,))
@@ -795,7 +806,9 @@ def _block_windows(
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
     spatial_out = list(out_shape[2:])
     tiled = (
-        strides == kernel and all(d == 1 for d in dilations) and auto_pad in ("NOTSET", "VALID")
+        strides == kernel
+        and all(d == 1 for d in dilations)
+        and auto_pad in ("NOTSET", "VALID")
         and (auto_pad == "VALID" or not any(pads))
         and all(o * k <= i for o, k, i in zip(spatial_out, kernel, in_shape[2:]))
     )
@@ -889,9 +902,11 @@ def _pool_windows(node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, .
     n, c = in_shape[:2]
     out_grid = np.stack(np.meshgrid(*[np.arange(o) for o in spatial_out], indexing="ij"), -1).reshape(-1, nd)
     k_grid = np.stack(np.meshgrid(*[np.arange(k) for k in kernel], indexing="ij"), -1).reshape(-1, nd)
-    coords = (out_grid[:, None, :] * np.array(strides) - np.array(begin) + k_grid[None, :, :] * np.array(dilations))
+    coords = out_grid[:, None, :] * np.array(strides) - np.array(begin) + k_grid[None, :, :] * np.array(dilations)
     inside = np.all((coords >= 0) & (coords < np.array(spatial_in)), axis=-1)
-    flat_spatial = np.ravel_multi_index(tuple(np.clip(coords, 0, np.array(spatial_in) - 1).transpose(2, 0, 1)), spatial_in)
+    flat_spatial = np.ravel_multi_index(
+        tuple(np.clip(coords, 0, np.array(spatial_in) - 1).transpose(2, 0, 1)), spatial_in
+    )
     per_plane = np.where(inside, flat_spatial, -1)  # (n_out_spatial, window)
     plane_size = int(np.prod(spatial_in))
     planes = np.arange(n * c)[:, None, None] * plane_size
@@ -969,6 +984,7 @@ RULES: dict[str, Rule] = {
 
 #: Rules that do not guarantee completeness; nodes using them are listed in the Explanation.
 INCOMPLETE_RULES = frozenset({"gradient"})
+
 
 def rule_name(node: Node, overrides: Mapping[str, str] | None = None, gradient_fallback: bool = False) -> str:
     """The name of the rule a node gets: a user override by node name or op type, else its table

@@ -87,7 +87,7 @@ def _inline_plot(e: Explanation) -> str:
     except ImportError:  # MissingDependencyError: without matplotlib, the summary alone
         return f'<div {_NOTE}>pip install "onnxshap[plot]" to see the plot here.</div>'
     except OnnxShapError as exc:
-        return f'<div {_NOTE}>No default plot: {html.escape(str(exc))}</div>'
+        return f"<div {_NOTE}>No default plot: {html.escape(str(exc))}</div>"
     caption = []
     if cut and n > REPR_ROWS:
         caption.append(f"samples 0-{REPR_ROWS - 1} of {n}")
@@ -97,7 +97,7 @@ def _inline_plot(e: Explanation) -> str:
         caption[-1] += ": e.plot(sample=..., output=...) shows others"
     if len(e.input_names) > 1:
         caption.append(f"input {name}: e.plot(input=...) shows the others")
-    note = f'<div {_NOTE}>{html.escape("; ".join(caption))}</div>' if caption else ""
+    note = f"<div {_NOTE}>{html.escape('; '.join(caption))}</div>" if caption else ""
     if isinstance(shown, TextHTML):
         return note + shown._repr_html_()
     assert shown is not None

@@ -309,7 +309,9 @@ def channel_axis_of(shape: Sequence[int], channel_axis: int | None = None) -> in
     rank = len(shape)
     if channel_axis is not None:
         if rank != 3 or not -3 <= int(channel_axis) < 3:
-            raise InputError(f"channel_axis={channel_axis} does not fit a per-sample shape {list(shape)}; it needs rank 3.")
+            raise InputError(
+                f"channel_axis={channel_axis} does not fit a per-sample shape {list(shape)}; it needs rank 3."
+            )
         return int(channel_axis) % 3
     if rank == 2:
         return None
@@ -331,7 +333,7 @@ def channel_axis_of(shape: Sequence[int], channel_axis: int | None = None) -> in
 
 def _short(name: str, limit: int = 22) -> str:
     """A name that fits a panel title: its end kept (file names differ at the end), '…' in front."""
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
 def _looks_like_image(shape: Sequence[int]) -> bool:
@@ -394,9 +396,13 @@ def image_plot(
     view = _view(explanation, input, sample, output)
     n_total = np.asarray(explanation.values_for(view.input_name)).shape[0]
     if sample_names is not None and len(sample_names) != n_total:
-        raise InputError(f"sample_names has {len(sample_names)} entries but the explanation has {n_total} samples; "
-                         "give one name per sample.")
-    titles = [f"sample {b}" if sample_names is None else f"{_short(str(sample_names[b]))}\nsample {b}" for b in view.samples]
+        raise InputError(
+            f"sample_names has {len(sample_names)} entries but the explanation has {n_total} samples; "
+            "give one name per sample."
+        )
+    titles = [
+        f"sample {b}" if sample_names is None else f"{_short(str(sample_names[b]))}\nsample {b}" for b in view.samples
+    ]
     axis = channel_axis_of(view.input_shape, channel_axis)
     heat = view.values if axis is None else view.values.sum(axis=1 + axis)  # (n, H, W, k)
     n_rows, n_out = len(view.samples), len(view.outputs)
@@ -433,7 +439,9 @@ def image_plot(
     clipped = bool(np.nanmax(np.abs(heat), initial=0.0) > vmax)
     assert mappable is not None  # every view has a sample and an output: a heat map was drawn
     colorbar = fig.colorbar(
-        mappable, ax=list(axes[:, int(has_image):].ravel()), shrink=0.9 if n_rows == 1 else min(0.8, 0.35 + 0.15 * n_rows),
+        mappable,
+        ax=list(axes[:, int(has_image) :].ravel()),
+        shrink=0.9 if n_rows == 1 else min(0.8, 0.35 + 0.15 * n_rows),
         extend="both" if clipped else "neither",
     )
     channels = 1 if axis is None else view.input_shape[axis]
@@ -448,7 +456,9 @@ def image_plot(
 
 def _token_lists(tokens: Any, samples: list[int], n_total: int, seq_len: int) -> list[list[str]]:
     if isinstance(tokens, str):
-        raise InputError("tokens must be a list of strings per sample, not one string; split it first (e.g. text.split()).")
+        raise InputError(
+            "tokens must be a list of strings per sample, not one string; split it first (e.g. text.split())."
+        )
     seqs = list(tokens)
     if seqs and all(isinstance(t, str) for t in seqs):
         if len(samples) != 1:
@@ -480,7 +490,9 @@ def _has_ids(data: np.ndarray | None) -> bool:
 def _id_tokens(view: _View, seq_len: int) -> list[list[str]]:
     """The token ids themselves as the tokens, for token-id inputs plotted without tokens=."""
     if not _has_ids(view.data):
-        raise InputError("kind='text' needs tokens=..., the token strings of each sample (only token-id inputs can do without).")
+        raise InputError(
+            "kind='text' needs tokens=..., the token strings of each sample (only token-id inputs can do without)."
+        )
     assert view.data is not None
     return [[str(int(t)) for t in row[:seq_len]] for row in view.data]
 
@@ -570,7 +582,7 @@ def _text_html(
     gradient = f"linear-gradient(to right, {_css((*NEGATIVE, 1.0))}, rgba(255, 255, 255, 0), {_css((*POSITIVE, 1.0))})"
     what = "SHAP value per token" + (" (sum over the embedding axis)" if summed else "")
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>onnxshap: token attributions</title>\n<style>\n"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>onnxshap: token attributions</title>\n<style>\n'
         "body { font-family: sans-serif; margin: 1.5em; color: #111; }\n"
         ".block { margin-bottom: 1.2em; }\n.head { font-size: 0.9em; color: #444; margin-bottom: 0.3em; }\n"
         ".tokens { line-height: 2.0; }\n.tok { padding: 0.15em 0.25em; border-radius: 0.25em; }\n"
@@ -639,10 +651,18 @@ def _text_figure(
                     x, y = margin + pad, y + line_h
                 right = max(right, x + w + pad)
                 colour = rgba(value, vmax)
-                placed.append((x, y, shown, {
-                    "fontsize": fontsize, "color": "white" if colour[3] > 0.55 else "#111",
-                    "bbox": {"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"},
-                }))
+                placed.append(
+                    (
+                        x,
+                        y,
+                        shown,
+                        {
+                            "fontsize": fontsize,
+                            "color": "white" if colour[3] > 0.55 else "#111",
+                            "bbox": {"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"},
+                        },
+                    )
+                )
                 x += w + gap
             y += line_h * 0.6
     bar_h = 0.9 * dpi
@@ -653,11 +673,14 @@ def _text_figure(
     for x, y, s, style in placed:
         fig.text(x / width_px, 1 - y / height_px, s, ha="left", va="baseline", parse_math=False, **style)
     bar_w = min(3.6 * dpi, 0.6 * width_px)  # centred, at most 3.6 in wide
-    cax = fig.add_axes(((1 - bar_w / width_px) / 2, (margin + 0.45 * dpi) / height_px, bar_w / width_px,
-                        0.12 * dpi / height_px))
+    cax = fig.add_axes(
+        ((1 - bar_w / width_px) / 2, (margin + 0.45 * dpi) / height_px, bar_w / width_px, 0.12 * dpi / height_px)
+    )
     clipped = bool(np.nanmax(np.abs(per_token), initial=0.0) > vmax)
     colorbar = fig.colorbar(
-        ScalarMappable(Normalize(-vmax, vmax), _colormap()), cax=cax, orientation="horizontal",
+        ScalarMappable(Normalize(-vmax, vmax), _colormap()),
+        cax=cax,
+        orientation="horizontal",
         extend="both" if clipped else "neither",
     )
     colorbar.set_label("SHAP value per token" + (" (sum over the embedding axis)" if summed else ""), fontsize=9)
@@ -696,7 +719,7 @@ def bar_plot(
     order = np.argsort(-importance.sum(axis=1), kind="stable")
     rows = [(names[i], importance[i]) for i in order]
     if len(rows) > max_display:
-        rest = order[max_display - 1:]
+        rest = order[max_display - 1 :]
         rows = rows[: max_display - 1] + [(f"{len(rest)} other features", importance[rest].sum(axis=0))]
     fig = _new_figure(7.5, 1.2 + len(rows) * (0.28 + 0.1 * min(k, 5)), dpi)
     ax = fig.subplots()
@@ -705,8 +728,13 @@ def bar_plot(
     palette = [POSITIVE] if k == 1 else [tuple(c) for c in _tab10(k)]
     for j in range(k):
         widths = np.array([imp[j] for _, imp in rows])
-        bars = ax.barh(y + (k - 1 - 2 * j) * height / 2, widths, height=height * 0.95, color=palette[j],
-                       label=view.column_labels[j])
+        bars = ax.barh(
+            y + (k - 1 - 2 * j) * height / 2,
+            widths,
+            height=height * 0.95,
+            color=palette[j],
+            label=view.column_labels[j],
+        )
         if k == 1:
             ax.bar_label(bars, labels=[f"{w:.3g}" for w in widths], padding=3, fontsize=8)
     ax.set_yticks(y, [name for name, _ in rows], fontsize=9)
@@ -768,7 +796,7 @@ def waterfall_plot(
         labels = [names[i] + (f" = {data[i]:.3g}" if data is not None else "") for i in order]
         contrib = [float(phi[i]) for i in order]
         if len(order) > max_display:
-            rest = order[max_display - 1:]
+            rest = order[max_display - 1 :]
             labels = labels[: max_display - 1] + [f"{len(rest)} other features"]
             contrib = contrib[: max_display - 1] + [float(phi[rest].sum())]
         base, pred = float(view.base[0, col]), float(view.prediction[0, col])
@@ -780,14 +808,19 @@ def waterfall_plot(
         colours = [POSITIVE if c > 0 else NEGATIVE for c in contrib]
         ax.barh(y, contrib, left=starts, height=0.6, color=colours)
         for yi, e, c in zip(y, ends, contrib):  # the value beside the bar's far end
-            ax.text(e, yi, f" {c:+.3g} " , va="center", ha="left" if c >= 0 else "right", fontsize=8, color="#333")
+            ax.text(e, yi, f" {c:+.3g} ", va="center", ha="left" if c >= 0 else "right", fontsize=8, color="#333")
         for yi, e in zip(y[1:], ends[1:]):  # connectors: each bar starts where the one below ends
             ax.plot([e, e], [yi + 0.3, yi + 0.7], color="#888", lw=0.8)
         ax.axvline(base, color="#888", ls="--", lw=0.8)
         ax.axvline(pred, color="#333", ls=":", lw=0.8)
         ax.set_yticks(y, labels, fontsize=9)
         ax.set_ylim(-1.1, count + 0.3)
-        note = {"ha": "center", "va": "center", "fontsize": 8, "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 1}}
+        note = {
+            "ha": "center",
+            "va": "center",
+            "fontsize": 8,
+            "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 1},
+        }
         ax.text(base, -0.75, f"E[f(X)] = {_fmt(base)}", color="#555", **note)
         ax.text(pred, count - 0.05, f"f(x) = {_fmt(pred)}", color="#111", **note)
         ax.set_title(
@@ -876,8 +909,20 @@ def plot(
         MissingDependencyError: matplotlib is not installed (an ImportError; the HTML text view works without it).
     """
     target = None if path is None else Path(path)
-    return _draw(explanation, target, kind, sample, output, tokens, input, feature_names, channel_axis, max_display,
-                 dpi, sample_names)
+    return _draw(
+        explanation,
+        target,
+        kind,
+        sample,
+        output,
+        tokens,
+        input,
+        feature_names,
+        channel_axis,
+        max_display,
+        dpi,
+        sample_names,
+    )
 
 
 def _draw(
@@ -899,10 +944,16 @@ def _draw(
         raise InputError(f"kind must be one of {list(KINDS)}, not {kind!r}.")
     chosen = (
         auto_kind(explanation, input=input, tokens=tokens, sample=sample, channel_axis=channel_axis)
-        if kind == "auto" else kind
+        if kind == "auto"
+        else kind
     )
-    options = {"tokens": tokens, "feature_names": feature_names, "channel_axis": channel_axis, "max_display": max_display,
-               "sample_names": sample_names}
+    options = {
+        "tokens": tokens,
+        "feature_names": feature_names,
+        "channel_axis": channel_axis,
+        "max_display": max_display,
+        "sample_names": sample_names,
+    }
     accepted = {
         "image": {"channel_axis", "sample_names"},
         "text": {"tokens"},
@@ -913,15 +964,39 @@ def _draw(
     if unused:
         raise InputError(f"{', '.join(f'{u}=' for u in unused)} does not apply to kind={chosen!r}.")
     if chosen == "image":
-        return image_plot(explanation, path, sample=sample, output=output, input=input, channel_axis=channel_axis, dpi=dpi,
-                   sample_names=sample_names)
+        return image_plot(
+            explanation,
+            path,
+            sample=sample,
+            output=output,
+            input=input,
+            channel_axis=channel_axis,
+            dpi=dpi,
+            sample_names=sample_names,
+        )
     elif chosen == "text":
         return text_plot(explanation, path, tokens, sample=sample, output=output, input=input, dpi=dpi)
     elif chosen == "bar":
-        return bar_plot(explanation, path, sample=sample, output=output, input=input, feature_names=feature_names,
-                 max_display=20 if max_display is None else max_display, dpi=dpi)
+        return bar_plot(
+            explanation,
+            path,
+            sample=sample,
+            output=output,
+            input=input,
+            feature_names=feature_names,
+            max_display=20 if max_display is None else max_display,
+            dpi=dpi,
+        )
     else:
         if sample is not None and not isinstance(sample, (int, np.integer)):
             raise InputError(f"A waterfall shows one prediction: sample must be one int, not {sample!r}.")
-        return waterfall_plot(explanation, path, sample=sample, output=output, input=input, feature_names=feature_names,
-                       max_display=10 if max_display is None else max_display, dpi=dpi)
+        return waterfall_plot(
+            explanation,
+            path,
+            sample=sample,
+            output=output,
+            input=input,
+            feature_names=feature_names,
+            max_display=10 if max_display is None else max_display,
+            dpi=dpi,
+        )

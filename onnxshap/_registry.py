@@ -155,9 +155,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
         raise RuleTableError(f"{where}: 'since' lists a version twice: {since}.")
     real = _schema_versions(op_type, domain)
     if not real:
-        raise RuleTableError(
-            f"{where}: the onnx package knows no op {op_type!r} in domain {domain or 'ai.onnx'!r}."
-        )
+        raise RuleTableError(f"{where}: the onnx package knows no op {op_type!r} in domain {domain or 'ai.onnx'!r}.")
     bad = [v for v in since if v not in real]
     if bad:
         raise RuleTableError(f"{where}: since-versions {bad} do not exist; the schema's since-versions are {real}.")
@@ -167,7 +165,9 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
     composite = None
     if "composite" in row:
         if rule != "composite":
-            raise RuleTableError(f"{where}: 'composite' names a hand-built rule, which only rule = \"composite\" rows take.")
+            raise RuleTableError(
+                f"{where}: 'composite' names a hand-built rule, which only rule = \"composite\" rows take."
+            )
         composite = _import_impl(str(row["composite"]), where)
     impl_spec = row["impl"]
     impls: dict[int, Callable[..., Any]] = {}
@@ -183,9 +183,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
         impls = {int(k): _import_impl(v, where) for k, v in impl_spec.items()}
     else:
         raise RuleTableError(f"{where}: 'impl' must be a string or a table keyed by since-version.")
-    max_inputs = max(
-        onnx.defs.get_schema(op_type, max_inclusive_version=v, domain=domain).max_input for v in since
-    )
+    max_inputs = max(onnx.defs.get_schema(op_type, max_inclusive_version=v, domain=domain).max_input for v in since)
     positions: dict[str, tuple[int, ...] | None] = {}
     for key in ("vary", "static", "type_only"):
         value = row.get(key)

@@ -31,11 +31,37 @@ LookupKind = Literal["embedding", "one_hot"]
 
 #: Ops that keep the flat order of the ids (elementwise with constants, casts, reshapes): a one-hot
 #: encoding of their output still has one id position per flat position of the input.
-_ORDER_KEEPING = frozenset({
-    "Cast", "CastLike", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
-    "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Sign", "Floor", "Ceil", "Round", "Clip", "Min", "Max",
-    "Where", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not",
-})
+_ORDER_KEEPING = frozenset(
+    {
+        "Cast",
+        "CastLike",
+        "Identity",
+        "Unsqueeze",
+        "Squeeze",
+        "Reshape",
+        "Flatten",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Mod",
+        "Neg",
+        "Abs",
+        "Sign",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Clip",
+        "Min",
+        "Max",
+        "Where",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Not",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -141,7 +167,9 @@ def float_id_inputs(graph: Graph) -> list[str]:
     return found
 
 
-def _first_floats(tensor: str, dtype: np.dtype[Any] | None, users: Mapping[str, list[tuple[Node, int]]]) -> list[str] | None:
+def _first_floats(
+    tensor: str, dtype: np.dtype[Any] | None, users: Mapping[str, list[tuple[Node, int]]]
+) -> list[str] | None:
     """The float tensors a one-hot's bool/int output is cast to (through more Casts); None when the
     encoding is read by anything but Casts (then it is not a lookup the pass can explain at)."""
     if _kind(dtype) == "f":
@@ -181,7 +209,9 @@ def find_lookups(graph: Graph, constants: Mapping[str, Any]) -> dict[str, list[L
     """
     users = _consumers(graph)
     float_ids = float_id_inputs(graph)
-    float_inputs = [i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f" and i.name not in float_ids]
+    float_inputs = [
+        i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind == "f" and i.name not in float_ids
+    ]
     float_reach = graph.descendants_of(float_inputs) if float_inputs else set()
     id_inputs = [i.name for i in graph.inputs if i.dtype is not None and i.dtype.kind in "iu"] + float_ids
 
@@ -208,8 +238,10 @@ def find_lookups(graph: Graph, constants: Mapping[str, Any]) -> dict[str, list[L
                 continue  # what the lookup computes is floats: the ids stop there
             outputs = {o for o in node.outputs if o}
             region |= outputs
-            if node.op_type in _ORDER_KEEPING and not node.subgraphs and all(
-                (i in in_order) if i in region else (not i or constant(i) is not None) for i in node.inputs
+            if (
+                node.op_type in _ORDER_KEEPING
+                and not node.subgraphs
+                and all((i in in_order) if i in region else (not i or constant(i) is not None) for i in node.inputs)
             ):
                 in_order |= outputs
     return found
@@ -288,7 +320,8 @@ def default_explained(
     """
     float_ids = set(float_id_inputs(graph))
     floats = [
-        i.name for i in graph.inputs
+        i.name
+        for i in graph.inputs
         if i.dtype is not None and i.dtype.kind == "f" and i.name not in fixed and i.name not in float_ids
     ]
     return floats, default_token_input(dict(found))

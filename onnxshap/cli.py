@@ -122,8 +122,9 @@ def _load_inputs(paths: Sequence[str], model: Any, args: argparse.Namespace, wha
     """--input/--background files as `model`'s inputs (onnxshap/_inputs.py), images read with the
     image options of `args`."""
     size = (args.image_size[0], args.image_size[1]) if args.image_size else None
-    options = ImageOptions(size=size, scale=args.scale, mean=args.mean, std=args.std,
-                           layout=args.layout, names=CLI_NAMES)
+    options = ImageOptions(
+        size=size, scale=args.scale, mean=args.mean, std=args.std, layout=args.layout, names=CLI_NAMES
+    )
     return load_files(paths, model.inputs, what, options)
 
 
@@ -154,11 +155,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     # by opening it, whether it is a TorchScript archive (no pickle) or a module saved with torch.save.
     out = _require_output_dir(args.o or str(source.with_suffix(".onnx")), "-o")
     shapes = [s for s, _ in args.input_shape] if args.input_shape else None
-    dtypes = [d or "float32" for _, d in args.input_shape] if args.input_shape and any(d for _, d in args.input_shape) else None
+    dtypes = (
+        [d or "float32" for _, d in args.input_shape]
+        if args.input_shape and any(d for _, d in args.input_shape)
+        else None
+    )
     try:
         proto, report = convert_file(
-            source, opset=args.opset, input_shape=shapes, input_dtype=dtypes, trust_pickle=args.trust_pickle,
-            rtol=args.rtol, atol=args.atol,
+            source,
+            opset=args.opset,
+            input_shape=shapes,
+            input_dtype=dtypes,
+            trust_pickle=args.trust_pickle,
+            rtol=args.rtol,
+            atol=args.atol,
         )
     except ConversionError as exc:
         if exc.report is not None:
@@ -174,8 +184,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     problems = onnxshap.unsupported_ops(proto)
     if problems:
-        print(f"warning: onnxshap cannot explain this model yet ({len(problems)} unsupported op type(s)); "
-              f"run `onnxshap inspect {out}` for details.", file=sys.stderr)
+        print(
+            f"warning: onnxshap cannot explain this model yet ({len(problems)} unsupported op type(s)); "
+            f"run `onnxshap inspect {out}` for details.",
+            file=sys.stderr,
+        )
     print(f"wrote {out} ({size} bytes)")
     return 0
 
@@ -235,8 +248,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("unsupported:")
         for p in problems:
             print(f"  - {p}")
-        print(f"{len(problems)} op type(s) or control-flow node(s) are not supported: onnxshap cannot explain this "
-              "model (up to a tensor before them it can: --outputs-from).", file=sys.stderr)
+        print(
+            f"{len(problems)} op type(s) or control-flow node(s) are not supported: onnxshap cannot explain this "
+            "model (up to a tensor before them it can: --outputs-from).",
+            file=sys.stderr,
+        )
         return 1
     print(f"all {len(counts)} op types are supported (onnxshap {onnxshap.__version__}).")
     return 0
@@ -285,21 +301,30 @@ def _parse_output(text: str | None) -> Any:
         return "predicted"
     items = [v.strip() for v in re.split(r",(?![^\[]*\])", text)]
     if not all(items):
-        raise UsageError(f"--output {text!r}: use all, predicted, an index such as 3, a label such as 'probs[3]', "
-                         "or a list such as 0,2.")
+        raise UsageError(
+            f"--output {text!r}: use all, predicted, an index such as 3, a label such as 'probs[3]', "
+            "or a list such as 0,2."
+        )
     return [int(v) if re.fullmatch(r"-?\d+", v) else v for v in items]
 
 
 def _refuse_overwriting_inputs(args: argparse.Namespace, out: Path, plot: Path | None) -> None:
     """-o and --plot must not name a file the command reads (it would be replaced), nor each other."""
-    read = [("the model", args.model), *(("--input", p) for p in args.input), *(("--background", p) for p in args.background or ()),
-            *(("--fixed", f) for _, f in args.fixed or ()), *((("--vocab", args.vocab),) if args.vocab else ())]
+    read = [
+        ("the model", args.model),
+        *(("--input", p) for p in args.input),
+        *(("--background", p) for p in args.background or ()),
+        *(("--fixed", f) for _, f in args.fixed or ()),
+        *((("--vocab", args.vocab),) if args.vocab else ()),
+    ]
     written = [("-o", out), *((("--plot", plot),) if plot is not None else ())]
     for flag, target in written:
         for source_flag, source in read:
             if Path(source).exists() and Path(source).resolve() == target.resolve():
-                raise UsageError(f"{flag} {str(target)!r} is also {source_flag}: it would be replaced by the result. "
-                                 "Write the result to another file.")
+                raise UsageError(
+                    f"{flag} {str(target)!r} is also {source_flag}: it would be replaced by the result. "
+                    "Write the result to another file."
+                )
     if plot is not None and plot.resolve() == out.resolve():
         raise UsageError(f"-o and --plot name the same file {str(out)!r}; give each its own name.")
 
@@ -316,8 +341,10 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
         try:
             _compile_cache.enable_compilation_cache()
         except OutputError as exc:
-            print(f"note: {exc} This run compiles without it (ONNXSHAP_COMPILATION_CACHE=0 "
-                  "skips the cache).", file=sys.stderr)
+            print(
+                f"note: {exc} This run compiles without it (ONNXSHAP_COMPILATION_CACHE=0 skips the cache).",
+                file=sys.stderr,
+            )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -356,7 +383,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not isinstance(x, dict) and len(fed) > 1:
         raise UsageError(
             f"The model has {len(fed)} inputs besides --fixed ones ({', '.join(i.describe() for i in fed)}): pass an "
-            ".npz file with one array per input name, e.g. np.savez('x.npz', " + ", ".join(f"{i.name}=..." for i in fed) + ")."
+            ".npz file with one array per input name, e.g. np.savez('x.npz', "
+            + ", ".join(f"{i.name}=..." for i in fed)
+            + ")."
         )
     feeds = x if isinstance(x, dict) else {i.name: x for i in fed}
     # Read the samples as the explainer will (rows, whole examples, or one value for every sample),
@@ -373,19 +402,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if isinstance(background, dict):
             for name in [k for k in background if k in fixed]:
                 if not np.array_equal(background.pop(name), fixed[name]):
-                    raise UsageError(f"Input {name!r} is one fixed value for every sample, but the background file "
-                                     "holds another value for it; leave it out of the background.")
+                    raise UsageError(
+                        f"Input {name!r} is one fixed value for every sample, but the background file "
+                        "holds another value for it; leave it out of the background."
+                    )
         if args.background_size is not None:
             background = sample_rows(background, args.background_size, args.seed)
     else:
         background = sample_rows(x, args.background_size or DEFAULT_BACKGROUND_SIZE, args.seed)
         n_bg, n_x = _rows(background), _rows(x)
-        used = f"{n_bg} of the {n_x} --input rows (sampled, --seed {args.seed}) are" if n_bg < n_x else f"all {n_x} --input rows are"
-        background_note = (f"note: no --background: {used} the reference, so each sample is explained against the "
-                           "others; pass --background FILE with typical data for a fixed reference.")
+        used = (
+            f"{n_bg} of the {n_x} --input rows (sampled, --seed {args.seed}) are"
+            if n_bg < n_x
+            else f"all {n_x} --input rows are"
+        )
+        background_note = (
+            f"note: no --background: {used} the reference, so each sample is explained against the "
+            "others; pass --background FILE with typical data for a fixed reference."
+        )
     explainer = onnxshap.Explainer(
-        model, background, inputs=args.inputs_from, outputs=args.outputs_from, rules=dict(args.rule or []),
-        check=args.check, fixed=fixed or None,
+        model,
+        background,
+        inputs=args.inputs_from,
+        outputs=args.outputs_from,
+        rules=dict(args.rule or []),
+        check=args.check,
+        fixed=fixed or None,
     )
     print(f"inputs: {read.describe()}")
     n = _rows(x)
@@ -400,7 +442,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for start, stop in batches:
             chunk = _take(x, slice(start, stop))
             if stop - start < size and len(batches) > 1:
-                parts.append(first_samples(explainer.explain(pad_rows(chunk, size), output=output, progress=progress), stop - start))
+                parts.append(
+                    first_samples(
+                        explainer.explain(pad_rows(chunk, size), output=output, progress=progress), stop - start
+                    )
+                )
             else:
                 parts.append(explainer.explain(chunk, output=output, progress=progress))
     finally:
@@ -426,7 +472,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         f"explained {n} sample(s) x {e.prediction.shape[1]} output(s) of tensor {outputs} against {n_bg} background row(s)"
         + (f" in {len(batches)} batches" if len(batches) > 1 else "")
     )
-    print(f"completeness: attributions sum to f(x) - mean f(background) within {e.max_relative_residual:.2g} (relative)")
+    print(
+        f"completeness: attributions sum to f(x) - mean f(background) within {e.max_relative_residual:.2g} (relative)"
+    )
     shapes = ", ".join(f"values/{name} {list(e.values_for(name).shape)}" for name in e.input_names)
     print(f"wrote {out}: {shapes}, base_values, prediction, residual {list(e.residual.shape)}, names")
     if plot is not None:
@@ -447,7 +495,9 @@ def _tokens(e: Any, vocab_path: Path) -> list[list[str]]:
     if ids is None or ids.dtype.kind not in "iu" or ids.ndim != 2:
         raise InputError("--vocab applies to token-id inputs (integer arrays of shape (n_samples, seq_len)).")
     if ids.size and (ids.min() < -len(vocab) or ids.max() >= len(vocab)):
-        raise InputError(f"Token id {int(ids.max())} is out of range for the {len(vocab)}-line vocabulary {str(vocab_path)!r}.")
+        raise InputError(
+            f"Token id {int(ids.max())} is out of range for the {len(vocab)}-line vocabulary {str(vocab_path)!r}."
+        )
     return [[vocab[int(i)] for i in row] for row in ids]
 
 
@@ -469,8 +519,9 @@ def _plot(e: Any, path: Path, args: argparse.Namespace, loaded: InputFiles) -> N
             kwargs["tokens"] = _tokens(e, Path(args.vocab))
         kind = args.plot_kind
         if kind == "auto":
-            kind = _plots.auto_kind(e, tokens=kwargs.get("tokens"), sample=kwargs.get("sample"),
-                                    channel_axis=kwargs.get("channel_axis"))
+            kind = _plots.auto_kind(
+                e, tokens=kwargs.get("tokens"), sample=kwargs.get("sample"), channel_axis=kwargs.get("channel_axis")
+            )
         if args.channel_axis is not None and kind != "image":
             raise UsageError(f"--channel-axis applies to image plots; this plot is --plot-kind {kind}.")
         n_features = int(np.prod(e.values_for(e.input_names[0]).shape[1:-1]))
@@ -506,7 +557,7 @@ def _rule_pair(text: str) -> tuple[str, str]:
 
 
 def _shape_spec(text: str) -> tuple[tuple[int, ...], str | None]:
-    """"3,32,32" or "3x32x32", optionally ":int64" -> (shape, dtype)."""
+    """ "3,32,32" or "3x32x32", optionally ":int64" -> (shape, dtype)."""
     dims_text, _, dtype = text.partition(":")
     try:
         dims = tuple(int(d) for d in dims_text.replace("x", ",").split(",") if d.strip())
@@ -520,7 +571,9 @@ def _shape_spec(text: str) -> tuple[tuple[int, ...], str | None]:
         try:
             np.dtype(dtype)
         except TypeError:
-            raise argparse.ArgumentTypeError(f"unknown dtype {dtype!r} in {text!r}; use e.g. float32 or int64") from None
+            raise argparse.ArgumentTypeError(
+                f"unknown dtype {dtype!r} in {text!r}; use e.g. float32 or int64"
+            ) from None
     return dims, dtype or None
 
 
@@ -573,36 +626,81 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name], parents=[common],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES[name],
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     def add_image_options(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("image inputs (png/jpg files or folders given to --input/--background; needs Pillow)")
-        g.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
-                       help="resize images to H x W (default: the model's input size)")
-        g.add_argument("--scale", choices=sorted(SCALES), default="0-1",
-                       help="map pixel values 0..255 to this range (default 0-1, i.e. /255; for -1..1 add --mean 0.5 --std 0.5)")
-        g.add_argument("--mean", type=float, nargs="+", metavar="M",
-                       help="subtract per-channel means after scaling, e.g. 0.485 0.456 0.406")
-        g.add_argument("--std", type=float, nargs="+", metavar="S",
-                       help="then divide by per-channel standard deviations, e.g. 0.229 0.224 0.225")
-        g.add_argument("--layout", choices=["NCHW", "NHWC"],
-                       help="channel axis of the model input (default: from the model's input shape)")
+        g.add_argument(
+            "--image-size",
+            type=_positive_int,
+            nargs=2,
+            metavar=("H", "W"),
+            help="resize images to H x W (default: the model's input size)",
+        )
+        g.add_argument(
+            "--scale",
+            choices=sorted(SCALES),
+            default="0-1",
+            help="map pixel values 0..255 to this range (default 0-1, i.e. /255; for -1..1 add --mean 0.5 --std 0.5)",
+        )
+        g.add_argument(
+            "--mean",
+            type=float,
+            nargs="+",
+            metavar="M",
+            help="subtract per-channel means after scaling, e.g. 0.485 0.456 0.406",
+        )
+        g.add_argument(
+            "--std",
+            type=float,
+            nargs="+",
+            metavar="S",
+            help="then divide by per-channel standard deviations, e.g. 0.229 0.224 0.225",
+        )
+        g.add_argument(
+            "--layout",
+            choices=["NCHW", "NHWC"],
+            help="channel axis of the model input (default: from the model's input shape)",
+        )
 
-    p = add("convert", "Convert a Keras, PyTorch, scikit-learn, XGBoost or LightGBM model to ONNX and check it against "
-            "the framework.")
-    p.add_argument("model", help="a .keras/.h5, TorchScript .pt, torch.export .pt2, XGBoost .json/.ubj, LightGBM .txt, "
-                   "or pickled .pkl/.joblib file")
+    p = add(
+        "convert",
+        "Convert a Keras, PyTorch, scikit-learn, XGBoost or LightGBM model to ONNX and check it against the framework.",
+    )
+    p.add_argument(
+        "model",
+        help="a .keras/.h5, TorchScript .pt, torch.export .pt2, XGBoost .json/.ubj, LightGBM .txt, "
+        "or pickled .pkl/.joblib file",
+    )
     p.add_argument("-o", metavar="OUT.onnx", help="where to write the ONNX model (default: MODEL with suffix .onnx)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18 for .pt2, 17 otherwise)")
-    p.add_argument("--input-shape", type=_shape_spec, action="append", metavar="SHAPE[:DTYPE]",
-                   help="shape of one sample without the batch axis, e.g. 3,32,32 or 30:int64; once per input, in "
-                        "order. Needed for TorchScript .pt files, which do not record it")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading files that unpickle (.pkl, .joblib, .pt2, torch.save'd modules): loading "
-                        "runs code stored in the file, so use it only for files you trust")
-    p.add_argument("--rtol", type=_positive_float, default=1e-4,
-                   help="parity tolerance relative to the framework's output (default 1e-4)")
+    p.add_argument(
+        "--input-shape",
+        type=_shape_spec,
+        action="append",
+        metavar="SHAPE[:DTYPE]",
+        help="shape of one sample without the batch axis, e.g. 3,32,32 or 30:int64; once per input, in "
+        "order. Needed for TorchScript .pt files, which do not record it",
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow loading files that unpickle (.pkl, .joblib, .pt2, torch.save'd modules): loading "
+        "runs code stored in the file, so use it only for files you trust",
+    )
+    p.add_argument(
+        "--rtol",
+        type=_positive_float,
+        default=1e-4,
+        help="parity tolerance relative to the framework's output (default 1e-4)",
+    )
     p.add_argument("--atol", type=_positive_float, default=1e-5, help="absolute parity tolerance (default 1e-5)")
     p.set_defaults(func=cmd_convert)
 
@@ -613,74 +711,155 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", "Compare onnxshap's forward pass with onnxruntime's, output by output.")
     p.add_argument("model", help="path to an .onnx file")
-    p.add_argument("--input", nargs="+", metavar="FILE",
-                   help="inputs: .npy (one input), .npz (by input name), .csv, or images; default: random")
-    p.add_argument("--rtol", type=_positive_float, default=1e-4,
-                   help="relative tolerance: every element must have |onnxshap - onnxruntime| <= atol + rtol * "
-                        "|onnxruntime| (default 1e-4; float32 keeps about 7 digits)")
-    p.add_argument("--atol", type=_positive_float, default=1e-5,
-                   help="absolute tolerance in that test, which decides for outputs near 0 (default 1e-5)")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        metavar="FILE",
+        help="inputs: .npy (one input), .npz (by input name), .csv, or images; default: random",
+    )
+    p.add_argument(
+        "--rtol",
+        type=_positive_float,
+        default=1e-4,
+        help="relative tolerance: every element must have |onnxshap - onnxruntime| <= atol + rtol * "
+        "|onnxruntime| (default 1e-4; float32 keeps about 7 digits)",
+    )
+    p.add_argument(
+        "--atol",
+        type=_positive_float,
+        default=1e-5,
+        help="absolute tolerance in that test, which decides for outputs near 0 (default 1e-5)",
+    )
     add_image_options(p)
     p.set_defaults(func=cmd_check)
 
     p = add("explain", "Attribute a model's outputs to its inputs (DeepSHAP) and write an .npz file.")
     p.add_argument("model", help="path to an .onnx file")
-    p.add_argument("--input", required=True, nargs="+", metavar="FILE",
-                   help="samples to explain: .npy, .npz (one array per input name), .csv (header row allowed), "
-                        "or image files / folders of images")
-    p.add_argument("--background", nargs="+", metavar="FILE",
-                   help="reference rows (same formats); default: sampled from --input")
-    p.add_argument("--background-size", type=int, metavar="N",
-                   help=f"use N reference rows, sampled from --background, or from --input when no background "
-                        f"file is given (default: all background rows; {DEFAULT_BACKGROUND_SIZE} from --input)")
+    p.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="samples to explain: .npy, .npz (one array per input name), .csv (header row allowed), "
+        "or image files / folders of images",
+    )
+    p.add_argument(
+        "--background", nargs="+", metavar="FILE", help="reference rows (same formats); default: sampled from --input"
+    )
+    p.add_argument(
+        "--background-size",
+        type=int,
+        metavar="N",
+        help=f"use N reference rows, sampled from --background, or from --input when no background "
+        f"file is given (default: all background rows; {DEFAULT_BACKGROUND_SIZE} from --input)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling (default 0)")
-    p.add_argument("--output", metavar="WHICH",
-                   help="which outputs to explain: all (default), an index such as 3 (flat over the explained "
-                        "outputs of one sample), a label such as 'probs[3]' (as in the .npz's output_names), a "
-                        "list of them such as 0,2, or predicted (each sample's arg-max)")
-    p.add_argument("--fixed", action="append", type=_fixed_pair, metavar="NAME=FILE.npy",
-                   help="an input with one value for every sample and reference, e.g. --fixed h0=h0.npy for "
-                        "recurrent state, with the shape the model declares (repeatable). An array in --input "
-                        "that has its input's declared shape instead of one row per sample is taken as fixed too")
-    p.add_argument("--outputs-from", action="append", metavar="TENSOR",
-                   help="explain this tensor instead of the model output, e.g. the logits before a softmax "
-                        "(repeatable; names from `onnxshap inspect --tensors`)")
-    p.add_argument("--inputs-from", action="append", metavar="TENSOR",
-                   help="attribute to this tensor instead of the model input, e.g. an embedding output (repeatable)")
-    p.add_argument("--rule", action="append", type=_rule_pair, metavar="OP=RULE",
-                   help="override a rule, e.g. MaxPool=cross_max (shap-compatible numbers)")
-    p.add_argument("--check", choices=["raise", "warn", "off"], default="raise",
-                   help="when attributions do not sum to f(x) - mean f(background) (default raise: exit 1)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help=f"samples per explain call (default {DEFAULT_BATCH_SIZE}); lower it if memory runs out")
+    p.add_argument(
+        "--output",
+        metavar="WHICH",
+        help="which outputs to explain: all (default), an index such as 3 (flat over the explained "
+        "outputs of one sample), a label such as 'probs[3]' (as in the .npz's output_names), a "
+        "list of them such as 0,2, or predicted (each sample's arg-max)",
+    )
+    p.add_argument(
+        "--fixed",
+        action="append",
+        type=_fixed_pair,
+        metavar="NAME=FILE.npy",
+        help="an input with one value for every sample and reference, e.g. --fixed h0=h0.npy for "
+        "recurrent state, with the shape the model declares (repeatable). An array in --input "
+        "that has its input's declared shape instead of one row per sample is taken as fixed too",
+    )
+    p.add_argument(
+        "--outputs-from",
+        action="append",
+        metavar="TENSOR",
+        help="explain this tensor instead of the model output, e.g. the logits before a softmax "
+        "(repeatable; names from `onnxshap inspect --tensors`)",
+    )
+    p.add_argument(
+        "--inputs-from",
+        action="append",
+        metavar="TENSOR",
+        help="attribute to this tensor instead of the model input, e.g. an embedding output (repeatable)",
+    )
+    p.add_argument(
+        "--rule",
+        action="append",
+        type=_rule_pair,
+        metavar="OP=RULE",
+        help="override a rule, e.g. MaxPool=cross_max (shap-compatible numbers)",
+    )
+    p.add_argument(
+        "--check",
+        choices=["raise", "warn", "off"],
+        default="raise",
+        help="when attributions do not sum to f(x) - mean f(background) (default raise: exit 1)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"samples per explain call (default {DEFAULT_BATCH_SIZE}); lower it if memory runs out",
+    )
     cache = p.add_mutually_exclusive_group()
-    cache.add_argument("--compilation-cache", nargs="?", const="", metavar="DIR",
-                       help="where compiled passes are kept, so that the next run with the same "
-                            "model and shapes skips compiling (JAX's persistent cache, on by "
-                            "default; pruned to 1 GiB). Default $ONNXSHAP_CACHE_DIR, else "
-                            "$XDG_CACHE_HOME/onnxshap/jax, else ~/.cache/onnxshap/jax; a default "
-                            "folder that cannot be written is skipped with a note, a DIR given here "
-                            "is an error")
-    cache.add_argument("--no-compilation-cache", action="store_true",
-                       help="compile in memory only (as ONNXSHAP_COMPILATION_CACHE=0 does)")
-    p.add_argument("--progress", action="store_true",
-                   help="show a progress bar on stderr: compiling, then each background chunk of every batch "
-                        "(default: only on a terminal, never in a pipe)")
-    p.add_argument("--plot", metavar="OUT.png",
-                   help="also draw the attributions: .png/.svg/.pdf (needs matplotlib: onnxshap[plot]), or .html "
-                        "with --plot-kind text")
-    p.add_argument("--plot-kind", choices=["auto", "image", "text", "bar", "waterfall"], default="auto",
-                   help="kind of plot (default auto: images for image inputs, text for token ids, a "
-                        "waterfall for one tabular sample (--plot-sample), bars otherwise)")
-    p.add_argument("--plot-sample", type=_sample_list, metavar="I[,J...]",
-                   help="plot only these samples, e.g. 3 or 20,21 (default: the plot's choice, the first 16)")
-    p.add_argument("--channel-axis", type=int, metavar="N",
-                   help="the channel axis of one sample in image plots (0: channels first, -1: last), for "
-                        "explained tensors whose channels the plot cannot tell, e.g. --inputs-from a conv output "
-                        "of shape 8x4x4 (default: from the image layout, or the axis with 1, 3 or 4 entries)")
-    p.add_argument("--vocab", metavar="FILE",
-                   help="token ids: a vocabulary file, line i = the token of id i, to label text plots")
-    p.add_argument("-o", required=True, metavar="OUT.npz", help="where to write values, base values, residuals and names")
+    cache.add_argument(
+        "--compilation-cache",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="where compiled passes are kept, so that the next run with the same "
+        "model and shapes skips compiling (JAX's persistent cache, on by "
+        "default; pruned to 1 GiB). Default $ONNXSHAP_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/onnxshap/jax, else ~/.cache/onnxshap/jax; a default "
+        "folder that cannot be written is skipped with a note, a DIR given here "
+        "is an error",
+    )
+    cache.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile in memory only (as ONNXSHAP_COMPILATION_CACHE=0 does)",
+    )
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar on stderr: compiling, then each background chunk of every batch "
+        "(default: only on a terminal, never in a pipe)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also draw the attributions: .png/.svg/.pdf (needs matplotlib: onnxshap[plot]), or .html "
+        "with --plot-kind text",
+    )
+    p.add_argument(
+        "--plot-kind",
+        choices=["auto", "image", "text", "bar", "waterfall"],
+        default="auto",
+        help="kind of plot (default auto: images for image inputs, text for token ids, a "
+        "waterfall for one tabular sample (--plot-sample), bars otherwise)",
+    )
+    p.add_argument(
+        "--plot-sample",
+        type=_sample_list,
+        metavar="I[,J...]",
+        help="plot only these samples, e.g. 3 or 20,21 (default: the plot's choice, the first 16)",
+    )
+    p.add_argument(
+        "--channel-axis",
+        type=int,
+        metavar="N",
+        help="the channel axis of one sample in image plots (0: channels first, -1: last), for "
+        "explained tensors whose channels the plot cannot tell, e.g. --inputs-from a conv output "
+        "of shape 8x4x4 (default: from the image layout, or the axis with 1, 3 or 4 entries)",
+    )
+    p.add_argument(
+        "--vocab", metavar="FILE", help="token ids: a vocabulary file, line i = the token of id i, to label text plots"
+    )
+    p.add_argument(
+        "-o", required=True, metavar="OUT.npz", help="where to write values, base values, residuals and names"
+    )
     add_image_options(p)
     p.set_defaults(func=cmd_explain)
     return parser
@@ -727,8 +906,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{prefix} {exc}", file=sys.stderr)
                 return 1
             if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
-                print(f"{prefix} out of memory ({type(exc).__name__}). {OUT_OF_MEMORY_ADVICE.get(args.command, '')}".rstrip(),
-                      file=sys.stderr)
+                print(
+                    f"{prefix} out of memory ({type(exc).__name__}). {OUT_OF_MEMORY_ADVICE.get(args.command, '')}".rstrip(),
+                    file=sys.stderr,
+                )
                 return 1
             print(
                 f"onnxshap {args.command}: internal error: {type(exc).__name__}: {exc}\n"

@@ -43,8 +43,14 @@ def x64() -> Any:
 # --- 1. rules ------------------------------------------------------------------------------------------
 
 
-def _ctx(op: str, fn: Callable[..., Any], xs: Sequence[Any], rs: Sequence[Any], varying: Sequence[bool] | None = None,
-         attrs: dict[str, Any] | None = None) -> M.NodeContext:
+def _ctx(
+    op: str,
+    fn: Callable[..., Any],
+    xs: Sequence[Any],
+    rs: Sequence[Any],
+    varying: Sequence[bool] | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> M.NodeContext:
     f = lambda *a: (fn(*a),)
     xs = [None if v is None else jnp.asarray(v) for v in xs]
     rs = [None if v is None else jnp.asarray(v) for v in rs]
@@ -62,8 +68,10 @@ def _flows(rule: M.Rule, ctx: M.NodeContext, m_out: Any = None) -> tuple[list[np
     y_x, y_r = _num(ctx.xout[0]), _num(ctx.rout[0])
     m = jnp.ones(y_x.shape) if m_out is None else jnp.asarray(m_out)
     m_in = rule(ctx, [m])
-    phis = [None if mi is None or not v else np.asarray(mi) * (_num(x) - _num(r))
-            for mi, x, r, v in zip(m_in, ctx.xin, ctx.rin, ctx.varying)]
+    phis = [
+        None if mi is None or not v else np.asarray(mi) * (_num(x) - _num(r))
+        for mi, x, r, v in zip(m_in, ctx.xin, ctx.rin, ctx.varying)
+    ]
     return phis, np.asarray(m) * (y_x - y_r)
 
 
@@ -87,8 +95,13 @@ def _brute(game: Callable[[np.ndarray], float], xs: Sequence[Any], rs: Sequence[
     return out
 
 
-COMPARISONS = [("Equal", E.equal), ("Less", E.less), ("Greater", E.greater), ("LessOrEqual", E.less_or_equal),
-               ("GreaterOrEqual", E.greater_or_equal)]
+COMPARISONS = [
+    ("Equal", E.equal),
+    ("Less", E.less),
+    ("Greater", E.greater),
+    ("LessOrEqual", E.less_or_equal),
+    ("GreaterOrEqual", E.greater_or_equal),
+]
 
 
 def _ties(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +141,9 @@ LOGIC = [("And", E.and_, np.logical_and), ("Or", E.or_, np.logical_or), ("Xor", 
 
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize(("op", "fn", "ref"), LOGIC, ids=[c[0] for c in LOGIC])
-def test_logic_ops_are_the_two_player_shapley_value(op: str, fn: Callable[..., Any], ref: Any,
-                                                     rng: np.random.Generator) -> None:
+def test_logic_ops_are_the_two_player_shapley_value(
+    op: str, fn: Callable[..., Any], ref: Any, rng: np.random.Generator
+) -> None:
     a, ar, b, br = (rng.uniform(size=(4, 6)) < 0.5 for _ in range(4))
     ctx = _ctx(op, fn, [a, b], [ar, br])
     phis, out = _flows(M.RULES["shapley"], ctx)
@@ -165,8 +179,9 @@ def test_not_and_casts_are_exact(name: str, source: Any, to: int, rng: np.random
     ctx = _ctx("Cast", fn, [x], [r])
     phis, out = _flows(M.RULES["rescale"], ctx)
     # One player: the Shapley value is the output's difference, read as numbers.
-    np.testing.assert_allclose(phis[0], _brute(lambda z: float(fn(jnp.asarray(z[0]).astype(source))), [x], [r])[0],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        phis[0], _brute(lambda z: float(fn(jnp.asarray(z[0]).astype(source))), [x], [r])[0], atol=1e-12
+    )
     np.testing.assert_allclose(phis[0], out, atol=1e-12)
     if source is np.bool_:
         m = M.rescale(ctx, [jnp.ones((3, 5))])[0]
@@ -270,8 +285,11 @@ def test_clip_with_varying_bounds_is_the_k_player_shapley_value(case: str, rng: 
                 args[k] = value
             return float(E.clip(jnp.asarray(args[0]), *(None if a is None else jnp.asarray(a) for a in args[1:])))
 
-        want = player_shapley(element, np.array([float(full[k][index]) for k in players]),
-                              np.array([float(full_r[k][index]) for k in players]))
+        want = player_shapley(
+            element,
+            np.array([float(full[k][index]) for k in players]),
+            np.array([float(full_r[k][index]) for k in players]),
+        )
         np.testing.assert_allclose(got, want, atol=1e-12, err_msg=str(index))
     _assert_locally_complete(M.shapley, ctx, rng)
 
@@ -287,8 +305,12 @@ def test_clip_with_constant_bounds_is_unchanged(rng: np.random.Generator) -> Non
 @pytest.mark.usefixtures("x64")
 def test_linear_ops_move_boolean_multipliers(rng: np.random.Generator) -> None:
     c, cr = rng.uniform(size=(3, 4)) < 0.5, rng.uniform(size=(3, 4)) < 0.5
-    for op, fn in [("Unsqueeze", lambda v: v[:, None, :]), ("Expand", lambda v: jnp.broadcast_to(v, (2, 3, 4))),
-                   ("Concat", lambda v: jnp.concatenate([v, v[:1]], axis=0)), ("Transpose", lambda v: v.T)]:
+    for op, fn in [
+        ("Unsqueeze", lambda v: v[:, None, :]),
+        ("Expand", lambda v: jnp.broadcast_to(v, (2, 3, 4))),
+        ("Concat", lambda v: jnp.concatenate([v, v[:1]], axis=0)),
+        ("Transpose", lambda v: v.T),
+    ]:
         ctx = _ctx(op, fn, [c], [cr])
         m_out = rng.normal(size=np.shape(ctx.xout[0]))
         m = M.linear(ctx, [jnp.asarray(m_out)])[0]
@@ -332,10 +354,14 @@ def test_pair_primitives_compare_and_select(rng: np.random.Generator) -> None:
 # --- 2. graphs end to end ------------------------------------------------------------------------------
 
 
-def _model(nodes: list[onnx.NodeProto], n_in: int, inits: dict[str, np.ndarray], elem: int = TensorProto.FLOAT,
-           opset: int = 17) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto], n_in: int, inits: dict[str, np.ndarray], elem: int = TensorProto.FLOAT, opset: int = 17
+) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", elem, ["N", n_in])], [helper.make_empty_tensor_value_info("y")],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", elem, ["N", n_in])],
+        [helper.make_empty_tensor_value_info("y")],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
@@ -354,51 +380,113 @@ def _graphs() -> dict[str, tuple[onnx.ModelProto, Callable[[np.random.Generator,
     cols, at = _columns(("a", [0, 1]), ("b", [2, 3]), ("p", [4, 5]), ("q", [6, 7]))
     normal8 = lambda g, n: g.normal(size=(n, 8)).astype(np.float32)
     graphs = {
-        "where(a > b, p, q)": (_model(cols + [
-            helper.make_node("Greater", ["a", "b"], ["c"]), helper.make_node("Where", ["c", "p", "q"], ["w"]),
-            helper.make_node("MatMul", ["w", "W"], ["y"])], 8, {**at, "W": _f([[1.0, -2.0], [0.5, 1.5]])}), normal8),
+        "where(a > b, p, q)": (
+            _model(
+                cols
+                + [
+                    helper.make_node("Greater", ["a", "b"], ["c"]),
+                    helper.make_node("Where", ["c", "p", "q"], ["w"]),
+                    helper.make_node("MatMul", ["w", "W"], ["y"]),
+                ],
+                8,
+                {**at, "W": _f([[1.0, -2.0], [0.5, 1.5]])},
+            ),
+            normal8,
+        ),
         # divide_no_nan as tf2onnx writes it; the sum is 0 on about half of the rows.
-        "divide_no_nan": (_model([
-            helper.make_node("MatMul", ["x", "W1"], ["z"]), helper.make_node("Relu", ["z"], ["h"]),
-            helper.make_node("ReduceSum", ["h", "axes"], ["s"], keepdims=1),
-            helper.make_node("Div", ["h", "s"], ["d"]), helper.make_node("Equal", ["s", "zero"], ["c"]),
-            helper.make_node("Where", ["c", "zero", "d"], ["w"]), helper.make_node("MatMul", ["w", "W2"], ["y"])], 4,
-            {"W1": _f(np.random.default_rng(1).normal(size=(4, 3)) - 0.8), "axes": np.asarray([1], np.int64),
-             "zero": _f(0.0), "W2": _f(np.random.default_rng(2).normal(size=(3, 2)))}),
-            lambda g, n: g.uniform(0, 1, (n, 4)).astype(np.float32)),
+        "divide_no_nan": (
+            _model(
+                [
+                    helper.make_node("MatMul", ["x", "W1"], ["z"]),
+                    helper.make_node("Relu", ["z"], ["h"]),
+                    helper.make_node("ReduceSum", ["h", "axes"], ["s"], keepdims=1),
+                    helper.make_node("Div", ["h", "s"], ["d"]),
+                    helper.make_node("Equal", ["s", "zero"], ["c"]),
+                    helper.make_node("Where", ["c", "zero", "d"], ["w"]),
+                    helper.make_node("MatMul", ["w", "W2"], ["y"]),
+                ],
+                4,
+                {
+                    "W1": _f(np.random.default_rng(1).normal(size=(4, 3)) - 0.8),
+                    "axes": np.asarray([1], np.int64),
+                    "zero": _f(0.0),
+                    "W2": _f(np.random.default_rng(2).normal(size=(3, 2))),
+                },
+            ),
+            lambda g, n: g.uniform(0, 1, (n, 4)).astype(np.float32),
+        ),
         # Logic on masks, a mask moved by Unsqueeze/Squeeze, and casts both ways.
-        "logic": (_model([
-            helper.make_node("Greater", ["x", "zero"], ["g"]), helper.make_node("LessOrEqual", ["x", "half"], ["l"]),
-            helper.make_node("And", ["g", "l"], ["a"]), helper.make_node("Not", ["a"], ["na"]),
-            helper.make_node("Xor", ["na", "g"], ["xo"]), helper.make_node("Or", ["xo", "l"], ["o"]),
-            helper.make_node("Unsqueeze", ["o", "ax"], ["ou"]), helper.make_node("Squeeze", ["ou", "ax"], ["os"]),
-            helper.make_node("Cast", ["os"], ["of"], to=TensorProto.FLOAT), helper.make_node("Mul", ["of", "x"], ["m"]),
-            helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BOOL),
-            helper.make_node("Cast", ["xb"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Add", ["m", "xf"], ["s"]),
-            helper.make_node("ReduceSum", ["s", "ax"], ["y"], keepdims=0)], 5,
-            {"zero": _f(0.0), "half": _f(0.5), "ax": np.asarray([1], np.int64)}),
-            lambda g, n: np.round(g.normal(size=(n, 5)), 1).astype(np.float32)),
+        "logic": (
+            _model(
+                [
+                    helper.make_node("Greater", ["x", "zero"], ["g"]),
+                    helper.make_node("LessOrEqual", ["x", "half"], ["l"]),
+                    helper.make_node("And", ["g", "l"], ["a"]),
+                    helper.make_node("Not", ["a"], ["na"]),
+                    helper.make_node("Xor", ["na", "g"], ["xo"]),
+                    helper.make_node("Or", ["xo", "l"], ["o"]),
+                    helper.make_node("Unsqueeze", ["o", "ax"], ["ou"]),
+                    helper.make_node("Squeeze", ["ou", "ax"], ["os"]),
+                    helper.make_node("Cast", ["os"], ["of"], to=TensorProto.FLOAT),
+                    helper.make_node("Mul", ["of", "x"], ["m"]),
+                    helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BOOL),
+                    helper.make_node("Cast", ["xb"], ["xf"], to=TensorProto.FLOAT),
+                    helper.make_node("Add", ["m", "xf"], ["s"]),
+                    helper.make_node("ReduceSum", ["s", "ax"], ["y"], keepdims=0),
+                ],
+                5,
+                {"zero": _f(0.0), "half": _f(0.5), "ax": np.asarray([1], np.int64)},
+            ),
+            lambda g, n: np.round(g.normal(size=(n, 5)), 1).astype(np.float32),
+        ),
         # A scalar condition (how a data-dependent If is lowered) selecting between two branches.
-        "where(sum(x) > 0, scalar)": (_model([
-            helper.make_node("ReduceSum", ["x"], ["t"], keepdims=0), helper.make_node("Greater", ["t", "zero"], ["c"]),
-            helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Neg", ["x"], ["ng"]),
-            helper.make_node("Where", ["c", "sq", "ng"], ["y"])], 3, {"zero": _f(0.0)}),
-            lambda g, n: g.normal(size=(n, 3)).astype(np.float32)),
+        "where(sum(x) > 0, scalar)": (
+            _model(
+                [
+                    helper.make_node("ReduceSum", ["x"], ["t"], keepdims=0),
+                    helper.make_node("Greater", ["t", "zero"], ["c"]),
+                    helper.make_node("Mul", ["x", "x"], ["sq"]),
+                    helper.make_node("Neg", ["x"], ["ng"]),
+                    helper.make_node("Where", ["c", "sq", "ng"], ["y"]),
+                ],
+                3,
+                {"zero": _f(0.0)},
+            ),
+            lambda g, n: g.normal(size=(n, 3)).astype(np.float32),
+        ),
         # A guard whose untaken branch is NaN on one side or both (log of a negative number), as in an
         # If lowered to Where: the NaN is never selected, so it must carry nothing.
-        "where(x > 0, log(x), -x)": (_model([
-            helper.make_node("Greater", ["x", "zero"], ["c"]), helper.make_node("Log", ["x"], ["lg"]),
-            helper.make_node("Neg", ["x"], ["ng"]), helper.make_node("Where", ["c", "lg", "ng"], ["w"]),
-            helper.make_node("ReduceSum", ["w"], ["y"], keepdims=0)], 4, {"zero": _f(0.0)}),
-            lambda g, n: g.normal(size=(n, 4)).astype(np.float32)),
+        "where(x > 0, log(x), -x)": (
+            _model(
+                [
+                    helper.make_node("Greater", ["x", "zero"], ["c"]),
+                    helper.make_node("Log", ["x"], ["lg"]),
+                    helper.make_node("Neg", ["x"], ["ng"]),
+                    helper.make_node("Where", ["c", "lg", "ng"], ["w"]),
+                    helper.make_node("ReduceSum", ["w"], ["y"], keepdims=0),
+                ],
+                4,
+                {"zero": _f(0.0)},
+            ),
+            lambda g, n: g.normal(size=(n, 4)).astype(np.float32),
+        ),
         # The top-dB floor and a ceiling, both from the data: Clip over three players.
-        "clip(x, max(x) - 1, min(x) + 2)": (_model([
-            # Clip's bounds are scalars: the max and min over the whole example (a batch of one).
-            helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0), helper.make_node("Sub", ["mx", "one"], ["lo"]),
-            helper.make_node("ReduceMin", ["x"], ["mn"], keepdims=0), helper.make_node("Add", ["mn", "two"], ["hi"]),
-            helper.make_node("Clip", ["x", "lo", "hi"], ["cl"]), helper.make_node("MatMul", ["cl", "W"], ["y"])], 6,
-            {"one": _f(1.0), "two": _f(2.0), "W": _f(np.random.default_rng(3).normal(size=(6, 2)))}),
-            lambda g, n: (2 * g.normal(size=(n, 6))).astype(np.float32)),
+        "clip(x, max(x) - 1, min(x) + 2)": (
+            _model(
+                [
+                    # Clip's bounds are scalars: the max and min over the whole example (a batch of one).
+                    helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0),
+                    helper.make_node("Sub", ["mx", "one"], ["lo"]),
+                    helper.make_node("ReduceMin", ["x"], ["mn"], keepdims=0),
+                    helper.make_node("Add", ["mn", "two"], ["hi"]),
+                    helper.make_node("Clip", ["x", "lo", "hi"], ["cl"]),
+                    helper.make_node("MatMul", ["cl", "W"], ["y"]),
+                ],
+                6,
+                {"one": _f(1.0), "two": _f(2.0), "W": _f(np.random.default_rng(3).normal(size=(6, 2)))},
+            ),
+            lambda g, n: (2 * g.normal(size=(n, 6))).astype(np.float32),
+        ),
     }
     return graphs
 
@@ -409,8 +497,9 @@ GRAPHS = _graphs()
 def _diagnose_ok(explainer: onnxshap.Explainer, x: np.ndarray, background: np.ndarray, n_out: int) -> None:
     """Per-node local completeness (float64 feeds) for two (sample, reference) pairs and output slots."""
     for slot, row in [(0, 0), (n_out - 1, 1)]:
-        nodes = explainer._pass.diagnose({"x": x[row:row + 1].astype(np.float64)},
-                                         {"x": background[row:row + 1].astype(np.float64)}, slot, n_out)
+        nodes = explainer._pass.diagnose(
+            {"x": x[row : row + 1].astype(np.float64)}, {"x": background[row : row + 1].astype(np.float64)}, slot, n_out
+        )
         assert nodes
         for label, inflow, outflow in nodes:
             assert abs(inflow - outflow) <= 1e-9 + 1e-7 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
@@ -441,9 +530,12 @@ def _agreeing_and_constant(condition: str) -> tuple[onnx.ModelProto, onnx.ModelP
     """Where(c, p, q) where c is computed from x and true on every row, and the same with c a constant."""
     cols, at = _columns(("p", [0, 1, 2]), ("q", [3, 4, 5]))
     tail = [helper.make_node("Where", ["c", "p", "q"], ["w"]), helper.make_node("Mul", ["w", "w"], ["y"])]
-    computed = [helper.make_node("Abs", ["x"], ["ax"]), helper.make_node("ReduceSum", ["ax", "axes"], ["t"], keepdims=1),
-                helper.make_node(condition, ["t", "minus"], ["c3"]),
-                helper.make_node("Expand", ["c3", "shape"], ["c"])]
+    computed = [
+        helper.make_node("Abs", ["x"], ["ax"]),
+        helper.make_node("ReduceSum", ["ax", "axes"], ["t"], keepdims=1),
+        helper.make_node(condition, ["t", "minus"], ["c3"]),
+        helper.make_node("Expand", ["c3", "shape"], ["c"]),
+    ]
     inits = {**at, "axes": np.asarray([1], np.int64), "minus": _f(-1.0), "shape": np.asarray([1, 3], np.int64)}
     const = {**at, "c": np.asarray([[True, True, True]])}
     return _model(cols + computed + tail, 6, inits), _model(cols + tail, 6, const)
@@ -474,13 +566,16 @@ def _fixture_rows(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _depends_on_x(model: onnx.ModelProto) -> list[str]:
-    """"Op[k]" for each Where condition, Clip bound or comparison input computed from x."""
+    """ "Op[k]" for each Where condition, Clip bound or comparison input computed from x."""
     reached, found = {"x"}, []
     watched = {("Where", 0), ("Clip", 1), ("Clip", 2)}
     comparisons = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"}
     for node in model.graph.node:
-        found += [f"{node.op_type}[{k}]" for k, i in enumerate(node.input)
-                  if i in reached and ((node.op_type, k) in watched or node.op_type in comparisons)]
+        found += [
+            f"{node.op_type}[{k}]"
+            for k, i in enumerate(node.input)
+            if i in reached and ((node.op_type, k) in watched or node.op_type in comparisons)
+        ]
         if reached & set(node.input):
             reached |= set(node.output)
     return found

@@ -40,8 +40,11 @@ def save_model(
     initializers: Sequence[onnx.TensorProto] = (),
 ) -> Path:
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
-        [helper.make_tensor_value_info(n, t, None) for n, t in outputs], list(initializers),
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, None) for n, t in outputs],
+        list(initializers),
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
@@ -52,9 +55,13 @@ def sqrt_log(tmp_path: Path) -> Path:
     """y = sqrt(x): NaN where x < 0; z = log(relu(x)): -inf there. Both sides agree on where."""
     return save_model(
         tmp_path / "sqrt_log.onnx",
-        [helper.make_node("Sqrt", ["x"], ["y"]), helper.make_node("Relu", ["x"], ["r"]),
-         helper.make_node("Log", ["r"], ["z"])],
-        [("x", TensorProto.FLOAT, [2, 4])], [("y", TensorProto.FLOAT), ("z", TensorProto.FLOAT)],
+        [
+            helper.make_node("Sqrt", ["x"], ["y"]),
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Log", ["r"], ["z"]),
+        ],
+        [("x", TensorProto.FLOAT, [2, 4])],
+        [("y", TensorProto.FLOAT), ("z", TensorProto.FLOAT)],
     )
 
 
@@ -172,17 +179,25 @@ def test_random_inputs_follow_how_the_graph_reads_them(tmp_path: Path, capsys: p
     zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
     path = save_model(
         tmp_path / "reads.onnx",
-        [helper.make_node("Gather", ["table", "ids"], ["emb"]),
-         helper.make_node("ReduceSum", ["emb", "axes"], ["s"], keepdims=0),
-         helper.make_node("Cast", ["keep"], ["k"], to=TensorProto.BOOL),
-         helper.make_node("Where", ["k", "s", "zero"], ["kept"]),
-         helper.make_node("Cast", ["count"], ["c"], to=TensorProto.FLOAT),
-         helper.make_node("Add", ["kept", "c"], ["a"]),
-         helper.make_node("Add", ["a", "f"], ["y"]),
-         helper.make_node("Not", ["flag"], ["not_flag"])],
-        [("ids", TensorProto.INT64, [2, 6]), ("keep", TensorProto.INT64, [2, 6]), ("count", TensorProto.INT32, [2, 6]),
-         ("flag", TensorProto.BOOL, [2, 6]), ("f", TensorProto.FLOAT, [2, 6])],
-        [("y", TensorProto.FLOAT), ("not_flag", TensorProto.BOOL)], [table, axes, zero],
+        [
+            helper.make_node("Gather", ["table", "ids"], ["emb"]),
+            helper.make_node("ReduceSum", ["emb", "axes"], ["s"], keepdims=0),
+            helper.make_node("Cast", ["keep"], ["k"], to=TensorProto.BOOL),
+            helper.make_node("Where", ["k", "s", "zero"], ["kept"]),
+            helper.make_node("Cast", ["count"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["kept", "c"], ["a"]),
+            helper.make_node("Add", ["a", "f"], ["y"]),
+            helper.make_node("Not", ["flag"], ["not_flag"]),
+        ],
+        [
+            ("ids", TensorProto.INT64, [2, 6]),
+            ("keep", TensorProto.INT64, [2, 6]),
+            ("count", TensorProto.INT32, [2, 6]),
+            ("flag", TensorProto.BOOL, [2, 6]),
+            ("f", TensorProto.FLOAT, [2, 6]),
+        ],
+        [("y", TensorProto.FLOAT), ("not_flag", TensorProto.BOOL)],
+        [table, axes, zero],
     )
     feeds, drawn = random_feeds(onnxshap.load(path))
     assert feeds["ids"].min() >= 0 and feeds["ids"].max() < 7 and len(np.unique(feeds["ids"])) > 2
@@ -219,8 +234,11 @@ def test_a_model_onnxruntime_refuses_is_a_clean_error(
     kind: str, ort_words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if kind == "bfloat16_abs":
-        nodes = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.BFLOAT16), helper.make_node("Abs", ["h"], ["a"]),
-                 helper.make_node("Cast", ["a"], ["y"], to=TensorProto.FLOAT)]
+        nodes = [
+            helper.make_node("Cast", ["x"], ["h"], to=TensorProto.BFLOAT16),
+            helper.make_node("Abs", ["h"], ["a"]),
+            helper.make_node("Cast", ["a"], ["y"], to=TensorProto.FLOAT),
+        ]
         io_type = TensorProto.FLOAT
     else:
         nodes, io_type = [helper.make_node("Relu", ["x"], ["y"])], TensorProto.UINT8

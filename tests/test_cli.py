@@ -34,7 +34,11 @@ MLP = MODELS / "torch_mlp_logits_probs_ts.onnx"  # x: float32[batch, 10] -> logi
 
 def run_cli(*args: Any, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "onnxshap", *map(str, args)], check=False, capture_output=True, text=True, cwd=cwd or REPO,
+        [sys.executable, "-m", "onnxshap", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
         timeout=600,
     )
 
@@ -99,8 +103,18 @@ def test_check_matches_onnxruntime() -> None:
 
 def test_explain_writes_complete_values(tmp_path: Path) -> None:
     out = tmp_path / "digits.npz"
-    result = run_cli("explain", DIGITS, "--input", DIGITS_SAMPLES, "--background", DIGITS_BACKGROUND,
-                     "--output", "predicted", "-o", out)
+    result = run_cli(
+        "explain",
+        DIGITS,
+        "--input",
+        DIGITS_SAMPLES,
+        "--background",
+        DIGITS_BACKGROUND,
+        "--output",
+        "predicted",
+        "-o",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     e = assert_complete(out)
@@ -126,8 +140,9 @@ def test_explain_from_image_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     for i, img in enumerate(x):
         pil.fromarray(np.round(img[0] * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
     out = tmp_path / "values.npz"
-    code, _, err = run_main(capsys, "explain", DIGITS, "--input", folder, "--background", DIGITS_BACKGROUND,
-                            "--output", "3", "-o", out)
+    code, _, err = run_main(
+        capsys, "explain", DIGITS, "--input", folder, "--background", DIGITS_BACKGROUND, "--output", "3", "-o", out
+    )
     assert code == 0, err
     e = assert_complete(out)
     np.testing.assert_allclose(e.data, x, atol=0.5 / 255 + 1e-6)  # 8-bit rounding only
@@ -168,8 +183,9 @@ def test_explain_csv_with_header_and_sampled_background(tmp_path: Path, capsys: 
     header = ",".join(f"f{i}" for i in range(10))
     np.savetxt(csv, x, delimiter=",", header=header, comments="")
     out = tmp_path / "v.npz"
-    code, stdout, err = run_main(capsys, "explain", MLP, "--input", csv, "--background-size", "5", "--output", "all",
-                                 "-o", out)
+    code, stdout, err = run_main(
+        capsys, "explain", MLP, "--input", csv, "--background-size", "5", "--output", "all", "-o", out
+    )
     assert code == 0, err
     assert "against 5 background row(s)" in stdout
     e = assert_complete(out)
@@ -183,13 +199,28 @@ def test_explain_sub_graph_outputs(tmp_path: Path, capsys: pytest.CaptureFixture
     np.savez(tmp_path / "x.npz", x=x)
     np.save(tmp_path / "bg.npy", bg)
     out = tmp_path / "v.npz"
-    code, _, err = run_main(capsys, "explain", MLP, "--input", tmp_path / "x.npz", "--background", tmp_path / "bg.npy",
-                            "--outputs-from", "logits", "--output", "2", "-o", out)
+    code, _, err = run_main(
+        capsys,
+        "explain",
+        MLP,
+        "--input",
+        tmp_path / "x.npz",
+        "--background",
+        tmp_path / "bg.npy",
+        "--outputs-from",
+        "logits",
+        "--output",
+        "2",
+        "-o",
+        out,
+    )
     assert code == 0, err
     e = assert_complete(out)
     want = run_ort(onnx.load(MLP), {"x": x})["logits"][:, 2]
     np.testing.assert_allclose(e.prediction[:, 0], want, rtol=1e-5)
-    np.testing.assert_allclose(e.base_values[:, 0], run_ort(onnx.load(MLP), {"x": bg})["logits"][:, 2].mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        e.base_values[:, 0], run_ort(onnx.load(MLP), {"x": bg})["logits"][:, 2].mean(), rtol=1e-5
+    )
 
 
 def test_progress_bar_redraws_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,8 +229,18 @@ def test_progress_bar_redraws_on_a_terminal(tmp_path: Path, monkeypatch: pytest.
             return True
 
     np.save(tmp_path / "x.npy", np.random.default_rng(6).standard_normal((3, 10)).astype(np.float32))
-    args = ["explain", str(MLP), "--input", str(tmp_path / "x.npy"), "--background", str(tmp_path / "x.npy"),
-            "--batch-size", "2", "-o", str(tmp_path / "v.npz")]
+    args = [
+        "explain",
+        str(MLP),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--background",
+        str(tmp_path / "x.npy"),
+        "--batch-size",
+        "2",
+        "-o",
+        str(tmp_path / "v.npz"),
+    ]
     stream = Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
     assert cli.main(args) == 0  # on a terminal the bar shows without --progress
@@ -216,8 +257,19 @@ def test_progress_bar_redraws_on_a_terminal(tmp_path: Path, monkeypatch: pytest.
 def test_explain_intermediate_tensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "x.npy", np.random.default_rng(7).standard_normal((5, 10)).astype(np.float32))
     out = tmp_path / "v.npz"
-    code, _, err = run_main(capsys, "explain", MLP, "--input", tmp_path / "x.npy", "--inputs-from",
-                            "/body/body.1/Relu_output_0", "--outputs-from", "logits", "-o", out)
+    code, _, err = run_main(
+        capsys,
+        "explain",
+        MLP,
+        "--input",
+        tmp_path / "x.npy",
+        "--inputs-from",
+        "/body/body.1/Relu_output_0",
+        "--outputs-from",
+        "logits",
+        "-o",
+        out,
+    )
     assert code == 0, err
     e = assert_complete(out)
     assert e.input_names == ["/body/body.1/Relu_output_0"] and e.values.shape == (5, 32, 3)
@@ -230,8 +282,21 @@ def test_explain_token_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     np.save(tmp_path / "ids.npy", ids)
     (tmp_path / "vocab.txt").write_text("\n".join(f"word{i}" for i in range(50)) + "\n")
     out, html = tmp_path / "v.npz", tmp_path / "v.html"
-    code, _, err = run_main(capsys, "explain", MODELS / "seq_text_cnn_ts.onnx", "--input", tmp_path / "ids.npy",
-                            "--plot", html, "--plot-kind", "text", "--vocab", tmp_path / "vocab.txt", "-o", out)
+    code, _, err = run_main(
+        capsys,
+        "explain",
+        MODELS / "seq_text_cnn_ts.onnx",
+        "--input",
+        tmp_path / "ids.npy",
+        "--plot",
+        html,
+        "--plot-kind",
+        "text",
+        "--vocab",
+        tmp_path / "vocab.txt",
+        "-o",
+        out,
+    )
     assert code == 0, err
     e = assert_complete(out)
     assert e.values_for(e.input_names[0]).shape == (3, 30, 2)  # per token, per logit
@@ -247,11 +312,29 @@ def _plots_available() -> None:
 def test_explain_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _plots_available()
     rng = np.random.default_rng(5)
-    np.savetxt(tmp_path / "x.csv", rng.standard_normal((6, 10)), delimiter=",",
-               header=",".join(f"feature_{i}" for i in range(10)), comments="")
+    np.savetxt(
+        tmp_path / "x.csv",
+        rng.standard_normal((6, 10)),
+        delimiter=",",
+        header=",".join(f"feature_{i}" for i in range(10)),
+        comments="",
+    )
     out, png = tmp_path / "v.npz", tmp_path / "v.png"
-    code, stdout, err = run_main(capsys, "explain", MLP, "--input", tmp_path / "x.csv", "--output", "predicted",
-                                 "--plot", png, "--plot-kind", "bar", "-o", out)
+    code, stdout, err = run_main(
+        capsys,
+        "explain",
+        MLP,
+        "--input",
+        tmp_path / "x.csv",
+        "--output",
+        "predicted",
+        "--plot",
+        png,
+        "--plot-kind",
+        "bar",
+        "-o",
+        out,
+    )
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {png}" in stdout
@@ -293,7 +376,9 @@ def test_failed_plot_writes_nothing(
 def _unsupported_model(path: Path) -> Path:
     node = helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
@@ -331,14 +416,19 @@ def test_check_zipmap_and_random_inputs(capsys: pytest.CaptureFixture[str]) -> N
     [
         (["explain", DIGITS, "--input", "missing.npy", "-o", "v.npz"], "input file 'missing.npy' does not exist"),
         (["explain", DIGITS, "--input", DIGITS_SAMPLES, "--output", "1,", "-o", "v.npz"], "--output '1,'"),
-        (["explain", DIGITS, "--input", DIGITS_SAMPLES, "-o", "no/such/dir/v.npz"], "folder 'no/such/dir' does not exist"),
+        (
+            ["explain", DIGITS, "--input", DIGITS_SAMPLES, "-o", "no/such/dir/v.npz"],
+            "folder 'no/such/dir' does not exist",
+        ),
         (["explain", DIGITS, "--input", DIGITS_SAMPLES, "--batch-size", "0", "-o", "v.npz"], "--batch-size"),
         (["explain", DIGITS, "--input", "x.txt", "-o", "v.npz"], "does not exist"),
         (["inspect", MODELS / "frameworks" / "keras_mlp.keras"], "Convert it first: onnxshap convert"),
         (["inspect", "nope.onnx"], "model file 'nope.onnx' does not exist"),
         (["explain", DIGITS, "-o", "v.npz"], "the following arguments are required: --input"),
-        (["explain", MODELS / "seq_transformer_ts.onnx", "--input", DIGITS_SAMPLES, "-o", "v.npz"],
-         "pass an .npz file with one array per input name, e.g. np.savez('x.npz', x=..., mask=...)"),
+        (
+            ["explain", MODELS / "seq_transformer_ts.onnx", "--input", DIGITS_SAMPLES, "-o", "v.npz"],
+            "pass an .npz file with one array per input name, e.g. np.savez('x.npz', x=..., mask=...)",
+        ),
         (["explain", DIGITS, "--input", DIGITS_SAMPLES, "-o", "v.npz", "--rule", "MaxPool"], "expected OP=RULE"),
         (["frobnicate"], "invalid choice"),
         ([], "usage: onnxshap"),
@@ -371,7 +461,10 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[Any], str]]:
         (["explain", DIGITS, "--input", tmp_path / "nan.npy"], "NaN"),
         (["explain", tmp_path / "corrupt.onnx", "--input", DIGITS_SAMPLES], "not a valid ONNX model"),
         (["explain", DIGITS, "--input", tmp_path / "broken.npy"], "Cannot read input file"),
-        (["explain", DIGITS, "--input", DIGITS_SAMPLES, "--outputs-from", "nope"], "Output tensor 'nope' does not exist"),
+        (
+            ["explain", DIGITS, "--input", DIGITS_SAMPLES, "--outputs-from", "nope"],
+            "Output tensor 'nope' does not exist",
+        ),
         (["explain", DIGITS, "--input", DIGITS_SAMPLES, "--output", "10"], "out of range"),
         (["check", tmp_path / "corrupt.onnx"], "not a valid ONNX model"),
     ]
@@ -389,7 +482,9 @@ def test_user_errors_exit_1_with_one_message(tmp_path: Path, capsys: pytest.Capt
         assert not (tmp_path / "v.npz").exists()
 
 
-def test_internal_errors_are_one_line_unless_debug(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_errors_are_one_line_unless_debug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise KeyError("something internal")
 
@@ -453,12 +548,30 @@ def test_explain_under_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> Non
     out = tmp_path / "out.npz"
     # `ulimit -f 4`: writes past 4 KiB fail with EFBIG (Python ignores SIGXFSZ); set in a shell, since
     # forking this process (JAX is loaded, multithreaded) would not be safe.
-    command = " ".join(shlex.quote(str(a)) for a in [
-        sys.executable, "-m", "onnxshap", "explain", DIGITS, "--input", DIGITS_SAMPLES,
-        "--background", DIGITS_BACKGROUND, "-o", out,
-    ])
-    done = subprocess.run(["bash", "-c", f"ulimit -f 4; exec {command}"], check=False, capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    command = " ".join(
+        shlex.quote(str(a))
+        for a in [
+            sys.executable,
+            "-m",
+            "onnxshap",
+            "explain",
+            DIGITS,
+            "--input",
+            DIGITS_SAMPLES,
+            "--background",
+            DIGITS_BACKGROUND,
+            "-o",
+            out,
+        ]
+    )
+    done = subprocess.run(
+        ["bash", "-c", f"ulimit -f 4; exec {command}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stderr
     assert "File too large" in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []

@@ -39,6 +39,7 @@ def plotted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]
         def draw(e: Any, path: Path, **kwargs: Any) -> None:
             calls.append((name if name != "plot" else kwargs.pop("kind"), kwargs))
             Path(path).write_bytes(b"")
+
         return draw
 
     monkeypatch.setattr(_plots, "plot", fake("plot"))
@@ -60,9 +61,25 @@ def test_intermediate_feature_map_plot_gets_channel_axis_and_sample_list(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], plotted: list[tuple[str, dict[str, Any]]]
 ) -> None:
     code, _out, err = run_main(
-        capsys, "explain", DIGITS, "--input", DIGITS_SAMPLES, "--background", DIGITS_BACKGROUND,
-        "--inputs-from", POOLED, "--channel-axis", "0", "--plot-sample", "2,5", "--output", "probs[1],3",
-        "--plot", tmp_path / "maps.png", "-o", tmp_path / "maps.npz",
+        capsys,
+        "explain",
+        DIGITS,
+        "--input",
+        DIGITS_SAMPLES,
+        "--background",
+        DIGITS_BACKGROUND,
+        "--inputs-from",
+        POOLED,
+        "--channel-axis",
+        "0",
+        "--plot-sample",
+        "2,5",
+        "--output",
+        "probs[1],3",
+        "--plot",
+        tmp_path / "maps.png",
+        "-o",
+        tmp_path / "maps.npz",
     )
     assert code == 0, err
     assert plotted == [("auto", {"sample": [2, 5], "channel_axis": 0})]
@@ -83,8 +100,21 @@ def test_channel_axis_needs_an_image_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], plotted: list[tuple[str, dict[str, Any]]]
 ) -> None:
     np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((2, 10)).astype(np.float32))
-    code, _, err = run_main(capsys, "explain", MLP, "--input", tmp_path / "x.npy", "--plot-kind", "bar",
-                            "--channel-axis", "0", "--plot", tmp_path / "p.png", "-o", tmp_path / "v.npz")
+    code, _, err = run_main(
+        capsys,
+        "explain",
+        MLP,
+        "--input",
+        tmp_path / "x.npy",
+        "--plot-kind",
+        "bar",
+        "--channel-axis",
+        "0",
+        "--plot",
+        tmp_path / "p.png",
+        "-o",
+        tmp_path / "v.npz",
+    )
     assert code == 2 and "--channel-axis applies to image plots; this plot is --plot-kind bar" in err
     assert plotted == [] and not (tmp_path / "v.npz").exists()
 
@@ -98,8 +128,21 @@ def test_image_folder_rows_are_titled_by_file_name(
     x = np.load(DIGITS_SAMPLES)
     for i, name in enumerate(["b_seven.png", "a_three.png"]):
         pil.fromarray((np.clip(x[i, 0], 0, 1) * 255).astype(np.uint8)).save(folder / name)
-    code, _, err = run_main(capsys, "explain", DIGITS, "--input", folder, "--background", DIGITS_BACKGROUND,
-                            "--output", "predicted", "--plot", tmp_path / "p.png", "-o", tmp_path / "v.npz")
+    code, _, err = run_main(
+        capsys,
+        "explain",
+        DIGITS,
+        "--input",
+        folder,
+        "--background",
+        DIGITS_BACKGROUND,
+        "--output",
+        "predicted",
+        "--plot",
+        tmp_path / "p.png",
+        "-o",
+        tmp_path / "v.npz",
+    )
     assert code == 0, err
     assert plotted == [("auto", {"channel_axis": 0, "sample_names": ["a_three.png", "b_seven.png"]})]
 
@@ -108,9 +151,15 @@ def test_image_plot_draws_sample_names(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="plots need matplotlib (the onnxshap[plot] extra)")
     rng = np.random.default_rng(2)
     e = onnxshap.Explanation(
-        values=rng.standard_normal((2, 1, 4, 4, 1)), base_values=np.zeros((2, 1)), data=rng.random((2, 1, 4, 4)),
-        prediction=np.ones((2, 1)), residual=np.zeros((2, 1)), input_names=["x"], output_names=["y"],
-        output_indices=np.zeros((2, 1), dtype=np.int64), all_output_names=["y"],
+        values=rng.standard_normal((2, 1, 4, 4, 1)),
+        base_values=np.zeros((2, 1)),
+        data=rng.random((2, 1, 4, 4)),
+        prediction=np.ones((2, 1)),
+        residual=np.zeros((2, 1)),
+        input_names=["x"],
+        output_names=["y"],
+        output_indices=np.zeros((2, 1), dtype=np.int64),
+        all_output_names=["y"],
     )
     _plots.plot(e, tmp_path / "named.png", kind="image", sample_names=["a.png", "a_rather_long_name_of_a_photo.jpg"])
     assert (tmp_path / "named.png").stat().st_size > 0
@@ -131,8 +180,11 @@ def test_explain_accepts_output_labels(mlp: tuple[onnxshap.Explainer, np.ndarray
     np.testing.assert_array_equal(by_label.values, explainer.explain(x, output=2).values)
     assert explainer.explain(x, output=["logits[0]", 1]).output_names == ["logits[0]", "logits[1]"]
     assert explainer.explain(x, output="predicted").output_names == ["predicted"]
-    with pytest.raises(onnxshap.InputError, match=r"'probs\[1\]' is not a label .* 'logits\[0\]', 'logits\[1\]', "
-                                                  r"'logits\[2\]' \(3 in all\)"):
+    with pytest.raises(
+        onnxshap.InputError,
+        match=r"'probs\[1\]' is not a label .* 'logits\[0\]', 'logits\[1\]', "
+        r"'logits\[2\]' \(3 in all\)",
+    ):
         explainer.explain(x, output="probs[1]")
 
 
@@ -145,8 +197,10 @@ def test_cli_output_labels_and_the_background_note(tmp_path: Path, capsys: pytes
     # The samples were their own background: said once, with what to do instead.
     notes = [line for line in err.splitlines() if line.startswith("note: ")]
     assert notes == [
-        ("note: no --background: all 4 --input rows are the reference, so each sample is explained against the "
-        "others; pass --background FILE with typical data for a fixed reference.")
+        (
+            "note: no --background: all 4 --input rows are the reference, so each sample is explained against the "
+            "others; pass --background FILE with typical data for a fixed reference."
+        )
     ]
     code, _, err = run_main(capsys, *common, "--background-size", "2", "--output", "0", "-o", tmp_path / "w.npz")
     assert code == 0 and "note: no --background: 2 of the 4 --input rows (sampled, --seed 0) are" in err
@@ -192,9 +246,15 @@ def test_text_figure_is_as_wide_as_its_tokens(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(4)
     e = onnxshap.Explanation(
-        values=rng.standard_normal((1, 7, 1)), base_values=np.zeros((1, 1)), data=np.arange(7)[None],
-        prediction=np.ones((1, 1)), residual=np.zeros((1, 1)), input_names=["ids"], output_names=["y"],
-        output_indices=np.zeros((1, 1), dtype=np.int64), all_output_names=["y"],
+        values=rng.standard_normal((1, 7, 1)),
+        base_values=np.zeros((1, 1)),
+        data=np.arange(7)[None],
+        prediction=np.ones((1, 1)),
+        residual=np.zeros((1, 1)),
+        input_names=["ids"],
+        output_names=["y"],
+        output_indices=np.zeros((1, 1), dtype=np.int64),
+        all_output_names=["y"],
     )
     e.plot(tmp_path / "short.png", kind="text", tokens=["explanations"] * 7)  # one line, about 7.5 in
     pixels = np.asarray(Image.open(tmp_path / "short.png").convert("L"))

@@ -47,9 +47,7 @@ def mlp_input(tmp_path: Path) -> Path:
     return path
 
 
-def test_default_location_follows_the_environment(
-    clean_env: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_default_location_follows_the_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clean_env.setenv("HOME", str(tmp_path / "home"))
     assert _compile_cache.default_cache_dir() == tmp_path / "home" / ".cache" / "onnxshap" / "jax"
     clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -66,20 +64,29 @@ def test_no_home_folder_is_an_output_error(clean_env: pytest.MonkeyPatch) -> Non
         _compile_cache.default_cache_dir()
 
 
-@pytest.mark.parametrize(("value", "wanted"), [
-    (None, True), ("1", True), ("", True),
-    ("0", False), ("false", False), ("Off", False), ("no", False),
-])
-def test_the_switch_variable(
-    clean_env: pytest.MonkeyPatch, value: str | None, wanted: bool
-) -> None:
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [
+        (None, True),
+        ("1", True),
+        ("", True),
+        ("0", False),
+        ("false", False),
+        ("Off", False),
+        ("no", False),
+    ],
+)
+def test_the_switch_variable(clean_env: pytest.MonkeyPatch, value: str | None, wanted: bool) -> None:
     if value is not None:
         clean_env.setenv("ONNXSHAP_COMPILATION_CACHE", value)
     assert _compile_cache.default_cache_wanted() is wanted
 
 
 def test_explain_uses_the_default_cache_unless_turned_off(
-    clean_env: pytest.MonkeyPatch, switched_on: list[Path], tmp_path: Path, mlp_input: Path,
+    clean_env: pytest.MonkeyPatch,
+    switched_on: list[Path],
+    tmp_path: Path,
+    mlp_input: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     clean_env.setenv("ONNXSHAP_CACHE_DIR", str(tmp_path / "cache"))
@@ -99,7 +106,10 @@ def test_explain_uses_the_default_cache_unless_turned_off(
 
 
 def test_an_unusable_default_folder_is_a_note_not_an_error(
-    clean_env: pytest.MonkeyPatch, switched_on: list[Path], tmp_path: Path, mlp_input: Path,
+    clean_env: pytest.MonkeyPatch,
+    switched_on: list[Path],
+    tmp_path: Path,
+    mlp_input: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "a_file").write_text("not a folder")
@@ -111,8 +121,18 @@ def test_an_unusable_default_folder_is_a_note_not_an_error(
     assert len(notes) == 1 and notes[0].startswith("note: Cannot use "), notes
     assert "is a file, not a folder" in notes[0] and "ONNXSHAP_COMPILATION_CACHE=0" in notes[0]
     # The same folder named on the command line is an error (exit 1), as any unusable DIR is.
-    code = cli.main(["explain", str(MLP), "--input", str(mlp_input), "-o", str(out),
-                     "--compilation-cache", str(tmp_path / "a_file" / "cache")])
+    code = cli.main(
+        [
+            "explain",
+            str(MLP),
+            "--input",
+            str(mlp_input),
+            "-o",
+            str(out),
+            "--compilation-cache",
+            str(tmp_path / "a_file" / "cache"),
+        ]
+    )
     assert code == 1 and "Give a folder." in capsys.readouterr().err
 
 
@@ -131,11 +151,8 @@ def test_prune_deletes_the_least_recently_used_entries_first(tmp_path: Path) -> 
 def _explain_in_a_new_process(cache: Path, x: Path, out: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env["ONNXSHAP_CACHE_DIR"] = str(cache)
-    command = [sys.executable, "-m", "onnxshap", "explain", str(MLP), "--input", str(x),
-               "-o", str(out)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False
-    )
+    command = [sys.executable, "-m", "onnxshap", "explain", str(MLP), "--input", str(x), "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "compilation cache" not in done.stderr
 

@@ -34,9 +34,18 @@ from tests.helpers import player_shapley
 
 ML = "ai.onnx.ml"
 COMPOSITE_OPS = [
-    ("", "InstanceNormalization"), ("", "LRN"), ("", "LpPool"), ("", "GlobalLpPool"), ("", "ReduceProd"),
-    ("", "ReduceL1"), ("", "ReduceL2"), ("", "ReduceSumSquare"), ("", "ReduceLogSum"), ("", "ReduceLogSumExp"),
-    (ML, "Normalizer"), (ML, "LinearClassifier"),
+    ("", "InstanceNormalization"),
+    ("", "LRN"),
+    ("", "LpPool"),
+    ("", "GlobalLpPool"),
+    ("", "ReduceProd"),
+    ("", "ReduceL1"),
+    ("", "ReduceL2"),
+    ("", "ReduceSumSquare"),
+    ("", "ReduceLogSum"),
+    ("", "ReduceLogSumExp"),
+    (ML, "Normalizer"),
+    (ML, "LinearClassifier"),
 ]
 
 
@@ -54,9 +63,15 @@ def _node(op: str, domain: str, since: int, n_inputs: int, n_outputs: int, attrs
     spec = registry().get(op, domain)
     assert spec is not None and since in spec.since
     return Node(
-        index=0, name="n", op_type=op, domain=domain, since_version=since,
-        inputs=tuple(f"i{k}" for k in range(n_inputs)), outputs=tuple(f"o{k}" for k in range(n_outputs)),
-        attrs={**_schema_defaults(op, domain, since), **attrs}, spec=spec,
+        index=0,
+        name="n",
+        op_type=op,
+        domain=domain,
+        since_version=since,
+        inputs=tuple(f"i{k}" for k in range(n_inputs)),
+        outputs=tuple(f"o{k}" for k in range(n_outputs)),
+        attrs={**_schema_defaults(op, domain, since), **attrs},
+        spec=spec,
     )
 
 
@@ -167,15 +182,19 @@ def test_reduce_log_sum_exp_is_stable_in_float32() -> None:
     x, r = _pair((4, 6), rng)
     x[:2] += 1000.0  # exp overflows on the sample side ...
     r[1:3] -= 500.0  # ... and the reference side is 1500 below: its shifted sum underflows to 0
-    (err,) = local_completeness("ReduceLogSumExp", [x.astype(np.float32)], [r.astype(np.float32)], dict(axes=[1], keepdims=1), since=13)
+    (err,) = local_completeness(
+        "ReduceLogSumExp", [x.astype(np.float32)], [r.astype(np.float32)], dict(axes=[1], keepdims=1), since=13
+    )
     assert err.max() < 1e-5, err.max()
 
 
 # Near 0, 'x ~ r' must be judged relative to the values, else log and sqrt take a far-off midpoint slope.
 @pytest.mark.parametrize(
     ("op", "x", "r"),
-    [("ReduceLogSum", np.full((1, 4), 0.25e-7), np.full((1, 4), 0.5e-7)),  # sums 1e-7 and 2e-7: 4% off
-     ("ReduceL2", np.zeros((1, 4)), np.full((1, 4), 0.5e-4))],  # sums of squares 0 and 1e-8: 29% off
+    [
+        ("ReduceLogSum", np.full((1, 4), 0.25e-7), np.full((1, 4), 0.5e-7)),  # sums 1e-7 and 2e-7: 4% off
+        ("ReduceL2", np.zeros((1, 4)), np.full((1, 4), 0.5e-4)),
+    ],  # sums of squares 0 and 1e-8: 29% off
     ids=["log-of-tiny-sums", "sqrt-of-tiny-sums"],
 )
 def test_rescale_is_complete_for_tiny_values_near_zero(op: str, x: np.ndarray, r: np.ndarray) -> None:
@@ -203,12 +222,28 @@ def _nn_cases() -> list[Any]:
     zeros_x[0, :, :2], zeros_r[0, :, :2] = 0, 0  # windows that are zero on both sides
     zeros_x[1, 1] = 0
     return [
-        pytest.param("InstanceNormalization", 6, [x, scale, bias], [r, scale, bias], dict(epsilon=1e-3), id="instancenorm"),
-        pytest.param("InstanceNormalization", 22, [x, scale, bias], [r, scale_r, bias_r], dict(epsilon=1e-5), id="instancenorm-varying-scale-bias"),
+        pytest.param(
+            "InstanceNormalization", 6, [x, scale, bias], [r, scale, bias], dict(epsilon=1e-3), id="instancenorm"
+        ),
+        pytest.param(
+            "InstanceNormalization",
+            22,
+            [x, scale, bias],
+            [r, scale_r, bias_r],
+            dict(epsilon=1e-5),
+            id="instancenorm-varying-scale-bias",
+        ),
         pytest.param("LRN", 13, [x], [r], dict(size=3, alpha=0.2, beta=0.75, bias=1.0), id="lrn-3"),
         pytest.param("LRN", 1, [x], [r], dict(size=4, alpha=0.5, beta=0.6, bias=2.0), id="lrn-even"),
         pytest.param("LpPool", 18, [zeros_x], [zeros_r], dict(kernel_shape=[2, 2], p=2), id="lppool-p2-zeros"),
-        pytest.param("LpPool", 18, [x], [r], dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], ceil_mode=1, p=3), id="lppool-p3"),
+        pytest.param(
+            "LpPool",
+            18,
+            [x],
+            [r],
+            dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], ceil_mode=1, p=3),
+            id="lppool-p3",
+        ),
         pytest.param("LpPool", 11, [x], [r], dict(kernel_shape=[2, 3], auto_pad="SAME_UPPER", p=1), id="lppool-p1"),
         pytest.param("GlobalLpPool", 2, [zeros_x], [zeros_r], dict(p=2), id="globallppool-p2-zeros"),
         pytest.param("GlobalLpPool", 22, [x], [r], dict(p=3), id="globallppool-p3"),
@@ -216,16 +251,34 @@ def _nn_cases() -> list[Any]:
 
 
 @pytest.mark.parametrize(("op", "since", "xs", "rs", "attrs"), _nn_cases())
-def test_nn_rules_are_locally_complete(op: str, since: int, xs: list[np.ndarray], rs: list[np.ndarray], attrs: dict[str, Any]) -> None:
+def test_nn_rules_are_locally_complete(
+    op: str, since: int, xs: list[np.ndarray], rs: list[np.ndarray], attrs: dict[str, Any]
+) -> None:
     with jax.enable_x64(True):
         (err,) = local_completeness(op, xs, rs, attrs, since=since)
     assert err.max() < 1e-10, err.max()
 
 
-ROWS = np.array([[1.0, -2.0, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0], [-4.0, -1.0, -2.0, -0.5], [-1.0, 0.0, -2.0, 0.0],
-                 [0.3, 0.2, -0.1, 2.5], [0.0, 0.0, 0.0, 0.0]])
-ROWS_R = np.array([[0.5, -2.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 2.0, -2.0, 0.0], [-1.0, 3.0, -2.0, 1.0],
-                   [0.0, 0.0, 0.0, 0.0], [0.3, -0.2, 0.1, 1.0]])
+ROWS = np.array(
+    [
+        [1.0, -2.0, 3.0, 0.5],
+        [0.0, 0.0, 0.0, 0.0],
+        [-4.0, -1.0, -2.0, -0.5],
+        [-1.0, 0.0, -2.0, 0.0],
+        [0.3, 0.2, -0.1, 2.5],
+        [0.0, 0.0, 0.0, 0.0],
+    ]
+)
+ROWS_R = np.array(
+    [
+        [0.5, -2.0, 1.0, 0.5],
+        [0.0, 0.0, 0.0, 0.0],
+        [1.0, 2.0, -2.0, 0.0],
+        [-1.0, 3.0, -2.0, 1.0],
+        [0.0, 0.0, 0.0, 0.0],
+        [0.3, -0.2, 0.1, 1.0],
+    ]
+)
 
 
 @pytest.mark.parametrize("norm", ["MAX", "L1", "L2"])
@@ -255,14 +308,18 @@ def test_linear_classifier_rule_is_locally_complete(post_transform: str) -> None
         x, r = 0.05 * np.abs(x) + 0.3, 0.05 * np.abs(np.clip(r, -3, 3)) + 0.3
         intercepts = [0.2, 0.3, 0.4]
     coefficients = W3 if post_transform != "PROBIT" else [abs(w) * 0.1 for w in W3]
-    attrs = dict(coefficients=coefficients, intercepts=intercepts, classlabels_ints=[3, 5, 7], post_transform=post_transform)
+    attrs = dict(
+        coefficients=coefficients, intercepts=intercepts, classlabels_ints=[3, 5, 7], post_transform=post_transform
+    )
     with jax.enable_x64(True):
         # float32 throughout (as onnxruntime): the saturated row has log-sum-exps ~260 apart, whose float32
         # spacing (3e-5) bounds how exactly the softmax's log step can match an output change of ~0.7.
         (err,) = local_completeness("LinearClassifier", [x], [r], attrs, since=1, domain=ML, n_outputs=2)
         assert err.max() < 1e-4, err.max()
         if post_transform != "PROBIT":
-            binary = dict(coefficients=[0.5, -1.0, 0.2], intercepts=[-0.1], classlabels_ints=[4, 9], post_transform=post_transform)
+            binary = dict(
+                coefficients=[0.5, -1.0, 0.2], intercepts=[-0.1], classlabels_ints=[4, 9], post_transform=post_transform
+            )
             (err,) = local_completeness("LinearClassifier", [x], [r], binary, since=1, domain=ML, n_outputs=2)
             assert err.max() < 1e-5, err.max()
 
@@ -271,8 +328,12 @@ def test_linear_classifier_rule_is_locally_complete(post_transform: str) -> None
 
 # Function-expanded backend cases: the op's function body as a graph of primitive ops.
 EXPANDED_PREFIXES = (
-    "test_layer_normalization_", "test_reduce_l1_", "test_reduce_l2_", "test_reduce_sum_square_",
-    "test_reduce_log_sum_", "test_reduce_log_sum_exp_",
+    "test_layer_normalization_",
+    "test_reduce_l1_",
+    "test_reduce_l2_",
+    "test_reduce_sum_square_",
+    "test_reduce_log_sum_",
+    "test_reduce_log_sum_exp_",
 )
 
 
@@ -342,7 +403,9 @@ def _in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
     for i, init in enumerate(graph.initializer):
         if init.data_type == TensorProto.FLOAT:
-            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+            graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name)
+            )
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
@@ -360,7 +423,9 @@ def _background(x: np.ndarray, rng: np.random.Generator, n: int = 4) -> np.ndarr
     """n perturbed copies of the first sample: multiplicative noise keeps signs (positive data stays
     positive for ReduceLogSum); about a quarter of the positions equal the sample's."""
     base = np.broadcast_to(x[:1], (n, *x.shape[1:]))
-    noisy = base * np.exp(0.3 * rng.standard_normal(base.shape)) + 0.05 * np.abs(base).mean() * rng.standard_normal(base.shape)
+    noisy = base * np.exp(0.3 * rng.standard_normal(base.shape)) + 0.05 * np.abs(base).mean() * rng.standard_normal(
+        base.shape
+    )
     if np.all(x > 0):
         noisy = np.abs(noisy)
     keep = rng.uniform(size=base.shape) < 0.25
@@ -406,18 +471,27 @@ def test_agrees_with_function_expanded_case(name: str) -> None:
 # Naive graphs of primitive ops for the ops without a function body.
 
 
-def _model(nodes: list[onnx.NodeProto], x: np.ndarray, inits: dict[str, np.ndarray], outputs: Sequence[str] = ("y",),
-           opsets: Sequence[tuple[str, int]] = (("", 18),)) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto],
+    x: np.ndarray,
+    inits: dict[str, np.ndarray],
+    outputs: Sequence[str] = ("y",),
+    opsets: Sequence[tuple[str, int]] = (("", 18),),
+) -> onnx.ModelProto:
     elem = helper.np_dtype_to_tensor_dtype(x.dtype)
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", elem, ["N", *x.shape[1:]])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", elem, ["N", *x.shape[1:]])],
         [helper.make_empty_tensor_value_info(o) for o in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=8)
 
 
-def _assert_explanations_agree(op_model: onnx.ModelProto, naive: onnx.ModelProto, x: np.ndarray, what: str, outputs: str | None = None) -> float:
+def _assert_explanations_agree(
+    op_model: onnx.ModelProto, naive: onnx.ModelProto, x: np.ndarray, what: str, outputs: str | None = None
+) -> float:
     background = _background(x, np.random.default_rng(6))
     got = onnxshap.Explainer(op_model, background, outputs=outputs).explain(x)
     want = onnxshap.Explainer(naive, background, outputs=outputs).explain(x)
@@ -435,18 +509,27 @@ def test_instance_normalization_agrees_with_naive_graph() -> None:
     x = rng.standard_normal((2, 3, 4, 5))
     inits = {"s": rng.standard_normal(3), "b": rng.standard_normal(3)}
     op = _model([helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=1e-3)], x, inits)
-    naive_inits = {"s4": inits["s"].reshape(3, 1, 1), "b4": inits["b"].reshape(3, 1, 1), "eps": _c(np.float32(1e-3)), "ax": _c([2, 3], np.int64)}
-    naive = _model([
-        helper.make_node("ReduceMean", ["x", "ax"], ["mean"]),
-        helper.make_node("Sub", ["x", "mean"], ["c"]),
-        helper.make_node("Mul", ["c", "c"], ["c2"]),
-        helper.make_node("ReduceMean", ["c2", "ax"], ["var"]),
-        helper.make_node("Add", ["var", "eps"], ["ve"]),
-        helper.make_node("Sqrt", ["ve"], ["std"]),
-        helper.make_node("Div", ["c", "std"], ["n"]),
-        helper.make_node("Mul", ["n", "s4"], ["ns"]),
-        helper.make_node("Add", ["ns", "b4"], ["y"]),
-    ], x, naive_inits)
+    naive_inits = {
+        "s4": inits["s"].reshape(3, 1, 1),
+        "b4": inits["b"].reshape(3, 1, 1),
+        "eps": _c(np.float32(1e-3)),
+        "ax": _c([2, 3], np.int64),
+    }
+    naive = _model(
+        [
+            helper.make_node("ReduceMean", ["x", "ax"], ["mean"]),
+            helper.make_node("Sub", ["x", "mean"], ["c"]),
+            helper.make_node("Mul", ["c", "c"], ["c2"]),
+            helper.make_node("ReduceMean", ["c2", "ax"], ["var"]),
+            helper.make_node("Add", ["var", "eps"], ["ve"]),
+            helper.make_node("Sqrt", ["ve"], ["std"]),
+            helper.make_node("Div", ["c", "std"], ["n"]),
+            helper.make_node("Mul", ["n", "s4"], ["ns"]),
+            helper.make_node("Add", ["ns", "b4"], ["y"]),
+        ],
+        x,
+        naive_inits,
+    )
     _assert_explanations_agree(op, naive, x, "InstanceNormalization")
 
 
@@ -459,8 +542,13 @@ def test_lrn_agrees_with_naive_graph(size: int) -> None:
     op = _model([helper.make_node("LRN", ["x"], ["y"], size=size, alpha=alpha, beta=beta, bias=bias)], x, {})
     before = (size - 1) // 2
     nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Pad", ["sq", "pads"], ["padded"])]
-    inits = {"pads": _c([0, before, 0, 0, 0, size - 1 - before, 0, 0], np.int64), "axis": _c([1], np.int64),
-             "k": _c(alpha / size), "bias": _c(bias), "beta": _c(beta)}
+    inits = {
+        "pads": _c([0, before, 0, 0, 0, size - 1 - before, 0, 0], np.int64),
+        "axis": _c([1], np.int64),
+        "k": _c(alpha / size),
+        "bias": _c(bias),
+        "beta": _c(beta),
+    }
     for i in range(size):
         inits[f"s{i}"], inits[f"e{i}"] = _c([i], np.int64), _c([i + 5], np.int64)
         nodes.append(helper.make_node("Slice", ["padded", f"s{i}", f"e{i}", "axis"], [f"w{i}"]))
@@ -485,13 +573,17 @@ def test_lp_pool_agrees_with_naive_graph(p: int) -> None:
     x = rng.standard_normal((2, 2, 5, 6))
     pool = dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1])
     op = _model([helper.make_node("LpPool", ["x"], ["y"], p=p, **pool)], x, {})
-    naive = _model([
-        helper.make_node("Abs", ["x"], ["a"]),
-        helper.make_node("Pow", ["a", "p"], ["ap"]),
-        helper.make_node("AveragePool", ["ap"], ["avg"], count_include_pad=1, **pool),
-        helper.make_node("Mul", ["avg", "k"], ["total"]),
-        helper.make_node("Pow", ["total", "inv_p"], ["y"]),
-    ], x, {"p": _c(p), "k": _c(6.0), "inv_p": _c(1.0 / p)})
+    naive = _model(
+        [
+            helper.make_node("Abs", ["x"], ["a"]),
+            helper.make_node("Pow", ["a", "p"], ["ap"]),
+            helper.make_node("AveragePool", ["ap"], ["avg"], count_include_pad=1, **pool),
+            helper.make_node("Mul", ["avg", "k"], ["total"]),
+            helper.make_node("Pow", ["total", "inv_p"], ["y"]),
+        ],
+        x,
+        {"p": _c(p), "k": _c(6.0), "inv_p": _c(1.0 / p)},
+    )
     _assert_explanations_agree(op, naive, x, f"LpPool p={p}")
 
 
@@ -499,12 +591,16 @@ def test_global_lp_pool_agrees_with_naive_graph() -> None:
     rng = np.random.default_rng(10)
     x = rng.standard_normal((2, 3, 4, 2))
     op = _model([helper.make_node("GlobalLpPool", ["x"], ["y"], p=3)], x, {})
-    naive = _model([
-        helper.make_node("Abs", ["x"], ["a"]),
-        helper.make_node("Pow", ["a", "p"], ["ap"]),
-        helper.make_node("ReduceSum", ["ap", "ax"], ["total"], keepdims=1),
-        helper.make_node("Pow", ["total", "inv_p"], ["y"]),
-    ], x, {"p": _c(3.0), "ax": _c([2, 3], np.int64), "inv_p": _c(1 / 3)})
+    naive = _model(
+        [
+            helper.make_node("Abs", ["x"], ["a"]),
+            helper.make_node("Pow", ["a", "p"], ["ap"]),
+            helper.make_node("ReduceSum", ["ap", "ax"], ["total"], keepdims=1),
+            helper.make_node("Pow", ["total", "inv_p"], ["y"]),
+        ],
+        x,
+        {"p": _c(3.0), "ax": _c([2, 3], np.int64), "inv_p": _c(1 / 3)},
+    )
     _assert_explanations_agree(op, naive, x, "GlobalLpPool")
 
 
@@ -538,7 +634,9 @@ def test_reduce_prod_gives_exact_shapley_values(k: int) -> None:
     np.testing.assert_allclose(e.values[..., 0], want, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("norm", [pytest.param("MAX", marks=pytest.mark.slow), pytest.param("L1", marks=pytest.mark.slow), "L2"])
+@pytest.mark.parametrize(
+    "norm", [pytest.param("MAX", marks=pytest.mark.slow), pytest.param("L1", marks=pytest.mark.slow), "L2"]
+)
 def test_normalizer_agrees_with_naive_graph(norm: str) -> None:
     rng = np.random.default_rng(13)
     x = rng.standard_normal((3, 5)).astype(np.float32)
@@ -547,8 +645,11 @@ def test_normalizer_agrees_with_naive_graph(norm: str) -> None:
     divisor = {
         "MAX": [helper.make_node("ReduceMax", ["x", "ax"], ["d"], keepdims=1)],
         "L1": [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("ReduceSum", ["a", "ax"], ["d"], keepdims=1)],
-        "L2": [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("ReduceSum", ["sq", "ax"], ["s"], keepdims=1),
-               helper.make_node("Sqrt", ["s"], ["d"])],
+        "L2": [
+            helper.make_node("Mul", ["x", "x"], ["sq"]),
+            helper.make_node("ReduceSum", ["sq", "ax"], ["s"], keepdims=1),
+            helper.make_node("Sqrt", ["s"], ["d"]),
+        ],
     }[norm]
     naive = _model([*divisor, helper.make_node("Div", ["x", "d"], ["y"])], x, inits)
     _assert_explanations_agree(op, naive, x, f"Normalizer {norm}")
@@ -556,7 +657,11 @@ def test_normalizer_agrees_with_naive_graph(norm: str) -> None:
 
 @pytest.mark.parametrize(
     "post_transform",
-    ["SOFTMAX", "BINARY_LOGISTIC", *(pytest.param(t, marks=pytest.mark.slow) for t in ("NONE", "LOGISTIC", "SOFTMAX_ZERO", "BINARY_NONE"))],
+    [
+        "SOFTMAX",
+        "BINARY_LOGISTIC",
+        *(pytest.param(t, marks=pytest.mark.slow) for t in ("NONE", "LOGISTIC", "SOFTMAX_ZERO", "BINARY_NONE")),
+    ],
 )
 def test_linear_classifier_agrees_with_naive_graph(post_transform: str) -> None:
     """NONE = MatMul + Add; SOFTMAX (and SOFTMAX_ZERO without zero scores) = Softmax after it; LOGISTIC =
@@ -568,18 +673,39 @@ def test_linear_classifier_agrees_with_naive_graph(post_transform: str) -> None:
     w = rng.standard_normal((1 if binary else 3, 4)).astype(np.float32)
     b = rng.standard_normal(len(w)).astype(np.float32)
     labels = [0, 1] if binary else [0, 1, 2]
-    op = _model([helper.make_node("LinearClassifier", ["x"], ["label", "y"], domain=ML, coefficients=w.reshape(-1).tolist(),
-                                  intercepts=b.tolist(), classlabels_ints=labels, post_transform=transform)],
-                x, {}, outputs=("label", "y"), opsets=(("", 18), (ML, 3)))
+    op = _model(
+        [
+            helper.make_node(
+                "LinearClassifier",
+                ["x"],
+                ["label", "y"],
+                domain=ML,
+                coefficients=w.reshape(-1).tolist(),
+                intercepts=b.tolist(),
+                classlabels_ints=labels,
+                post_transform=transform,
+            )
+        ],
+        x,
+        {},
+        outputs=("label", "y"),
+        opsets=(("", 18), (ML, 3)),
+    )
     nodes = [helper.make_node("MatMul", ["x", "wt"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["s"])]
-    last = {"NONE": [], "SOFTMAX": [helper.make_node("Softmax", ["s"], ["t"], axis=1)],
-            "SOFTMAX_ZERO": [helper.make_node("Softmax", ["s"], ["t"], axis=1)],
-            "LOGISTIC": [helper.make_node("Sigmoid", ["s"], ["t"])]}[transform]
+    last = {
+        "NONE": [],
+        "SOFTMAX": [helper.make_node("Softmax", ["s"], ["t"], axis=1)],
+        "SOFTMAX_ZERO": [helper.make_node("Softmax", ["s"], ["t"], axis=1)],
+        "LOGISTIC": [helper.make_node("Sigmoid", ["s"], ["t"])],
+    }[transform]
     nodes += last
     score = "t" if last else "s"
     inits = {"wt": w.T.copy(), "b": b}
     if binary:
-        nodes += [helper.make_node("Sub", ["one", score], ["q"]), helper.make_node("Concat", ["q", score], ["y"], axis=1)]
+        nodes += [
+            helper.make_node("Sub", ["one", score], ["q"]),
+            helper.make_node("Concat", ["q", score], ["y"], axis=1),
+        ]
         inits["one"] = np.ones((1, 1), np.float32)
     else:
         nodes.append(helper.make_node("Identity", [score], ["y"]))
@@ -593,26 +719,42 @@ def _e2e_groups() -> list[Any]:
     """Graphs of several branches, one per op, each reading h = x @ W reshaped to [N, 3, 4] (h4: [N, 3, 4, 1],
     h2: [N, 12], hp: |h| for the logs of sums) and writing output "<op>": one compilation per group."""
     ml = (("", 18), (ML, 3))
-    reduce18 = [helper.make_node(op, ["hp" if op == "ReduceLogSum" else "h", "ax"], [op], keepdims=0) for op in REDUCE_OPS]
-    reduce13 = [helper.make_node(op, ["hp" if op == "ReduceLogSum" else "h"], [op], axes=[2], keepdims=1) for op in REDUCE_OPS]
+    reduce18 = [
+        helper.make_node(op, ["hp" if op == "ReduceLogSum" else "h", "ax"], [op], keepdims=0) for op in REDUCE_OPS
+    ]
+    reduce13 = [
+        helper.make_node(op, ["hp" if op == "ReduceLogSum" else "h"], [op], axes=[2], keepdims=1) for op in REDUCE_OPS
+    ]
     nn = [
         helper.make_node("InstanceNormalization", ["h", "s", "b"], ["InstanceNormalization"]),
         helper.make_node("LRN", ["h4"], ["LRN"], size=3, alpha=0.3),
         helper.make_node("LpPool", ["h4"], ["LpPool"], kernel_shape=[2, 2], p=2, pads=[1, 0, 0, 1]),
         helper.make_node("GlobalLpPool", ["h4"], ["GlobalLpPool"], p=3),
     ]
-    normalizers = [helper.make_node("Normalizer", ["h2"], [f"Normalizer-{n}"], domain=ML, norm=n) for n in ("MAX", "L1", "L2")]
+    normalizers = [
+        helper.make_node("Normalizer", ["h2"], [f"Normalizer-{n}"], domain=ML, norm=n) for n in ("MAX", "L1", "L2")
+    ]
 
     def classifier(transform: str, intercepts: list[float]) -> onnx.NodeProto:
         return helper.make_node(
-            "LinearClassifier", ["h2"], [f"label-{transform}", f"LinearClassifier-{transform}"], domain=ML,
-            coefficients=(np.arange(36) % 5 * 0.03 - 0.05).tolist(), intercepts=intercepts, classlabels_ints=[0, 1, 2],
-            post_transform=transform)
+            "LinearClassifier",
+            ["h2"],
+            [f"label-{transform}", f"LinearClassifier-{transform}"],
+            domain=ML,
+            coefficients=(np.arange(36) % 5 * 0.03 - 0.05).tolist(),
+            intercepts=intercepts,
+            classlabels_ints=[0, 1, 2],
+            post_transform=transform,
+        )
 
     classifiers = [classifier(t, [0.1, -0.2, 0.3]) for t in ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO")]
     # PROBIT is defined for scores in (0, 1): intercepts 0.4-0.6 and small inputs (scale 0.1 below).
     probit = [classifier("PROBIT", [0.4, 0.5, 0.6])]
-    inits = {"ax": np.array([1], np.int64), "s": np.array([1.5, -0.5, 2.0], np.float32), "b": np.array([0.1, 0.2, -0.3], np.float32)}
+    inits = {
+        "ax": np.array([1], np.int64),
+        "s": np.array([1.5, -0.5, 2.0], np.float32),
+        "b": np.array([0.1, 0.2, -0.3], np.float32),
+    }
     return [
         pytest.param(reduce18, inits, (("", 18),), 300.0, id="reduce-axes-input"),
         pytest.param(reduce13, inits, (("", 13),), 300.0, id="reduce-axes-attribute"),
@@ -638,7 +780,11 @@ def test_small_graphs_explain_completely(
         helper.make_node("Reshape", ["h", "shape4"], ["h4"]),
         helper.make_node("Reshape", ["h", "shape2"], ["h2"]),
     ]
-    shapes = {"shape3": np.array([-1, 3, 4], np.int64), "shape4": np.array([-1, 3, 4, 1], np.int64), "shape2": np.array([-1, 12], np.int64)}
+    shapes = {
+        "shape3": np.array([-1, 3, 4], np.int64),
+        "shape4": np.array([-1, 3, 4, 1], np.int64),
+        "shape2": np.array([-1, 12], np.int64),
+    }
     x = rng.standard_normal((4, 6)).astype(np.float32)
     background = rng.standard_normal((8, 6)).astype(np.float32)
     if scale > 1:
@@ -646,7 +792,9 @@ def test_small_graphs_explain_completely(
     else:
         x, background = scale * x, scale * background
     explained = [o for n in nodes for o in n.output if not o.startswith("label")]
-    model = _model(mix + nodes, x, {"w": w, **shapes, **inits}, outputs=[o for n in nodes for o in n.output], opsets=opsets)
+    model = _model(
+        mix + nodes, x, {"w": w, **shapes, **inits}, outputs=[o for n in nodes for o in n.output], opsets=opsets
+    )
     e = onnxshap.Explainer(model, background, outputs=explained).explain(x)
     assert np.all(np.isfinite(e.prediction))
     worst = {name: 0.0 for name in explained}

@@ -43,8 +43,11 @@ def _init(name: str, value: Any) -> onnx.TensorProto:
 
 
 def _model(
-    nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-    inits: Sequence[onnx.TensorProto] = (), opset: int = 17,
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: Sequence[onnx.TensorProto] = (),
+    opset: int = 17,
 ) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
@@ -117,18 +120,32 @@ def test_if_with_a_constant_condition_attributes_its_branch(taken: bool, rng: np
 
 def _gated(cond_nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
     """y = If(x0 > 0, 2 * x1, 3 * x2) for x [1, 3]; both branches read x from the enclosing graph."""
-    then = _branch("then", [
-        helper.make_node("Gather", ["x", "i1"], ["x1"], axis=1),
-        helper.make_node("Mul", ["x1", "two"], ["t"]),
-    ], [_vi("t", [1])])
-    other = _branch("else", [
-        helper.make_node("Gather", ["x", "i2"], ["x2"], axis=1),
-        helper.make_node("Mul", ["x2", "three"], ["e"]),
-    ], [_vi("e", [1])])
+    then = _branch(
+        "then",
+        [
+            helper.make_node("Gather", ["x", "i1"], ["x1"], axis=1),
+            helper.make_node("Mul", ["x1", "two"], ["t"]),
+        ],
+        [_vi("t", [1])],
+    )
+    other = _branch(
+        "else",
+        [
+            helper.make_node("Gather", ["x", "i2"], ["x2"], axis=1),
+            helper.make_node("Mul", ["x2", "three"], ["e"]),
+        ],
+        [_vi("e", [1])],
+    )
     nodes = [*cond_nodes, helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=then, else_branch=other)]
-    inits = [_init("i0", np.array(0, np.int64)), _init("i1", np.array(1, np.int64)), _init("i2", np.array(2, np.int64)),
-             _init("two", np.array(2, np.float32)), _init("three", np.array(3, np.float32)),
-             _init("zero", np.array(0, np.float32)), _init("axes0", np.array([0], np.int64))]
+    inits = [
+        _init("i0", np.array(0, np.int64)),
+        _init("i1", np.array(1, np.int64)),
+        _init("i2", np.array(2, np.int64)),
+        _init("two", np.array(2, np.float32)),
+        _init("three", np.array(3, np.float32)),
+        _init("zero", np.array(0, np.float32)),
+        _init("axes0", np.array([0], np.int64)),
+    ]
     return _model(nodes, [_vi("x", [1, 3])], [_vi("y", [1])], inits)
 
 
@@ -136,8 +153,11 @@ def _gated(cond_nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
 def test_if_with_a_condition_from_the_data_is_the_exact_shapley_value(scalar: bool, rng: np.random.Generator) -> None:
     gather = helper.make_node("Gather", ["x", "i0"], ["x0"], axis=1)  # [1]
     if scalar:
-        cond_nodes = [gather, helper.make_node("ReduceSum", ["x0", "axes0"], ["s"], keepdims=0),
-                      helper.make_node("Greater", ["s", "zero"], ["cond"])]
+        cond_nodes = [
+            gather,
+            helper.make_node("ReduceSum", ["x0", "axes0"], ["s"], keepdims=0),
+            helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        ]
     else:
         cond_nodes = [gather, helper.make_node("Greater", ["x0", "zero"], ["cond"])]
     model = _gated(cond_nodes)
@@ -169,11 +189,16 @@ def test_if_whose_branches_differ_in_shape_is_a_clear_error_and_what_comes_befor
         helper.make_node("Greater", ["s", "zero"], ["cond"]),
         helper.make_node("If", ["cond"], ["y"], name="If_32", then_branch=then, else_branch=other),
     ]
-    inits = [_init("w", rng.normal(size=(2, 3)).astype(np.float32)), _init("i0", np.array([0], np.int64)),
-             _init("zero", np.array(0, np.float32))]
+    inits = [
+        _init("w", rng.normal(size=(2, 3)).astype(np.float32)),
+        _init("i0", np.array([0], np.int64)),
+        _init("zero", np.array(0, np.float32)),
+    ]
     model = _model(nodes, [_vi("x", [1, 2])], [_vi("y", [1, None])], inits)
     problems = onnxshap.unsupported_ops(model)
-    assert len(problems) == 1 and "If node 'If_32'" in problems[0] and "[1, 3]" in problems[0] and "[1, 4]" in problems[0]
+    assert (
+        len(problems) == 1 and "If node 'If_32'" in problems[0] and "[1, 3]" in problems[0] and "[1, 4]" in problems[0]
+    )
     assert onnxshap.unsupported_ops(model, outputs=["h"]) == []
     loaded = onnxshap.load(model)  # loads: only what needs the If fails
     x = rng.normal(size=(1, 2)).astype(np.float32)
@@ -184,18 +209,25 @@ def test_if_whose_branches_differ_in_shape_is_a_clear_error_and_what_comes_befor
     np.testing.assert_allclose(loaded.run({"x": x}, outputs=["h"])["h"], run_ort(extended, {"x": x})["h"], rtol=1e-6)
     with pytest.raises(onnxshap.GraphError, match="If node 'If_32'"):
         onnxshap.Explainer(loaded, rng.normal(size=(4, 2)).astype(np.float32))
-    _explain(loaded, rng.normal(size=(2, 2)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32), outputs="h")
+    _explain(
+        loaded, rng.normal(size=(2, 2)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32), outputs="h"
+    )
 
 
 def test_branch_shapes_unknown_when_loading_are_checked_when_compiling(rng: np.random.Generator) -> None:
     then = _branch("then", [helper.make_node("Relu", ["x"], ["t"])], [_vi("t", None)])
     other = _branch("else", [helper.make_node("Concat", ["x", "x"], ["e"], axis=1)], [_vi("e", None)])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], name="uneven", then_branch=then, else_branch=other)]
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], name="uneven", then_branch=then, else_branch=other),
+    ]
     # K is symbolic, so the branch shapes [1, K] and [1, 2K] cannot be compared when loading.
     model = _model(nodes, [_vi("x", [1, "K"])], [_vi("y", None)], [_init("zero", np.array(0, np.float32))])
     assert onnxshap.unsupported_ops(model) == []
-    with pytest.raises(onnxshap.GraphError, match="If node 'uneven': output 0 .* float32\\[1, 2\\] on one side and float32\\[1, 4\\]"):
+    with pytest.raises(
+        onnxshap.GraphError, match="If node 'uneven': output 0 .* float32\\[1, 2\\] on one side and float32\\[1, 4\\]"
+    ):
         onnxshap.load(model).run({"x": rng.normal(size=(1, 2)).astype(np.float32)})
 
 
@@ -210,8 +242,13 @@ def test_if_on_a_shape_runs_only_the_branch_its_compiled_shape_takes(rng: np.ran
         helper.make_node("Equal", ["batch", "one"], ["cond"]),
         helper.make_node("If", ["cond"], ["y"], name="by_batch", then_branch=then, else_branch=other),
     ]
-    model = _model(nodes, [_vi("x", ["N", 3])], [_vi("y", [1, 3])],
-                   [_init("i0", np.array(0, np.int64)), _init("one", np.array(1, np.int64))], opset=13)
+    model = _model(
+        nodes,
+        [_vi("x", ["N", 3])],
+        [_vi("y", [1, 3])],
+        [_init("i0", np.array(0, np.int64)), _init("one", np.array(1, np.int64))],
+        opset=13,
+    )
     assert any("known when compiling" in line for line in onnxshap.load(model).graph.lowered)
     for batch in (1, 3):
         _assert_parity(model, {"x": rng.normal(size=(batch, 3)).astype(np.float32)})
@@ -225,17 +262,34 @@ def test_if_on_a_shape_runs_only_the_branch_its_compiled_shape_takes(rng: np.ran
 
 def test_nested_if_with_conditions_from_the_data(rng: np.random.Generator) -> None:
     inner = helper.make_node(
-        "If", ["c2"], ["t"], name="inner",
+        "If",
+        ["c2"],
+        ["t"],
+        name="inner",
         then_branch=_branch("t2", [helper.make_node("Tanh", ["x"], ["tt"])], [_vi("tt", [1, 3])]),
         else_branch=_branch("e2", [helper.make_node("Mul", ["x", "x"], ["te"])], [_vi("te", [1, 3])]),
     )
-    then = _branch("then", [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
-                            helper.make_node("Greater", ["m", "half"], ["c2"]), inner], [_vi("t", [1, 3])])
+    then = _branch(
+        "then",
+        [
+            helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+            helper.make_node("Greater", ["m", "half"], ["c2"]),
+            inner,
+        ],
+        [_vi("t", [1, 3])],
+    )
     other = _branch("else", [helper.make_node("Neg", ["x"], ["e"])], [_vi("e", [1, 3])])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], name="outer", then_branch=then, else_branch=other)]
-    model = _model(nodes, [_vi("x", [1, 3])], [_vi("y", [1, 3])],
-                   [_init("zero", np.array(0, np.float32)), _init("half", np.array(0.5, np.float32))])
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], name="outer", then_branch=then, else_branch=other),
+    ]
+    model = _model(
+        nodes,
+        [_vi("x", [1, 3])],
+        [_vi("y", [1, 3])],
+        [_init("zero", np.array(0, np.float32)), _init("half", np.array(0.5, np.float32))],
+    )
     x = rng.normal(size=(3, 3)).astype(np.float32) + np.array([[1], [1], [-1]], np.float32)
     for row in x:
         _assert_parity(model, {"x": row[None]})
@@ -249,12 +303,21 @@ def _loop_model(trips: int, opset: int, *, stop: str = "", scan: bool = True) ->
     """h_{i+1} = tanh(h_i W + x * i) for `trips` iterations; scan output: h after each iteration.
     The body's condition: `stop="data"`, sum(h) < 1.5 (computed from the data); `stop="iteration"`,
     i < 2 (known at load: three iterations run); else the condition it was given."""
-    axes = [helper.make_node("Constant", [], ["axes"], value=_init("axes", np.array([0, 1], np.int64)))] if opset >= 13 else []
+    axes = (
+        [helper.make_node("Constant", [], ["axes"], value=_init("axes", np.array([0, 1], np.int64)))]
+        if opset >= 13
+        else []
+    )
     if stop == "data":
         cond_nodes = [
             *axes,
-            helper.make_node("ReduceSum", ["h_out", "axes"] if opset >= 13 else ["h_out"], ["total"], keepdims=0,
-                             **({} if opset >= 13 else {"axes": [0, 1]})),
+            helper.make_node(
+                "ReduceSum",
+                ["h_out", "axes"] if opset >= 13 else ["h_out"],
+                ["total"],
+                keepdims=0,
+                **({} if opset >= 13 else {"axes": [0, 1]}),
+            ),
             helper.make_node("Less", ["total", "limit"], ["cond_out"]),
         ]
     elif stop == "iteration":
@@ -277,12 +340,19 @@ def _loop_model(trips: int, opset: int, *, stop: str = "", scan: bool = True) ->
     )
     loop = helper.make_node("Loop", ["M", "go", "h0"], ["h", *(["hs"] if scan else [])], name="loop", body=body)
     rng = np.random.default_rng(5)
-    inits = [_init("M", np.array(trips, np.int64)), _init("go", np.array(True)),
-             _init("w", (rng.normal(size=(4, 4)) * 0.6).astype(np.float32)), _init("limit", np.array(1.5, np.float32)),
-             _init("two", np.array(2, np.int64))]
+    inits = [
+        _init("M", np.array(trips, np.int64)),
+        _init("go", np.array(True)),
+        _init("w", (rng.normal(size=(4, 4)) * 0.6).astype(np.float32)),
+        _init("limit", np.array(1.5, np.float32)),
+        _init("two", np.array(2, np.int64)),
+    ]
     nodes = [helper.make_node("Mul", ["x", "zero"], ["h0"]), loop]
     inits.append(_init("zero", np.array(0, np.float32)))
-    outputs = [_vi("h", [1, 4]), *([_vi("hs", [min(trips, 3) if stop == "iteration" else trips, 1, 4])] if scan else [])]
+    outputs = [
+        _vi("h", [1, 4]),
+        *([_vi("hs", [min(trips, 3) if stop == "iteration" else trips, 1, 4])] if scan else []),
+    ]
     return _model(nodes, [_vi("x", [1, 4])], outputs, inits, opset=opset)
 
 
@@ -359,26 +429,46 @@ def _scan_model(opset: int = 17) -> onnx.ModelProto:
         [_vi("s_out", [1, 2]), _vi("states", [1, 2]), _vi("y_t", [])],
     )
     scan = helper.make_node(
-        "Scan", ["s0", "u", "v"], ["s", "all_states", "ys"], name="scan", body=body, num_scan_inputs=2,
-        scan_input_axes=[1, 0], scan_input_directions=[0, 1], scan_output_axes=[1, 0], scan_output_directions=[0, 1],
+        "Scan",
+        ["s0", "u", "v"],
+        ["s", "all_states", "ys"],
+        name="scan",
+        body=body,
+        num_scan_inputs=2,
+        scan_input_axes=[1, 0],
+        scan_input_directions=[0, 1],
+        scan_output_axes=[1, 0],
+        scan_output_directions=[0, 1],
     )
     rng = np.random.default_rng(6)
     inits = [_init("a", rng.normal(size=(3, 2)).astype(np.float32))]
     return _model(
-        [scan], [_vi("s0", [1, 2]), _vi("u", [1, 5, 3]), _vi("v", [5, 2])],
-        [_vi("s", [1, 2]), _vi("all_states", [1, 5, 2]), _vi("ys", [5])], inits, opset=opset,
+        [scan],
+        [_vi("s0", [1, 2]), _vi("u", [1, 5, 3]), _vi("v", [5, 2])],
+        [_vi("s", [1, 2]), _vi("all_states", [1, 5, 2]), _vi("ys", [5])],
+        inits,
+        opset=opset,
     )
 
 
 def test_scan_is_unrolled_over_its_axis(rng: np.random.Generator) -> None:
     model = _scan_model()
-    feeds = {"s0": rng.normal(size=(1, 2)).astype(np.float32), "u": rng.normal(size=(1, 5, 3)).astype(np.float32),
-             "v": (0.5 + rng.uniform(size=(5, 2))).astype(np.float32)}
+    feeds = {
+        "s0": rng.normal(size=(1, 2)).astype(np.float32),
+        "u": rng.normal(size=(1, 5, 3)).astype(np.float32),
+        "v": (0.5 + rng.uniform(size=(5, 2))).astype(np.float32),
+    }
     _assert_parity(model, feeds)
-    samples = {"s0": rng.normal(size=(2, 2)).astype(np.float32), "u": rng.normal(size=(2, 5, 3)).astype(np.float32),
-               "v": (0.5 + rng.uniform(size=(2, 5, 2))).astype(np.float32)}
-    background = {"s0": rng.normal(size=(8, 2)).astype(np.float32), "u": rng.normal(size=(8, 5, 3)).astype(np.float32),
-                  "v": (0.5 + rng.uniform(size=(8, 5, 2))).astype(np.float32)}
+    samples = {
+        "s0": rng.normal(size=(2, 2)).astype(np.float32),
+        "u": rng.normal(size=(2, 5, 3)).astype(np.float32),
+        "v": (0.5 + rng.uniform(size=(2, 5, 2))).astype(np.float32),
+    }
+    background = {
+        "s0": rng.normal(size=(8, 2)).astype(np.float32),
+        "u": rng.normal(size=(8, 5, 3)).astype(np.float32),
+        "v": (0.5 + rng.uniform(size=(8, 5, 2))).astype(np.float32),
+    }
     _explain(model, samples, background, outputs=["s", "all_states", "ys"])
 
 
@@ -400,8 +490,9 @@ def test_an_unsupported_op_after_the_requested_tensors_is_no_obstacle(rng: np.ra
         onnxshap.load(model)
     loaded = onnxshap.load(model, outputs=["h"])
     x = rng.normal(size=(3, 3)).astype(np.float32)
-    np.testing.assert_allclose(loaded.run({"x": x}, outputs=["h"])["h"], x @ numpy_helper.to_array(model.graph.initializer[0]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.run({"x": x}, outputs=["h"])["h"], x @ numpy_helper.to_array(model.graph.initializer[0]), rtol=1e-5
+    )
     with pytest.raises(onnxshap.UnsupportedOpError, match="Det"):
         loaded.run({"x": x})
     # The explainer asked for the tensor before the unsupported tail loads the model the same way.
@@ -412,8 +503,9 @@ def test_an_unsupported_op_after_the_requested_tensors_is_no_obstacle(rng: np.ra
         onnxshap.Explainer(model.SerializeToString(), bg)
     # An op without a row on constants only is not folded when nothing requested needs it.
     model.graph.node[1].input[0] = "w"
-    np.testing.assert_array_equal(onnxshap.load(model, outputs=["h"]).run({"x": x}, outputs=["h"])["h"],
-                                  loaded.run({"x": x}, outputs=["h"])["h"])
+    np.testing.assert_array_equal(
+        onnxshap.load(model, outputs=["h"]).run({"x": x}, outputs=["h"])["h"], loaded.run({"x": x}, outputs=["h"])["h"]
+    )
 
 
 def test_similar_op_hint_names_only_close_names() -> None:
@@ -456,7 +548,7 @@ def test_control_fixture_matches_onnxruntime_and_explains_exactly(name: str, rng
     assert not any(n.subgraphs for n in model.graph.nodes)
     feeds = _fixture_feeds(name, rng, 6)
     if MANIFEST[name]["inputs"][0]["shape"][0] == 1:  # batch fixed at 1: one row at a time
-        runs = [{k: v[i:i + 1] if k == "x" else np.asarray(v[i]) for k, v in feeds.items()} for i in range(6)]
+        runs = [{k: v[i : i + 1] if k == "x" else np.asarray(v[i]) for k, v in feeds.items()} for i in range(6)]
     else:
         runs = [feeds]
     for run in runs:

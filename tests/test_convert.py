@@ -36,8 +36,14 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, 
 
 
 def run_cli(*args: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onnxshap", *map(str, args)], check=False, capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "onnxshap", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 def _batch_axis_is_dynamic(proto: onnx.ModelProto) -> bool:
@@ -96,8 +102,13 @@ def test_convert_usage_errors(
     ],
 )
 def test_missing_framework_names_the_extra(
-    file: str, hidden: str, extra: str, kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    file: str,
+    hidden: str,
+    extra: str,
+    kwargs: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed (it may well not be)
     with pytest.raises(MissingDependencyError, match=rf"pip install 'onnxshap\[{extra}\]'"):
@@ -272,8 +283,11 @@ def test_convert_warns_about_training_mode_and_hands_back_a_model(tmp_path: Path
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3), nn.Softmax(-1))
     x = rng.standard_normal((4, 4)).astype(np.float32)
-    with pytest.warns(UserWarning, match=r"training mode.*eval mode.*dropout is off \(Dropout\); batch norm uses its "
-                                         r"running statistics \(BatchNorm1d\)") as caught:
+    with pytest.warns(
+        UserWarning,
+        match=r"training mode.*eval mode.*dropout is off \(Dropout\); batch norm uses its "
+        r"running statistics \(BatchNorm1d\)",
+    ) as caught:
         model = onnxshap.convert(net, sample=torch.from_numpy(x))
     assert [w.filename for w in caught] == [__file__]  # points at the caller's line
     assert net.training  # left as it was
@@ -330,15 +344,17 @@ def test_pickled_torch_module_imports_its_class_from_beside_the_file(
     monkeypatch.chdir(elsewhere)
     code, _, err = run_main(capsys, "convert", folder / "my.pt", "--input-shape", "5", "-o", elsewhere / "m.onnx")
     assert code == 1 and "--trust-pickle" in err and err.count("\n") == 1  # like .pt2 and .pkl files
-    code, out, err = run_main(capsys, "convert", folder / "my.pt", "--input-shape", "5", "--trust-pickle",
-                              "-o", elsewhere / "m.onnx")
+    code, out, err = run_main(
+        capsys, "convert", folder / "my.pt", "--input-shape", "5", "--trust-pickle", "-o", elsewhere / "m.onnx"
+    )
     assert code == 0, err
     assert "PyTorch module MyCNN" in out and (elsewhere / "m.onnx").is_file()
     assert str(folder) not in sys.path
     sys.modules.pop(CLASS_FILE, None)
     (folder / f"{CLASS_FILE}.py").unlink()
-    code, _, err = run_main(capsys, "convert", folder / "my.pt", "--input-shape", "5", "--trust-pickle",
-                            "-o", elsewhere / "m2.onnx")
+    code, _, err = run_main(
+        capsys, "convert", folder / "my.pt", "--input-shape", "5", "--trust-pickle", "-o", elsewhere / "m2.onnx"
+    )
     assert code == 1 and f"needs the module {CLASS_FILE!r}" in err and not (elsewhere / "m2.onnx").exists()
 
 
@@ -398,8 +414,9 @@ def test_sklearn_files(rng: np.random.Generator) -> None:
     proto, report = convert_file(FRAMEWORKS / "sklearn_mlp_regressor.pkl", trust_pickle=True)
     _check_report(report, "skl2onnx")
     est = joblib.load(FRAMEWORKS / "sklearn_mlp_regressor.pkl")
-    np.testing.assert_allclose(run_ort(proto, {"x": x})["variable"][:, 0], est.predict(x.astype(np.float64)),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run_ort(proto, {"x": x})["variable"][:, 0], est.predict(x.astype(np.float64)), rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(ConversionError, match="fitted on 6 features, not 4"):
         convert_file(FRAMEWORKS / "sklearn_mlp_regressor.pkl", trust_pickle=True, input_shape=(4,))
 
@@ -413,8 +430,9 @@ def test_sklearn_estimator_in_memory(rng: np.random.Generator) -> None:
     proto, report = convert_object(est, x[:5])
     assert report.ok and report.input_origin == "sample" and report.inputs == {"x": ((5, 3), "float32")}
     new = rng.standard_normal((4, 3))
-    np.testing.assert_allclose(run_ort(proto, {"x": new.astype(np.float32)})["variable"][:, 0], est.predict(new),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_ort(proto, {"x": new.astype(np.float32)})["variable"][:, 0], est.predict(new), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ConversionError, match="must be 2-D"):
         convert_object(est, x[0])
 
@@ -425,8 +443,19 @@ def test_sklearn_estimator_in_memory(rng: np.random.Generator) -> None:
 def test_convert_command_writes_whole_files_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _torch()
     out = tmp_path / "m.onnx"
-    code, stdout, err = run_main(capsys, "convert", FRAMEWORKS / "torch_cnn.pt", "--input-shape", "1,8,8",
-                                 "--rtol", "0", "--atol", "0", "-o", out)
+    code, stdout, err = run_main(
+        capsys,
+        "convert",
+        FRAMEWORKS / "torch_cnn.pt",
+        "--input-shape",
+        "1,8,8",
+        "--rtol",
+        "0",
+        "--atol",
+        "0",
+        "-o",
+        out,
+    )
     # The seeded test input gives a nonzero difference (2.98e-08) for this committed model: zero tolerance fails.
     assert code == 1 and "does not reproduce" in err and "MISMATCH" in stdout
     assert not list(tmp_path.iterdir())
@@ -455,11 +484,23 @@ def test_pytorch_newcomer_path(tmp_path: Path) -> None:
     for i in range(4):
         pil.fromarray(np.round(digits[i, 0] * 255).astype(np.uint8), mode="L").save(images / f"{i}.png")
     out = tmp_path / "values.npz"
-    result = run_cli("explain", model, "--input", images, "--background", REPO / "models" / "data" / "digits_background.npy",
-                     "--output", "predicted", "-o", out)
+    result = run_cli(
+        "explain",
+        model,
+        "--input",
+        images,
+        "--background",
+        REPO / "models" / "data" / "digits_background.npy",
+        "--output",
+        "predicted",
+        "-o",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     e = onnxshap.Explanation.load(out)
-    np.testing.assert_allclose(e.values.reshape(4, -1).sum(1), (e.prediction - e.base_values)[:, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        e.values.reshape(4, -1).sum(1), (e.prediction - e.base_values)[:, 0], rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.slow

@@ -40,11 +40,14 @@ def _squashed(op: str, *, identity: bool = False, **attrs: Any) -> onnx.ModelPro
     if identity:
         nodes.append(helper.make_node("Identity", ["p"], ["y"]))
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
         [helper.make_tensor_value_info("y" if identity else "p", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor("w", TensorProto.FLOAT, [3, 2], np.arange(6, dtype=np.float32) / 6),
-         helper.make_tensor("b", TensorProto.FLOAT, [2], [0.1, -0.1])],
+        [
+            helper.make_tensor("w", TensorProto.FLOAT, [3, 2], np.arange(6, dtype=np.float32) / 6),
+            helper.make_tensor("b", TensorProto.FLOAT, [2], [0.1, -0.1]),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -63,8 +66,9 @@ def test_logits_alias_explains_the_scores_before_the_softmax(digits: onnxshap.Mo
     explainer = onnxshap.Explainer(digits, background, outputs="logits")
     assert explainer.outputs == [DIGITS_LOGITS]
     e = explainer.explain(x, output=3)
-    np.testing.assert_allclose(e.prediction[:, 0], digits.run({"x": x}, outputs=[DIGITS_LOGITS])[DIGITS_LOGITS][:, 3],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        e.prediction[:, 0], digits.run({"x": x}, outputs=[DIGITS_LOGITS])[DIGITS_LOGITS][:, 3], rtol=1e-5, atol=1e-6
+    )
     assert e.max_relative_residual < 1e-4
     # The same from a path (load(..., outputs=["logits"]) resolves the alias for its op check too).
     assert onnxshap.Explainer(DIGITS, background, outputs=["logits"]).outputs == [DIGITS_LOGITS]
@@ -94,8 +98,21 @@ def test_cli_outputs_from_logits(tmp_path: Path, capsys: pytest.CaptureFixture[s
     np.save(tmp_path / "x.npy", np.load(MODELS / "data" / "digits_samples.npy")[:2])
     np.save(tmp_path / "bg.npy", np.load(MODELS / "data" / "digits_background.npy")[:4])
     out = tmp_path / "v.npz"
-    code, _, err = run_main(capsys, "explain", DIGITS, "--input", tmp_path / "x.npy", "--background",
-                            tmp_path / "bg.npy", "--outputs-from", "logits", "--output", "0", "-o", out)
+    code, _, err = run_main(
+        capsys,
+        "explain",
+        DIGITS,
+        "--input",
+        tmp_path / "x.npy",
+        "--background",
+        tmp_path / "bg.npy",
+        "--outputs-from",
+        "logits",
+        "--output",
+        "0",
+        "-o",
+        out,
+    )
     assert code == 0, err
     assert onnxshap.Explanation.load(out).output_names == [f"{DIGITS_LOGITS}[0]"]
 
@@ -149,7 +166,9 @@ def test_convert_is_public_and_refuses_non_models() -> None:
 
 
 @pytest.mark.parametrize("name", ["torch_mlp.pt2", "sklearn_logreg.joblib"])
-def test_untrusted_refusal_is_exit_1_for_every_suffix(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_untrusted_refusal_is_exit_1_for_every_suffix(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A .pt pickle is refused the same way once torch has opened it (tests/test_convert.py).
     code, out, err = run_main(capsys, "convert", REPO / "models" / "frameworks" / name, "-o", tmp_path / "m.onnx")
     assert code == 1 and not out
@@ -199,7 +218,9 @@ def test_trusted_pickle_imports_classes_next_to_the_file(
     sys.modules.pop(CLASS_MODULE, None)
 
 
-def test_trusted_pickle_whose_class_is_nowhere(pickled_thing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trusted_pickle_whose_class_is_nowhere(
+    pickled_thing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (pickled_thing.parent / f"{CLASS_MODULE}.py").unlink()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConversionError, match=rf"needs the module '{CLASS_MODULE}'.*next to the model file"):

@@ -87,9 +87,7 @@ def _framework_output(model: Any, x: np.ndarray) -> np.ndarray:
     return model.predict(x).reshape(len(x), 1)
 
 
-def _check_explanation(
-    model: Any, explainer: onnxshap.Explainer, x: np.ndarray
-) -> onnxshap.Explanation:
+def _check_explanation(model: Any, explainer: onnxshap.Explainer, x: np.ndarray) -> onnxshap.Explanation:
     """The export reproduces the framework, and the attributions add up to its output."""
     report = explainer.conversion
     assert report.ok and report.input_origin == "sample"
@@ -102,9 +100,7 @@ def _check_explanation(
     return e
 
 
-def _check_against_shap(
-    model: Any, e: onnxshap.Explanation, x: np.ndarray, background: np.ndarray
-) -> None:
+def _check_against_shap(model: Any, e: onnxshap.Explanation, x: np.ndarray, background: np.ndarray) -> None:
     """A regressor's values equal shap's interventional TreeSHAP on the same background."""
     shap = pytest.importorskip("shap", reason="compares with shap's TreeExplainer")
     tree_model, rows, base = model, x, background
@@ -131,9 +127,7 @@ def test_sklearn_tree_models_explain_in_memory(kind: str) -> None:
         _check_against_shap(model, e, x[100:104], x[:30])
 
 
-@pytest.mark.parametrize(
-    "kind", ["xgb_regressor", "xgb_classifier", "lgbm_regressor", "lgbm_classifier"]
-)
+@pytest.mark.parametrize("kind", ["xgb_regressor", "xgb_classifier", "lgbm_regressor", "lgbm_classifier"])
 def test_boosting_models_explain_in_memory(kind: str) -> None:
     model = _boosting_model(kind)
     x, _, _ = _data()
@@ -161,9 +155,7 @@ def test_boosters_convert_like_their_wrappers(library: str) -> None:
     np.testing.assert_allclose(raw.run(feeds)["probabilities"], want, atol=1e-7)
 
 
-def test_sklearn_pipeline_file_converts_with_trust(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_sklearn_pipeline_file_converts_with_trust(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _need_sklearn()
     import joblib
 
@@ -224,9 +216,7 @@ def test_boosting_models_dispatch_without_importing_their_library() -> None:
 
 
 @pytest.mark.parametrize("missing", ["xgboost", "onnxmltools"])
-def test_missing_boosting_package_names_the_extra(
-    missing: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_boosting_package_names_the_extra(missing: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, missing, None)  # `import missing` raises ImportError
     if missing == "onnxmltools":  # xgboost is imported first: make it importable, installed or not
         monkeypatch.setitem(sys.modules, "xgboost", types.ModuleType("xgboost"))

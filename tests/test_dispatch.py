@@ -35,7 +35,9 @@ def counted() -> tuple[Any, dict[str, Counting], np.ndarray, np.ndarray]:
     background = rng.standard_normal((8, 10)).astype(np.float32)
     explainer = onnxshap.Explainer(str(MLP), background)
     p = explainer._pass
-    counters = {name: Counting(getattr(p, f"_jitted_{name}")) for name in ("reference_side", "sample_side", "chunk", "whole")}
+    counters = {
+        name: Counting(getattr(p, f"_jitted_{name}")) for name in ("reference_side", "sample_side", "chunk", "whole")
+    }
     for name, counter in counters.items():
         setattr(p, f"_jitted_{name}", counter)
     return explainer, counters, x, background

@@ -29,8 +29,11 @@ DOCS = REPO / "docs"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 #: Frameworks an example may import -> the packages it then needs (the exporter too); a block that
 #: imports one of them is not run where one is missing, and its page's test is reported as skipped.
-DOC_FRAMEWORKS = {"sklearn": ("sklearn", "skl2onnx"), "xgboost": ("xgboost", "onnxmltools"),
-                  "lightgbm": ("lightgbm", "onnxmltools")}
+DOC_FRAMEWORKS = {
+    "sklearn": ("sklearn", "skl2onnx"),
+    "xgboost": ("xgboost", "onnxmltools"),
+    "lightgbm": ("lightgbm", "onnxmltools"),
+}
 #: Files the examples write, named as string literals in the code.
 WRITTEN = re.compile(r"[\"']([\w.-]+\.(?:png|html|npz|svg|pdf))[\"']")
 
@@ -157,7 +160,9 @@ def test_relative_links_resolve() -> None:
 def test_index_lists_every_page() -> None:
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     linked = {(DOCS / link.split("#")[0]).resolve() for link in _links(DOCS / "index.md")}
-    missing = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if p.resolve() not in linked and p.name != "index.md"]
+    missing = [
+        p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if p.resolve() not in linked and p.name != "index.md"
+    ]
     assert not missing, f"docs/index.md does not link {missing}"
     assert "operators.md" in index
 
@@ -176,8 +181,9 @@ def test_api_page_names_every_parameter_and_field() -> None:
     text = (DOCS / "api.md").read_text(encoding="utf-8")
     missing = []
     for fn in (onnxshap.Explainer.__init__, onnxshap.Explainer.explain, onnxshap.load):
-        missing += [f"{fn.__qualname__}({p})" for p in inspect.signature(fn).parameters
-                    if p != "self" and f"`{p}`" not in text]
+        missing += [
+            f"{fn.__qualname__}({p})" for p in inspect.signature(fn).parameters if p != "self" and f"`{p}`" not in text
+        ]
     missing += [f"Explanation.{f.name}" for f in dataclasses.fields(onnxshap.Explanation) if f"`{f.name}`" not in text]
     public = [n for n in dir(onnxshap) if not n.startswith("_") and not inspect.ismodule(getattr(onnxshap, n))]
     missing += [n for n in public if f"`{n}`" not in text and f"{n}(" not in text]

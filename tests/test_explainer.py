@@ -120,16 +120,20 @@ def test_gradient_rule_by_name_is_listed(rng: np.random.Generator) -> None:
     by_name = onnxshap.Explainer(
         _layer_norm_model(), rng.normal(size=(4, 6)).astype(np.float32), rules={"ln": "gradient"}, check="off"
     )
-    assert by_name.explain(rng.normal(size=(2, 6)).astype(np.float32)).gradient_nodes == ["LayerNormalization node 'ln'"]
+    assert by_name.explain(rng.normal(size=(2, 6)).astype(np.float32)).gradient_nodes == [
+        "LayerNormalization node 'ln'"
+    ]
 
 
 def _linear_model(n_features: int = 5, n_out: int = 2) -> tuple[onnx.ModelProto, np.ndarray]:
     rng = np.random.default_rng(3)
     w = rng.normal(size=(n_features, n_out)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "lin",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "lin",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n_features])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_out])], [numpy_helper.from_array(w, "w")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_out])],
+        [numpy_helper.from_array(w, "w")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), w
 
@@ -146,7 +150,9 @@ def test_linear_model_gets_exact_shapley_values(rng: np.random.Generator) -> Non
 
 def _relu_net() -> onnx.ModelProto:
     rng = np.random.default_rng(4)
-    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in [("w1", (6, 8)), ("w2", (8, 3))]]
+    inits = [
+        numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in [("w1", (6, 8)), ("w2", (8, 3))]
+    ]
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h"]),
         helper.make_node("Relu", ["h"], ["a"], name="the_relu"),
@@ -154,8 +160,11 @@ def _relu_net() -> onnx.ModelProto:
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])], inits,
+        nodes,
+        "net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -206,7 +215,9 @@ def test_batch_sizes_share_a_bucket(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(five.prediction, six.prediction[:5])
 
 
-def test_small_call_budget_splits_samples_and_background(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_call_budget_splits_samples_and_background(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from onnxshap import _attribution
 
     bg = rng.normal(size=(10, 6)).astype(np.float32)
@@ -233,7 +244,8 @@ def test_a_broken_rule_is_reported_by_node(rng: np.random.Generator) -> None:
 
 def test_save_and_load_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
     e = onnxshap.Explainer(_relu_net(), rng.normal(size=(8, 6)).astype(np.float32)).explain(
-        rng.normal(size=(2, 6)).astype(np.float32))
+        rng.normal(size=(2, 6)).astype(np.float32)
+    )
     e.save(tmp_path / "e.npz")
     back = onnxshap.Explanation.load(tmp_path / "e.npz")
     np.testing.assert_array_equal(back.values, e.values)
@@ -267,7 +279,9 @@ def test_bad_inputs(rng: np.random.Generator) -> None:
         onnxshap.Explainer(_relu_net(), bg, inputs="nope")
 
 
-def test_save_never_leaves_a_partial_file(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_never_leaves_a_partial_file(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bg = rng.normal(size=(8, 6)).astype(np.float32)
     e = onnxshap.Explainer(_relu_net(), bg).explain(bg[:2])
     (tmp_path / "folder").mkdir()

@@ -52,7 +52,9 @@ def test_chunk_size_must_be_a_positive_whole_number(chunk_size: object) -> None:
 
 def test_rules_for_no_op_and_no_node_are_refused() -> None:
     background = np.zeros((2, 10), np.float32)
-    with pytest.raises(onnxshap.InputError, match=r"'NoSuchOp'.*neither an op type nor a node name.*\['Gemm', 'Relu', 'Softmax'\]"):
+    with pytest.raises(
+        onnxshap.InputError, match=r"'NoSuchOp'.*neither an op type nor a node name.*\['Gemm', 'Relu', 'Softmax'\]"
+    ):
         onnxshap.Explainer(MLP, background, rules={"NoSuchOp": "linear"})
     with pytest.raises(onnxshap.InputError, match=r"did you mean \['Softmax'\]"):
         onnxshap.Explainer(MLP, background, rules={"SoftMax": "linear"})
@@ -69,11 +71,18 @@ def test_rules_for_an_op_the_model_does_not_use_warn() -> None:
 
 def _argmax_model() -> onnx.ModelProto:
     """x[N, 4] -> s = x @ w; idx = ArgMax(s) (int64, not a graph output); p = Softmax(s)."""
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("ArgMax", ["s"], ["idx"], axis=1, keepdims=0),
-             helper.make_node("Softmax", ["s"], ["p"], axis=1)]
-    graph = helper.make_graph(nodes, "argmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])],
-                              [numpy_helper.from_array(np.eye(4, 3, dtype=np.float32), "w")])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["s"]),
+        helper.make_node("ArgMax", ["s"], ["idx"], axis=1, keepdims=0),
+        helper.make_node("Softmax", ["s"], ["p"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "argmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.eye(4, 3, dtype=np.float32), "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -126,8 +135,12 @@ def _masked_mean_model() -> onnx.ModelProto:
         helper.make_node("Log", ["mean"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "masked_mean",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]), helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", 4])],
+        nodes,
+        "masked_mean",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", 4]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
         [numpy_helper.from_array(np.array([1], np.int64), "axes")],
     )
@@ -156,7 +169,9 @@ def test_nan_at_background_rows_names_them() -> None:
     model = _masked_mean_model()
     model.graph.input.pop()  # the mask becomes a constant of ones: the base is one mean over the rows
     model.graph.initializer.append(numpy_helper.from_array(np.ones((1, 4), np.int64), "mask"))
-    with pytest.raises(onnxshap.AdditivityError, match=r"mean f\(background\) is NaN or Inf: .* background row\(s\) \[2\].*Log node"):
+    with pytest.raises(
+        onnxshap.AdditivityError, match=r"mean f\(background\) is NaN or Inf: .* background row\(s\) \[2\].*Log node"
+    ):
         onnxshap.Explainer(model, background).explain(np.full((2, 4), 2.0, np.float32))
 
 
@@ -167,7 +182,9 @@ def test_nan_weights_are_named() -> None:
     array.flat[0] = np.nan
     weight.CopyFrom(numpy_helper.from_array(array, weight.name))
     x = np.random.default_rng(0).standard_normal((2, 10)).astype(np.float32)
-    with pytest.raises(onnxshap.AdditivityError, match=rf"first appears at Gemm node .* constant input\(s\) \['{weight.name}'\]"):
+    with pytest.raises(
+        onnxshap.AdditivityError, match=rf"first appears at Gemm node .* constant input\(s\) \['{weight.name}'\]"
+    ):
         onnxshap.Explainer(model, x).explain(x)
 
 
@@ -201,7 +218,9 @@ def test_cli_nan_rows_are_named_in_the_input_file(tmp_path: Path, capsys: pytest
     np.save(tmp_path / "nan.npy", x)
     # Without --background the background is sampled from the input: the input is blamed, by its row.
     for extra in (["--batch-size", "2"], []):
-        code, _, err = run_main(capsys, "explain", DIGITS, "--input", tmp_path / "nan.npy", "-o", tmp_path / "o.npz", *extra)
+        code, _, err = run_main(
+            capsys, "explain", DIGITS, "--input", tmp_path / "nan.npy", "-o", tmp_path / "o.npz", *extra
+        )
         assert code == 1
         assert "The --input data for input 'x' contains NaN or Inf in row(s) [5]" in err and "background" not in err
     assert not (tmp_path / "o.npz").exists()
@@ -213,7 +232,9 @@ def test_cli_refuses_to_overwrite_its_inputs(tmp_path: Path, capsys: pytest.Capt
     before = x.read_bytes()
     code, _, err = run_main(capsys, "explain", DIGITS, "--input", x, "-o", x)
     assert code == 2 and "-o" in err and "is also --input: it would be replaced" in err
-    code, _, err = run_main(capsys, "explain", DIGITS, "--input", x, "-o", tmp_path / "v.png", "--plot", tmp_path / "v.png")
+    code, _, err = run_main(
+        capsys, "explain", DIGITS, "--input", x, "-o", tmp_path / "v.png", "--plot", tmp_path / "v.png"
+    )
     assert code == 2 and "name the same file" in err
     assert x.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 

@@ -96,7 +96,9 @@ def test_float_ids_must_be_whole_and_in_the_table(rng: np.random.Generator) -> N
     background = _ids(entry, rng, 4)
     bad = background.copy()
     bad[2, 1] = 3.5
-    with pytest.raises(onnxshap.InputError, match=r"background for 'x' holds values that are not integers \(row\(s\) \[2\]"):
+    with pytest.raises(
+        onnxshap.InputError, match=r"background for 'x' holds values that are not integers \(row\(s\) \[2\]"
+    ):
         onnxshap.Explainer(model, bad)
     explainer = onnxshap.Explainer(model, background)
     x = _ids(entry, rng, 2)
@@ -110,8 +112,11 @@ def test_float_ids_must_be_whole_and_in_the_table(rng: np.random.Generator) -> N
 # ----------------------------------------------------------------------------- brute force, tiny models
 def _model(nodes: list, x_type: int, inits: list, n_out: int) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "index", [helper.make_tensor_value_info("x", x_type, ["N", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_out])], inits,
+        nodes,
+        "index",
+        [helper.make_tensor_value_info("x", x_type, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_out])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return onnx.shape_inference.infer_shapes(model)
@@ -189,6 +194,7 @@ def test_per_position_values_are_the_shapley_values_over_positions(build, dtype,
     e = explainer.explain(x)
     assert e.values.shape == (1, 3, e.prediction.shape[1])
     for j in range(e.prediction.shape[1]):
+
         def game(z: np.ndarray, j: int = j) -> float:
             return float(run_ort(proto, {"x": z[None].astype(dtype)})["y"][0, j])
 

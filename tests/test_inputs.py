@@ -25,7 +25,8 @@ NEEDS_PILLOW = "image inputs need Pillow (the onnxshap[image] extra)"
 
 def relu_model(shape: list[int | str]) -> onnx.ModelProto:
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
@@ -50,8 +51,9 @@ def test_arrays_are_read_by_input_name_and_cast_to_the_declared_dtypes(tmp_path:
 def test_a_csv_header_row_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     rows = np.arange(20, dtype=np.float32).reshape(2, 10)
-    path.write_text(",".join(f"f{i}" for i in range(10)) + "\n"
-                    + "\n".join(",".join(str(v) for v in row) for row in rows) + "\n")
+    path.write_text(
+        ",".join(f"f{i}" for i in range(10)) + "\n" + "\n".join(",".join(str(v) for v in row) for row in rows) + "\n"
+    )
     feeds = onnxshap.read_inputs(path, MLP)
     np.testing.assert_array_equal(feeds["x"], rows)
 

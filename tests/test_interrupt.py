@@ -63,14 +63,27 @@ def many_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def interrupt_explain(samples: Path, out_dir: Path, when: When,
-                      program: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def interrupt_explain(
+    samples: Path, out_dir: Path, when: When, program: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `onnxshap explain` writing into out_dir; `when(process)` waits for the moment, then SIGINT."""
-    command = [*(program or [sys.executable, "-m", "onnxshap"]), "explain", str(DIGITS), "--input", str(samples),
-               "--background", str(DIGITS_BACKGROUND), "--output", "predicted", "-o", str(out_dir / "values.npz")]
+    command = [
+        *(program or [sys.executable, "-m", "onnxshap"]),
+        "explain",
+        str(DIGITS),
+        "--input",
+        str(samples),
+        "--background",
+        str(DIGITS_BACKGROUND),
+        "--output",
+        "predicted",
+        "-o",
+        str(out_dir / "values.npz"),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # stdout lines arrive as printed
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                          env=env) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env
+    ) as process:
         when(process)
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -108,7 +121,9 @@ def assert_interrupted(result: subprocess.CompletedProcess[str], out_dir: Path) 
 
 def test_importing_the_command_line_does_not_import_jax_or_onnx() -> None:
     code = "import sys, onnxshap.cli; print(sorted(m for m in ('jax', 'jaxlib', 'onnx', 'onnxruntime') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -137,8 +152,12 @@ def test_the_console_script_is_the_program_entry() -> None:
 def test_interrupt_while_jax_is_imported(tmp_path: Path, many_samples: Path) -> None:
     """Before: a KeyboardInterrupt traceback, or `ImportError: Encountered an error while
     initializing the extension`. Now the import finishes and the command stops before it starts."""
-    result = interrupt_explain(many_samples, tmp_path, lambda process: process.wait(120),  # it signals itself
-                               program=[sys.executable, "-c", INTERRUPT_AT_IMPORT])
+    result = interrupt_explain(
+        many_samples,
+        tmp_path,
+        lambda process: process.wait(120),  # it signals itself
+        program=[sys.executable, "-c", INTERRUPT_AT_IMPORT],
+    )
     assert_interrupted(result, tmp_path)
 
 
@@ -150,16 +169,19 @@ def test_interrupt_while_jax_is_imported(tmp_path: Path, many_samples: Path) -> 
         pytest.param(at_line("inputs:", then=0.8), id="explaining"),
     ],
 )
-def test_interrupt_stops_the_command_cleanly(tmp_path: Path, many_samples: Path,
-                                             when: When) -> None:
+def test_interrupt_stops_the_command_cleanly(tmp_path: Path, many_samples: Path, when: When) -> None:
     assert_interrupted(interrupt_explain(many_samples, tmp_path, when), tmp_path)
 
 
 def test_interrupt_in_a_gc_callback_is_not_lost(tmp_path: Path, many_samples: Path) -> None:
     """Before: "Exception ignored in: <function _xla_gc_callback ...> KeyboardInterrupt", and the run
     went on to the end (exit 0, output written)."""
-    result = interrupt_explain(many_samples, tmp_path, lambda process: process.wait(120),  # it signals itself
-                               program=[sys.executable, "-c", INTERRUPT_IN_GC_CALLBACK])
+    result = interrupt_explain(
+        many_samples,
+        tmp_path,
+        lambda process: process.wait(120),  # it signals itself
+        program=[sys.executable, "-c", INTERRUPT_IN_GC_CALLBACK],
+    )
     assert_interrupted(result, tmp_path)
 
 
@@ -183,7 +205,9 @@ try:
 except KeyboardInterrupt:
     print("interrupted")
 """
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted", "")
 
 

@@ -65,7 +65,9 @@ def test_layout_fixture_is_explained_exactly(name: str, rng: np.random.Generator
     background, _ = _user_arrays(name, 8, rng)
     explainer = onnxshap.Explainer(model, background, fixed=fixed or None)
     e = explainer.explain(x)
-    assert set(e.readings.values()) == {"rows" if MANIFEST[name]["batch_axes"]["x" if "x" in x else "image"] == 0 else "examples"}
+    assert set(e.readings.values()) == {
+        "rows" if MANIFEST[name]["batch_axes"]["x" if "x" in x else "image"] == 0 else "examples"
+    }
     # The explained outputs are every element of the first output of one example, wherever its batch sits.
     first = model.outputs[0].name
     proto = onnx.load(path)
@@ -80,7 +82,7 @@ def test_layout_fixture_is_explained_exactly(name: str, rng: np.random.Generator
     assert values.shape == (*x[e.input_names[0]].shape, e.prediction.shape[1])
     assert np.abs(values).sum() > 0
     for i in range(3):
-        alone = explainer.explain({k: v[i:i + 1] for k, v in x.items()})
+        alone = explainer.explain({k: v[i : i + 1] for k, v in x.items()})
         np.testing.assert_allclose(
             alone.values_for(e.input_names[0])[0], values[i], rtol=1e-4, atol=1e-5 * float(np.abs(values).max())
         )
@@ -95,8 +97,12 @@ def test_outputs_anywhere_are_labelled_by_their_full_index(rng: np.random.Genera
     assert e.output_names == ["logits[0,0,0]", "logits[5,0,3]", "logits[7,0,5]"]
     assert len(e.all_output_names) == 48
     # "predicted": each sample's arg-max over all 48 elements of its logits.
-    theirs = np.stack([run_ort(onnx.load(MODELS / MANIFEST[name]["file"]), _example(name, x, i))["logits"].reshape(-1)
-                       for i in range(2)])
+    theirs = np.stack(
+        [
+            run_ort(onnx.load(MODELS / MANIFEST[name]["file"]), _example(name, x, i))["logits"].reshape(-1)
+            for i in range(2)
+        ]
+    )
     predicted = explainer.explain(x, output="predicted")
     np.testing.assert_array_equal(predicted.output_indices[:, 0], theirs.argmax(axis=1))
     assert predicted.max_relative_residual <= 1e-5
@@ -109,7 +115,9 @@ def test_no_batch_axis_reads_whole_examples_and_says_which(rng: np.random.Genera
     assert explainer.background_readings == {"x": "examples"}
     one = rng.standard_normal((24, 16)).astype(np.float32)
     # Axis 0 of the model is fixed at 24, so a (24, 16) array cannot be 24 rows: the error lists the readings.
-    with pytest.raises(onnxshap.InputError, match=r"(?s)rows:.*not possible.*fixed at 24.*examples: an array \[n, 24, 16\]"):
+    with pytest.raises(
+        onnxshap.InputError, match=r"(?s)rows:.*not possible.*fixed at 24.*examples: an array \[n, 24, 16\]"
+    ):
         explainer.explain(one)
     e = explainer.explain(one[None])
     assert e.readings == {"x": "examples"} and e.values.shape == (1, 24, 16, 24)
@@ -142,8 +150,10 @@ def test_unknown_dimension_names_tie_nothing_but_named_ones_must_agree(rng: np.r
     model = onnxshap.load(MODELS / "layout_unknown_dims.onnx")  # x ['?', 3, '?', '?']
     x = rng.standard_normal((1, 3, 48, 192)).astype(np.float32)
     np.testing.assert_allclose(
-        model.run({"x": x})["fetch_name_0"], run_ort(onnx.load(MODELS / "layout_unknown_dims.onnx"), {"x": x})["fetch_name_0"],
-        rtol=1e-5, atol=1e-6,
+        model.run({"x": x})["fetch_name_0"],
+        run_ort(onnx.load(MODELS / "layout_unknown_dims.onnx"), {"x": x})["fetch_name_0"],
+        rtol=1e-5,
+        atol=1e-6,
     )
     # A real exporter's shared name still ties: state h0 [1, batch, 16] must have batch 1 beside one example.
     lstm = onnxshap.load(MODELS / "layout_lstm_state_ts.onnx")
@@ -174,7 +184,9 @@ def test_fixed_and_ambiguous_inputs_fail_clearly(rng: np.random.Generator) -> No
     model = onnxshap.load(MODELS / "layout_lstm2_state_static_ts.onnx")
     bg = rng.standard_normal((8, 20, 5)).astype(np.float32)
     state = np.zeros((2, 1, 16), np.float32)
-    with pytest.raises(onnxshap.InputError, match=r"Fixed input 'h0' has shape \[2, 16\], but the model declares \[2, 1, 16\]"):
+    with pytest.raises(
+        onnxshap.InputError, match=r"Fixed input 'h0' has shape \[2, 16\], but the model declares \[2, 1, 16\]"
+    ):
         onnxshap.Explainer(model, bg, fixed={"h0": state[:, 0], "c0": state})
     with pytest.raises(onnxshap.InputError, match="not graph inputs"):
         onnxshap.Explainer(model, bg, fixed={"h": state, "c0": state})
@@ -183,7 +195,9 @@ def test_fixed_and_ambiguous_inputs_fail_clearly(rng: np.random.Generator) -> No
     explainer = onnxshap.Explainer(model, bg, fixed={"h0": state, "c0": state})
     with pytest.raises(onnxshap.InputError, match="another value"):
         explainer.explain({"x": bg[:2], "h0": state + 1})
-    with pytest.raises(onnxshap.InputError, match=r"(?s)fits no reading of \[1, 20, 5\]: axis 2 must be 5.*rows:.*examples:"):
+    with pytest.raises(
+        onnxshap.InputError, match=r"(?s)fits no reading of \[1, 20, 5\]: axis 2 must be 5.*rows:.*examples:"
+    ):
         explainer.explain(rng.standard_normal((2, 20, 4)).astype(np.float32))
     # Never broadcast what the user did not ask to share: an explained input given once is not fixed.
     dynamic = onnxshap.load(MODELS / "layout_lstm_state_ts.onnx")
@@ -208,7 +222,9 @@ def test_rows_that_merely_disagree_in_count_are_not_taken_as_fixed(rng: np.rando
 def test_background_and_samples_must_share_the_example_shape(rng: np.random.Generator) -> None:
     model = onnxshap.load(MODELS / "layout_unknown_dims.onnx")
     explainer = onnxshap.Explainer(model, rng.standard_normal((4, 3, 16, 24)).astype(np.float32))
-    with pytest.raises(onnxshap.InputError, match=r"one sample is fed as \[1, 3, 48, 192\] but one background row as \[1, 3, 16, 24\]"):
+    with pytest.raises(
+        onnxshap.InputError, match=r"one sample is fed as \[1, 3, 48, 192\] but one background row as \[1, 3, 16, 24\]"
+    ):
         explainer.explain(rng.standard_normal((1, 3, 48, 192)).astype(np.float32))
 
 
@@ -236,7 +252,11 @@ def test_zipmap_classifier_explains_the_probabilities_behind_the_zipmap(rng: np.
     ],
 )
 def test_cli_explains_every_layout(
-    name: str, extra: list[str], values_shape: list[int], tmp_path: Path, rng: np.random.Generator,
+    name: str,
+    extra: list[str],
+    values_shape: list[int],
+    tmp_path: Path,
+    rng: np.random.Generator,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     x, fixed = _user_arrays(name, 3, rng)
@@ -247,8 +267,19 @@ def test_cli_explains_every_layout(
         np.save(tmp_path / f"{key}.npy", value)
     extra = [a.format(tmp=tmp_path) for a in extra]
     out = tmp_path / "values.npz"
-    code = cli.main(["explain", str(MODELS / MANIFEST[name]["file"]), "--input", str(tmp_path / "x.npy"),
-                     "--background", str(tmp_path / "bg.npy"), "-o", str(out), *extra])
+    code = cli.main(
+        [
+            "explain",
+            str(MODELS / MANIFEST[name]["file"]),
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--background",
+            str(tmp_path / "bg.npy"),
+            "-o",
+            str(out),
+            *extra,
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err
     e = onnxshap.Explanation.load(out)
@@ -257,29 +288,54 @@ def test_cli_explains_every_layout(
     assert "inputs: " in printed.out  # how the arrays were read
 
 
-def test_cli_takes_state_given_once_in_the_input_file(tmp_path: Path, rng: np.random.Generator,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_takes_state_given_once_in_the_input_file(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = (0.5 * rng.standard_normal((2, 1, 16))).astype(np.float32)
     x = rng.standard_normal((4, 20, 5)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x, h0=state, c0=state)
     out = tmp_path / "values.npz"
-    code = cli.main(["explain", str(MODELS / "layout_lstm2_state_static_ts.onnx"), "--input", str(tmp_path / "x.npz"),
-                     "--batch-size", "3", "-o", str(out)])
+    code = cli.main(
+        [
+            "explain",
+            str(MODELS / "layout_lstm2_state_static_ts.onnx"),
+            "--input",
+            str(tmp_path / "x.npz"),
+            "--batch-size",
+            "3",
+            "-o",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "h0: one fixed value [2, 1, 16] for every sample" in printed.out
     e = onnxshap.Explanation.load(out)
     assert e.values.shape == (4, 20, 5, 3) and e.readings == {"x": "rows"}
     assert e.max_relative_residual <= 1e-5
-    code = cli.main(["explain", str(MODELS / "layout_lstm2_state_static_ts.onnx"), "--input", str(tmp_path / "x.npz"),
-                     "--fixed", "h0=missing.npy", "-o", str(out)])
+    code = cli.main(
+        [
+            "explain",
+            str(MODELS / "layout_lstm2_state_static_ts.onnx"),
+            "--input",
+            str(tmp_path / "x.npz"),
+            "--fixed",
+            "h0=missing.npy",
+            "-o",
+            str(out),
+        ]
+    )
     assert code != 0 and "missing.npy" in capsys.readouterr().err
 
 
-def test_cli_explains_the_zipmap_classifier(tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_explains_the_zipmap_classifier(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     np.save(tmp_path / "x.npy", rng.standard_normal((5, 6)).astype(np.float32))
     out = tmp_path / "values.npz"
-    code = cli.main(["explain", str(MODELS / "sklearn_mlp_zipmap.onnx"), "--input", str(tmp_path / "x.npy"), "-o", str(out)])
+    code = cli.main(
+        ["explain", str(MODELS / "sklearn_mlp_zipmap.onnx"), "--input", str(tmp_path / "x.npy"), "-o", str(out)]
+    )
     assert code == 0, capsys.readouterr().err
     assert onnxshap.Explanation.load(out).values.shape == (5, 6, 3)
 

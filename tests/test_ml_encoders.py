@@ -15,11 +15,20 @@ from onnxshap._errors import UnsupportedOpError
 from tests.helpers import assert_outputs_close, player_shapley, run_ort
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: dict[str, tuple[int, list[Any]]], outputs: list[str],
-           ml: int = 3, initializers: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: dict[str, tuple[int, list[Any]]],
+    outputs: list[str],
+    ml: int = 3,
+    initializers: list[onnx.TensorProto] | None = None,
+) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(k, t, s) for k, (t, s) in inputs.items()],
-        [helper.make_empty_tensor_value_info(o) for o in outputs], initializers or [])
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(k, t, s) for k, (t, s) in inputs.items()],
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
+        initializers or [],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ml)])
     model.ir_version = 8 if ml < 4 else 9
     return model
@@ -42,8 +51,9 @@ FLOATS = np.array([[0.0, 1.7, -1.0, 2.9], [-0.5, np.nan, 1e10, 3.0], [np.inf, 2.
 def test_one_hot_encoder_matches_onnxruntime(dtype: type) -> None:
     x = FLOATS if dtype != np.int64 else np.array([[0, 1, -1, 7], [2, 2, 0, 3]], np.int64)
     x = x.astype(dtype)
-    model = _encoder("OneHotEncoder", helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), list(x.shape),
-                     cats_int64s=[0, 1, 2, -1])
+    model = _encoder(
+        "OneHotEncoder", helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), list(x.shape), cats_int64s=[0, 1, 2, -1]
+    )
     _parity(model, {"x": x})
     assert onnxshap.load(model).run({"x": x})["y"].shape == (*x.shape, 4)
 
@@ -52,8 +62,10 @@ def test_one_hot_encoder_1d_and_constant_strings() -> None:
     _parity(_encoder("OneHotEncoder", TensorProto.INT64, [5], cats_int64s=[3, 1]), {"x": np.array([1, 3, 0, 3, 2])})
     # A constant string column (folded on the host), then a float consumer.
     words = onnx.helper.make_tensor("w", TensorProto.STRING, [3], [b"b", b"z", b"a"])
-    nodes = [helper.make_node("OneHotEncoder", ["w"], ["hot"], domain="ai.onnx.ml", cats_strings=["a", "b"]),
-             helper.make_node("Add", ["hot", "x"], ["y"])]
+    nodes = [
+        helper.make_node("OneHotEncoder", ["w"], ["hot"], domain="ai.onnx.ml", cats_strings=["a", "b"]),
+        helper.make_node("Add", ["hot", "x"], ["y"]),
+    ]
     model = _model(nodes, {"x": (TensorProto.FLOAT, [3, 2])}, ["y"], initializers=[words])
     _parity(model, {"x": np.ones((3, 2), np.float32)})
 
@@ -66,8 +78,10 @@ def test_one_hot_encoder_refusals() -> None:
 
 def test_one_hot_encoder_zeros_0_on_constants_raises() -> None:
     const = onnx.numpy_helper.from_array(np.array([0, 5], np.int64), "c")
-    nodes = [helper.make_node("OneHotEncoder", ["c"], ["hot"], domain="ai.onnx.ml", cats_int64s=[0, 1], zeros=0),
-             helper.make_node("Add", ["hot", "x"], ["y"])]
+    nodes = [
+        helper.make_node("OneHotEncoder", ["c"], ["hot"], domain="ai.onnx.ml", cats_int64s=[0, 1], zeros=0),
+        helper.make_node("Add", ["hot", "x"], ["y"]),
+    ]
     model = _model(nodes, {"x": (TensorProto.FLOAT, [2, 2])}, ["y"], initializers=[const])
     with pytest.raises(UnsupportedOpError, match="unknown category"):
         onnxshap.load(model).run({"x": np.zeros((2, 2), np.float32)})
@@ -83,24 +97,56 @@ def _tensor(name: str, values: np.ndarray) -> onnx.TensorProto:
 @pytest.mark.parametrize(
     ("ml", "dtype", "x", "attrs"),
     [
-        (2, TensorProto.FLOAT, np.array([[1.5, np.nan], [2.0, 7.0]], np.float32),
-         dict(keys_floats=[1.5, 2.0, float("nan")], values_floats=[10.0, -3.0, 0.5], default_float=9.0)),
-        (4, TensorProto.FLOAT, np.array([[1.5, np.nan], [2.0, 7.0]], np.float32),
-         dict(keys_floats=[1.5, 2.0, float("nan")], values_floats=[10.0, -3.0, 0.5], default_float=9.0)),
+        (
+            2,
+            TensorProto.FLOAT,
+            np.array([[1.5, np.nan], [2.0, 7.0]], np.float32),
+            dict(keys_floats=[1.5, 2.0, float("nan")], values_floats=[10.0, -3.0, 0.5], default_float=9.0),
+        ),
+        (
+            4,
+            TensorProto.FLOAT,
+            np.array([[1.5, np.nan], [2.0, 7.0]], np.float32),
+            dict(keys_floats=[1.5, 2.0, float("nan")], values_floats=[10.0, -3.0, 0.5], default_float=9.0),
+        ),
         (2, TensorProto.INT64, np.array([[3, 1], [4, 3]], np.int64), dict(keys_int64s=[3, 4], values_int64s=[30, 40])),
         (2, TensorProto.INT64, np.array([3, 1, 4], np.int64), dict(keys_int64s=[3, 4], values_floats=[0.25, -1.0])),
-        (4, TensorProto.FLOAT, np.array([1.0, 2.0, 5.0], np.float32),
-         dict(keys_floats=[1.0, 2.0], values_int64s=[7, 8], default_int64=-5)),
-        (4, TensorProto.DOUBLE, np.array([1.0, 2.0, 5.0]),
-         dict(keys_tensor=_tensor("keys_tensor", np.array([1.0, 2.0])),
-              values_tensor=_tensor("values_tensor", np.array([10.0, 20.0])),
-              default_tensor=_tensor("default_tensor", np.array([-1.0])))),
-        (4, TensorProto.INT32, np.array([[4, 1]], np.int32),
-         dict(keys_tensor=_tensor("keys_tensor", np.array([1, 4], np.int32)),
-              values_tensor=_tensor("values_tensor", np.array([2, 5], np.int32)),
-              default_tensor=_tensor("default_tensor", np.array([0], np.int32)))),
+        (
+            4,
+            TensorProto.FLOAT,
+            np.array([1.0, 2.0, 5.0], np.float32),
+            dict(keys_floats=[1.0, 2.0], values_int64s=[7, 8], default_int64=-5),
+        ),
+        (
+            4,
+            TensorProto.DOUBLE,
+            np.array([1.0, 2.0, 5.0]),
+            dict(
+                keys_tensor=_tensor("keys_tensor", np.array([1.0, 2.0])),
+                values_tensor=_tensor("values_tensor", np.array([10.0, 20.0])),
+                default_tensor=_tensor("default_tensor", np.array([-1.0])),
+            ),
+        ),
+        (
+            4,
+            TensorProto.INT32,
+            np.array([[4, 1]], np.int32),
+            dict(
+                keys_tensor=_tensor("keys_tensor", np.array([1, 4], np.int32)),
+                values_tensor=_tensor("values_tensor", np.array([2, 5], np.int32)),
+                default_tensor=_tensor("default_tensor", np.array([0], np.int32)),
+            ),
+        ),
     ],
-    ids=["floats_nan_key_v2", "floats_nan_key_v4", "int64s", "int_to_float", "float_to_int_v4", "double_tensors", "int32_tensors"],
+    ids=[
+        "floats_nan_key_v2",
+        "floats_nan_key_v4",
+        "int64s",
+        "int_to_float",
+        "float_to_int_v4",
+        "double_tensors",
+        "int32_tensors",
+    ],
 )
 def test_label_encoder_matches_onnxruntime(ml: int, dtype: int, x: np.ndarray, attrs: dict[str, Any]) -> None:
     model = _encoder("LabelEncoder", dtype, list(x.shape), ml=ml, **attrs)
@@ -161,6 +207,7 @@ def test_one_hot_encoder_rule_is_exact_per_column() -> None:
     e = explainer.explain(x)
     sess = onnxshap.load(model)
     for i in range(len(x)):
+
         def game(z: np.ndarray) -> float:
             return float(sess.run({"x": z[None].astype(np.float32)})["y"][0, 0])
 
@@ -176,8 +223,15 @@ def test_one_hot_encoder_rule_is_exact_per_column() -> None:
 def test_label_encoder_rule_is_exact() -> None:
     # Two encoded columns combined by a product: a two-player game per row, against brute force.
     nodes = [
-        helper.make_node("LabelEncoder", ["x"], ["v"], domain="ai.onnx.ml", keys_floats=[0.0, 1.0, 2.0],
-                         values_floats=[-1.0, 3.0, 0.5], default_float=2.0),
+        helper.make_node(
+            "LabelEncoder",
+            ["x"],
+            ["v"],
+            domain="ai.onnx.ml",
+            keys_floats=[0.0, 1.0, 2.0],
+            values_floats=[-1.0, 3.0, 0.5],
+            default_float=2.0,
+        ),
         helper.make_node("ReduceProd", ["v"], ["y"], keepdims=1),
     ]
     model = _model(nodes, {"x": (TensorProto.FLOAT, ["N", 2])}, ["y"], ml=2)
@@ -188,8 +242,11 @@ def test_label_encoder_rule_is_exact() -> None:
     e = explainer.explain(x)
     sess = onnxshap.load(model)
     for i in range(len(x)):
-        want = player_shapley(lambda z: float(sess.run({"x": z[None].astype(np.float32)})["y"][0, 0]),
-                              x[i].astype(np.float64), r[0].astype(np.float64))
+        want = player_shapley(
+            lambda z: float(sess.run({"x": z[None].astype(np.float32)})["y"][0, 0]),
+            x[i].astype(np.float64),
+            r[0].astype(np.float64),
+        )
         np.testing.assert_allclose(np.asarray(e.values)[i].reshape(-1), want, rtol=1e-5, atol=1e-6)
     nodes_ = explainer._pass.diagnose({"x": x[:1].astype(np.float64)}, {"x": r.astype(np.float64)}, 0, 1)
     for label, inflow, outflow in nodes_:

@@ -24,8 +24,11 @@ def _mlp(opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Relu", ["z"], ["y"], name="relu"),
     ]
     graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, b],
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [w, b],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
@@ -86,7 +89,9 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 def _with_external_data(tmp_path: Path) -> Path:
     proto = _mlp()
     path = tmp_path / "ext.onnx"
-    onnx.save(proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0)
+    onnx.save(
+        proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0
+    )
     return path
 
 

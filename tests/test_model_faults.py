@@ -21,10 +21,16 @@ def _mlp() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.normal(size=(3,)).astype(np.float32), "b")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Add", ["h", "b"], ["y"], name="add")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "b"], ["y"], name="add"),
+    ]
     graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, b],
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [w, b],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -59,7 +65,9 @@ def test_external_data_offset_past_the_end_of_its_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], length: str | None
 ) -> None:
     path = tmp_path / "ext.onnx"
-    onnx.save(_mlp(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0)
+    onnx.save(
+        _mlp(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0
+    )
     size = (tmp_path / "ext.data").stat().st_size
     proto = onnx.load(path, load_external_data=False)
     _set_external(proto.graph.initializer[0], offset="100000", length=length)
@@ -67,7 +75,13 @@ def test_external_data_offset_past_the_end_of_its_file(
     with pytest.raises(onnxshap.ExternalDataError) as info:
         onnxshap.load(path)
     text = str(info.value)
-    for key in ("'w'", "'ext.data'", "offset 100000", f"only {size} bytes", "truncated or does not belong to this model"):
+    for key in (
+        "'w'",
+        "'ext.data'",
+        "offset 100000",
+        f"only {size} bytes",
+        "truncated or does not belong to this model",
+    ):
         assert key in text, text
     out = tmp_path / "values.npz"
     x = tmp_path / "x.npy"
@@ -79,11 +93,15 @@ def test_external_data_offset_past_the_end_of_its_file(
 
 def test_external_data_shorter_than_the_tensor(tmp_path: Path) -> None:
     path = tmp_path / "ext.onnx"
-    onnx.save(_mlp(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0)
+    onnx.save(
+        _mlp(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0
+    )
     proto = onnx.load(path, load_external_data=False)
     _set_external(proto.graph.initializer[0], length="40")  # w is 4 x 3 float32: 48 bytes
     _save(proto, path)
-    with pytest.raises(onnxshap.ExternalDataError, match=r"'w' has dims \[4, 3\] of float, which take 48 bytes.*40 bytes long"):
+    with pytest.raises(
+        onnxshap.ExternalDataError, match=r"'w' has dims \[4, 3\] of float, which take 48 bytes.*40 bytes long"
+    ):
         onnxshap.load(path)
 
 
@@ -137,8 +155,11 @@ def _huge(op: str) -> onnx.ModelProto:
         helper.make_node("Add", ["x", "c"], ["y"], name="add"),
     ]
     graph = helper.make_graph(
-        nodes, "huge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+        nodes,
+        "huge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -167,7 +188,12 @@ def test_ml_opset_newer_than_onnx_knows(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(onnxshap.OpsetError) as info:
         onnxshap.load(proto)
     text = str(info.value)
-    for key in ("opset 99", "'ai.onnx.ml'", f"up to {onnx.defs.C.schema_version_map()['ai.onnx.ml'][1]}", "Upgrade onnx"):
+    for key in (
+        "opset 99",
+        "'ai.onnx.ml'",
+        f"up to {onnx.defs.C.schema_version_map()['ai.onnx.ml'][1]}",
+        "Upgrade onnx",
+    ):
         assert key in text, text
     path = _save(proto, tmp_path / "ml99.onnx")
     assert "'ai.onnx.ml'" in _cli_error(capsys, "inspect", path)
@@ -177,8 +203,11 @@ def test_ml_opset_newer_than_onnx_knows(tmp_path: Path, capsys: pytest.CaptureFi
 def test_model_without_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = numpy_helper.from_array(np.arange(3, dtype=np.float32).reshape(1, 3), "c")
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["c"], ["y"], name="relu")], "constant", [],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [c],
+        [helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        "constant",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [c],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     model = onnxshap.load(proto)
@@ -198,9 +227,16 @@ def test_model_without_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_attribute_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     node = helper.make_node("Softmax", ["x"], ["y"], name="soft", axis=1.0)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(onnxshap.GraphError, match=r"Attribute 'axis' of Softmax node 'soft' is stored as FLOAT, but Softmax-13 takes INT"):
+    with pytest.raises(
+        onnxshap.GraphError,
+        match=r"Attribute 'axis' of Softmax node 'soft' is stored as FLOAT, but Softmax-13 takes INT",
+    ):
         onnxshap.load(proto)
     assert "stored as FLOAT" in _cli_error(capsys, "check", _save(proto, tmp_path / "m.onnx"))

@@ -32,8 +32,9 @@ def _node(op: str, attrs: dict[str, Any] | None = None, since: int = 13) -> Node
     return Node(0, "n", op, "", since, ("a", "b", "c")[:1], ("y",), attrs or {}, None)
 
 
-def _ctx(op: str, fn: Callable[..., Any], xs: list[Any], rs: list[Any], attrs: dict[str, Any] | None = None,
-         since: int = 13) -> M.NodeContext:
+def _ctx(
+    op: str, fn: Callable[..., Any], xs: list[Any], rs: list[Any], attrs: dict[str, Any] | None = None, since: int = 13
+) -> M.NodeContext:
     f = lambda *a: (fn(*a),)
     xs = [jnp.asarray(v) for v in xs]
     rs = [jnp.asarray(v) for v in rs]
@@ -64,7 +65,9 @@ def _seeded_phi(rule: M.Rule, ctx: M.NodeContext, position: int, out_index: tupl
     return float(jnp.sum(m * (ctx.xin[position] - ctx.rin[position])))
 
 
-@pytest.mark.parametrize(("op", "fn"), [("Mul", E.mul), ("Div", E.div), ("Max", E.max_), ("Min", E.min_), ("Pow", E.pow_)])
+@pytest.mark.parametrize(
+    ("op", "fn"), [("Mul", E.mul), ("Div", E.div), ("Max", E.max_), ("Min", E.min_), ("Pow", E.pow_)]
+)
 def test_shapley_two_players_matches_enumeration(op: str, fn: Callable[..., Any], rng: np.random.Generator) -> None:
     x = [rng.uniform(0.5, 2, (3, 4)), rng.uniform(0.5, 2, (3, 4))]
     r = [rng.uniform(0.5, 2, (3, 4)), rng.uniform(0.5, 2, (3, 4))]
@@ -81,8 +84,15 @@ def test_shapley_three_players_with_broadcast(rng: np.random.Generator) -> None:
     x = [rng.normal(size=(2, 3)), rng.normal(size=(1, 3)), rng.normal(size=(2, 1))]
     r = [rng.normal(size=(2, 3)), rng.normal(size=(1, 3)), rng.normal(size=(2, 1))]
     ctx = _ctx("Max", fn, x, r)
-    ctx = M.NodeContext(Node(0, "n", "Max", "", 13, ("a", "b", "c"), ("y",), {}, None), ctx.fn, ctx.xin, ctx.rin,
-                        ctx.xout, ctx.rout, [True, True, True])
+    ctx = M.NodeContext(
+        Node(0, "n", "Max", "", 13, ("a", "b", "c"), ("y",), {}, None),
+        ctx.fn,
+        ctx.xin,
+        ctx.rin,
+        ctx.xout,
+        ctx.rout,
+        [True, True, True],
+    )
     for i, j in [(0, 0), (1, 2)]:
         # Each broadcast player contributes through one element per output element.
         xs = [x[0][i, j], x[1][0, j], x[2][i, 0]]
@@ -202,8 +212,9 @@ LOCAL_CASES: list[tuple[str, M.Rule, Callable[..., Any], int]] = [
 
 
 @pytest.mark.parametrize(("name", "rule", "fn", "arity"), LOCAL_CASES, ids=[c[0] for c in LOCAL_CASES])
-def test_every_rule_is_locally_complete(name: str, rule: M.Rule, fn: Callable[..., Any], arity: int,
-                                        rng: np.random.Generator) -> None:
+def test_every_rule_is_locally_complete(
+    name: str, rule: M.Rule, fn: Callable[..., Any], arity: int, rng: np.random.Generator
+) -> None:
     shapes = [(3, 3)] * arity
     xs = [rng.uniform(0.5, 2, s) for s in shapes]
     rs = [rng.uniform(0.5, 2, s) for s in shapes]

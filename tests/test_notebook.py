@@ -120,7 +120,9 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     nbformat = pytest.importorskip("nbformat", reason="the notebook test needs the test extra (nbformat)")
     nbclient = pytest.importorskip("nbclient", reason="the notebook test needs the test extra (nbclient)")
     pytest.importorskip("ipykernel", reason="the notebook test needs the test extra (ipykernel)")
-    pytest.importorskip("matplotlib", reason="the notebook draws plots, which need matplotlib (the onnxshap[plot] extra)")
+    pytest.importorskip(
+        "matplotlib", reason="the notebook draws plots, which need matplotlib (the onnxshap[plot] extra)"
+    )
     pytest.importorskip("shap", reason="the notebook converts to shap")
     root = tmp_path_factory.mktemp("notebook")
     (root / "models").symlink_to(REPO / "models", target_is_directory=True)
@@ -174,9 +176,19 @@ def _screenshot(browser: str, page: Path) -> np.ndarray:
 
     shot = page.with_suffix(".png")
     subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
-         "--window-size=1000,800", page.as_uri()],
-        check=True, capture_output=True, timeout=60,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1000,800",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     with Image.open(shot) as img:
         return np.asarray(img.convert("RGB"), dtype=np.float64)
@@ -185,7 +197,9 @@ def _screenshot(browser: str, page: Path) -> np.ndarray:
 def test_browser_draws_the_notebook_views(executed: Any, tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip("Chromium, a system package, is not installed to render the HTML (apt-get install chromium; .ci/run installs it where apt and root allow)")
+        pytest.skip(
+            "Chromium, a system package, is not installed to render the HTML (apt-get install chromium; .ci/run installs it where apt and root allow)"
+        )
     (summary,) = [o for o in _outputs(executed, r"\Ae\Z") if o.output_type == "execute_result"]
     text = _explanation(2, 6, 1, ids=True).plot(kind="text")
     assert isinstance(text, TextHTML)

@@ -60,8 +60,11 @@ def _gray_cnn(channels_last: bool) -> onnx.ModelProto:
     else:
         nodes[0].input[0] = "x"
     graph = helper.make_graph(
-        nodes, "gray_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits,
+        nodes,
+        "gray_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -77,7 +80,9 @@ def gray(digits: tuple[np.ndarray, np.ndarray]) -> dict[str, Explanation]:
     x, bg = digits
     nchw = onnxshap.Explainer(_gray_cnn(False), bg[:8]).explain(x[:3], output=[0, 2])
     to_nhwc = (0, 2, 3, 1)
-    nhwc = onnxshap.Explainer(_gray_cnn(True), bg[:8].transpose(to_nhwc)).explain(x[:3].transpose(to_nhwc), output=[0, 2])
+    nhwc = onnxshap.Explainer(_gray_cnn(True), bg[:8].transpose(to_nhwc)).explain(
+        x[:3].transpose(to_nhwc), output=[0, 2]
+    )
     return {"nchw": nchw, "nhwc": nhwc}
 
 
@@ -96,7 +101,9 @@ def rgb() -> dict[str, Explanation]:
     x, bg = _stripes(rng, 2), rng.uniform(0, 1, (4, 3, 16, 16)).astype(np.float32)
     nchw = onnxshap.Explainer(MODELS / "torch_resblock_ts.onnx", bg).explain(x, output=[1])
     to_nhwc = (0, 2, 3, 1)
-    nhwc = onnxshap.Explainer(MODELS / "keras_resblock.onnx", bg.transpose(to_nhwc)).explain(x.transpose(to_nhwc), output=[1])
+    nhwc = onnxshap.Explainer(MODELS / "keras_resblock.onnx", bg.transpose(to_nhwc)).explain(
+        x.transpose(to_nhwc), output=[1]
+    )
     return {"nchw": nchw, "nhwc": nhwc}
 
 
@@ -168,7 +175,7 @@ def test_image_layout_nchw_grayscale(gray: dict[str, Explanation], tmp_path: Pat
     columns = np.flatnonzero(coloured.any(axis=0))
     # The grayscale image comes first (no colour in its column); heat maps and colour bar follow.
     assert columns.min() > 0.8 * PANEL_INCHES * 100
-    assert coloured[:, round(1.2 * PANEL_INCHES * 100):].mean() > 0.01
+    assert coloured[:, round(1.2 * PANEL_INCHES * 100) :].mean() > 0.01
 
 
 def test_image_nhwc_draws_the_same_picture_as_nchw(gray: dict[str, Explanation], tmp_path: Path) -> None:
@@ -205,10 +212,12 @@ def _picture(img: np.ndarray) -> np.ndarray:
     """The bounding box of the strongly coloured pixels in the left panel."""
     panel = img[:, : round(0.9 * PANEL_INCHES * 100)]
     ys, xs = np.nonzero(panel.max(axis=-1) - panel.min(axis=-1) > 0.5)
-    return panel[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    return panel[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
-def test_image_of_an_intermediate_tensor_has_no_image_column(digits: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+def test_image_of_an_intermediate_tensor_has_no_image_column(
+    digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
     x, bg = digits
     e = onnxshap.Explainer(_gray_cnn(False), bg[:4], inputs="relu").explain(x[:1], output=0)
     assert e.data is None and e.values.shape == (1, 2, 8, 8, 1)
@@ -260,14 +269,17 @@ def test_text_html_colours_each_token_by_its_summed_value(text: Explanation, tmp
     tokens = [TOKENS, [f"w{i}" for i in range(20)]]
     plot(text, path, tokens=tokens)
     page = path.read_text(encoding="utf-8")
-    spans = re.findall(r'<span class="tok" style="background: rgba\((\d+), (\d+), (\d+), ([\d.]+)\)[^"]*" '
-                       r'title="([^"]+)">([^<]*)</span>', page)
+    spans = re.findall(
+        r'<span class="tok" style="background: rgba\((\d+), (\d+), (\d+), ([\d.]+)\)[^"]*" '
+        r'title="([^"]+)">([^<]*)</span>',
+        page,
+    )
     assert len(spans) == 2 * 20
     per_token = text.values.sum(axis=2)[..., 0].ravel()  # the embedding axis is summed
     shown = np.array([float(s[4]) for s in spans])
     np.testing.assert_allclose(shown, per_token, rtol=1e-3, atol=1e-7)
     assert [html.unescape(s[5]) for s in spans[:20]] == TOKENS  # escaped, in order
-    for (r, _, b, alpha, value, _) in spans:
+    for r, _, b, alpha, value, _ in spans:
         if float(alpha) > 0:
             assert (int(r) > int(b)) == (float(value) > 0)
     assert "<not>" not in page
@@ -308,8 +320,11 @@ def _token_model() -> onnx.ModelProto:
         helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "tokens", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits,
+        nodes,
+        "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
@@ -400,7 +415,9 @@ def test_loaded_explanation_plots(tabular: Explanation, tmp_path: Path) -> None:
 # --- dispatch, errors, global state ---------------------------------------------------------------
 
 
-def test_auto_kind(gray: dict[str, Explanation], rgb: dict[str, Explanation], tabular: Explanation, text: Explanation) -> None:
+def test_auto_kind(
+    gray: dict[str, Explanation], rgb: dict[str, Explanation], tabular: Explanation, text: Explanation
+) -> None:
     assert auto_kind(gray["nchw"]) == auto_kind(gray["nhwc"]) == "image"
     assert auto_kind(rgb["nchw"]) == auto_kind(rgb["nhwc"]) == "image"
     assert auto_kind(tabular) == "bar"
@@ -425,9 +442,14 @@ def test_option_errors(tabular: Explanation, gray: dict[str, Explanation], tmp_p
     with pytest.raises(InputError, match="out of range"):
         plot(gray["nchw"], tmp_path / "p.png", output=2)  # two outputs were explained
     two = Explanation(
-        values={"a": tabular.values, "b": tabular.values}, base_values=tabular.base_values,
-        data={"a": tabular.data, "b": tabular.data}, prediction=tabular.prediction, residual=tabular.residual,
-        input_names=["a", "b"], output_names=tabular.output_names, output_indices=tabular.output_indices,
+        values={"a": tabular.values, "b": tabular.values},
+        base_values=tabular.base_values,
+        data={"a": tabular.data, "b": tabular.data},
+        prediction=tabular.prediction,
+        residual=tabular.residual,
+        input_names=["a", "b"],
+        output_names=tabular.output_names,
+        output_indices=tabular.output_indices,
         all_output_names=tabular.all_output_names,
     )
     with pytest.raises(InputError, match="choose one with input="):
@@ -461,7 +483,9 @@ def test_no_pyplot_state(gray: dict[str, Explanation], tmp_path: Path) -> None:
         assert "matplotlib.pyplot" not in sys.modules
 
 
-def test_missing_matplotlib_is_a_clear_error(text: Explanation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_matplotlib_is_a_clear_error(
+    text: Explanation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)

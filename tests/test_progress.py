@@ -60,8 +60,13 @@ def calls() -> dict[str, Any]:
 def test_first_call_reports_compiling_then_every_chunk_in_order(calls: dict[str, Any]) -> None:
     # 3 compile steps (reference side, sample side, multiplier pass), then 1 sample block x 4 chunks.
     assert calls["first"].steps == [
-        ("compile", 0, 7), ("compile", 1, 7), ("compile", 2, 7),
-        ("attribute", 3, 7), ("attribute", 4, 7), ("attribute", 5, 7), ("attribute", 6, 7),
+        ("compile", 0, 7),
+        ("compile", 1, 7),
+        ("compile", 2, 7),
+        ("attribute", 3, 7),
+        ("attribute", 4, 7),
+        ("attribute", 5, 7),
+        ("attribute", 6, 7),
         ("done", 7, 7),
     ]
 
@@ -69,7 +74,7 @@ def test_first_call_reports_compiling_then_every_chunk_in_order(calls: dict[str,
 def test_compiling_is_reported_while_xla_compiles(calls: dict[str, Any]) -> None:
     # Every compilation of the pass happens within a compile step: none once the chunks run.
     first = calls["first"]
-    at_chunks = first.compiles_at[first.steps.index(("attribute", 3, 7)):]
+    at_chunks = first.compiles_at[first.steps.index(("attribute", 3, 7)) :]
     assert first.compiles_at[0] < at_chunks[0] and len(set(at_chunks)) == 1
     assert calls["explainer"]._pass.trace_count == 1  # compiled ahead, then called: traced once
 
@@ -110,8 +115,18 @@ def test_cli_progress_shows_the_phases_on_stderr(tmp_path: Path, capsys: pytest.
     rng = np.random.default_rng(4)
     np.save(tmp_path / "x.npy", rng.standard_normal((5, 10)).astype(np.float32))
     np.save(tmp_path / "bg.npy", rng.standard_normal((8, 10)).astype(np.float32))
-    common = ["explain", str(MLP), "--input", str(tmp_path / "x.npy"), "--background", str(tmp_path / "bg.npy"),
-              "--batch-size", "2", "-o", str(tmp_path / "v.npz")]
+    common = [
+        "explain",
+        str(MLP),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--background",
+        str(tmp_path / "bg.npy"),
+        "--batch-size",
+        "2",
+        "-o",
+        str(tmp_path / "v.npz"),
+    ]
     assert cli.main([*common, "--progress"]) == 0
     out, err = capsys.readouterr()
     shown = [line.strip() for line in err.replace("\r", "\n").splitlines() if line.strip()]
@@ -127,8 +142,9 @@ def test_cli_progress_shows_the_phases_on_stderr(tmp_path: Path, capsys: pytest.
     np.testing.assert_array_equal(onnxshap.Explanation.load(tmp_path / "v.npz").values, first.values)
 
 
-def test_cli_bar_ends_its_line_before_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bar_ends_its_line_before_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(5)
     np.save(tmp_path / "x.npy", rng.standard_normal((2, 10)).astype(np.float32))
     stream = io.StringIO()

@@ -27,13 +27,29 @@ MANIFEST: dict[str, Any] = json.loads((MODELS / "manifest.json").read_text())
 QDQ = sorted(name for name, entry in MANIFEST.items() if entry.get("family") == "qdq")
 
 _RANGES = {
-    T.INT8: (-128, 127), T.UINT8: (0, 255), T.INT16: (-32768, 32767), T.UINT16: (0, 65535),
-    T.INT4: (-8, 7), T.UINT4: (0, 15), T.INT2: (-2, 1), T.UINT2: (0, 3),
+    T.INT8: (-128, 127),
+    T.UINT8: (0, 255),
+    T.INT16: (-32768, 32767),
+    T.UINT16: (0, 65535),
+    T.INT4: (-8, 7),
+    T.UINT4: (0, 15),
+    T.INT2: (-2, 1),
+    T.UINT2: (0, 3),
 }
 #: The opset each target type arrived in.
 _SINCE = {
-    T.INT8: 10, T.UINT8: 10, T.FLOAT8E4M3FN: 19, T.FLOAT8E4M3FNUZ: 19, T.FLOAT8E5M2: 19, T.FLOAT8E5M2FNUZ: 19,
-    T.INT16: 21, T.UINT16: 21, T.INT4: 21, T.UINT4: 21, T.INT2: 25, T.UINT2: 25,
+    T.INT8: 10,
+    T.UINT8: 10,
+    T.FLOAT8E4M3FN: 19,
+    T.FLOAT8E4M3FNUZ: 19,
+    T.FLOAT8E5M2: 19,
+    T.FLOAT8E5M2FNUZ: 19,
+    T.INT16: 21,
+    T.UINT16: 21,
+    T.INT4: 21,
+    T.UINT4: 21,
+    T.INT2: 25,
+    T.UINT2: 25,
 }
 #: Targets onnxruntime's Python API can return as arrays (the others are compared after a DequantizeLinear).
 _RETURNABLE = {T.INT8, T.UINT8, T.INT16, T.UINT16, T.FLOAT8E4M3FN}
@@ -43,8 +59,13 @@ def _np(t: int) -> np.dtype[Any]:
     return np.dtype(helper.tensor_dtype_to_np_dtype(t))
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-           inits: list[onnx.TensorProto], opset: int) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: list[onnx.TensorProto],
+    opset: int,
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10 if opset >= 21 else 8)
 
@@ -72,13 +93,17 @@ def _cases() -> list[Any]:
                 for kind in ("q", "qdq", "dq_const"):
                     if kind == "q" and target not in _RETURNABLE:
                         continue
-                    cases.append(pytest.param(target, opset, mode, kind, T.FLOAT,
-                                              id=f"{T.DataType.Name(target)}-{opset}-{mode}-{kind}"))
+                    cases.append(
+                        pytest.param(
+                            target, opset, mode, kind, T.FLOAT, id=f"{T.DataType.Name(target)}-{opset}-{mode}-{kind}"
+                        )
+                    )
     # Half-precision inputs: the quotient is float32 before opset 23, float16 from 23 on.
     for opset in (19, 21, 23, 25):
         for target in (T.INT8, T.UINT16) if opset >= 21 else (T.INT8,):
-            cases.append(pytest.param(target, opset, "axis", "q", T.FLOAT16,
-                                      id=f"{T.DataType.Name(target)}-{opset}-float16"))
+            cases.append(
+                pytest.param(target, opset, "axis", "q", T.FLOAT16, id=f"{T.DataType.Name(target)}-{opset}-float16")
+            )
     return cases
 
 
@@ -122,18 +147,32 @@ def test_quantize_dequantize_match_onnxruntime(
     np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
 
 
-@pytest.mark.parametrize(("x_type", "scale_type", "precision"), [
-    (T.FLOAT, T.FLOAT16, 0), (T.FLOAT16, T.FLOAT, 0), (T.FLOAT, T.FLOAT, T.FLOAT16), (T.FLOAT16, T.FLOAT16, T.FLOAT),
-])
-def test_quotient_precision_from_opset_23_matches_onnxruntime(x_type: int, scale_type: int, precision: int,
-                                                               rng: np.random.Generator) -> None:
+@pytest.mark.parametrize(
+    ("x_type", "scale_type", "precision"),
+    [
+        (T.FLOAT, T.FLOAT16, 0),
+        (T.FLOAT16, T.FLOAT, 0),
+        (T.FLOAT, T.FLOAT, T.FLOAT16),
+        (T.FLOAT16, T.FLOAT16, T.FLOAT),
+    ],
+)
+def test_quotient_precision_from_opset_23_matches_onnxruntime(
+    x_type: int, scale_type: int, precision: int, rng: np.random.Generator
+) -> None:
     # Close ties are frequent in 4000 values: a quotient rounded at the wrong precision shows.
     x = (rng.standard_normal(4000) * 3).astype(_np(x_type))
-    inits = [numpy_helper.from_array(np.asarray(0.1037, _np(scale_type)), "s"),
-             numpy_helper.from_array(np.asarray(np.int8(5)), "z")]
+    inits = [
+        numpy_helper.from_array(np.asarray(0.1037, _np(scale_type)), "s"),
+        numpy_helper.from_array(np.asarray(np.int8(5)), "z"),
+    ]
     attrs = {"precision": precision} if precision else {}
-    model = _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], **attrs)],
-                   [_vi("x", x_type, [4000])], [_vi("y", T.INT8)], inits, 23)
+    model = _model(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], **attrs)],
+        [_vi("x", x_type, [4000])],
+        [_vi("y", T.INT8)],
+        inits,
+        23,
+    )
     np.testing.assert_array_equal(onnxshap.load(model).run({"x": x})["y"], run_ort(model, {"x": x})["y"])
 
 
@@ -142,12 +181,20 @@ def test_e8m0_scales_match_the_onnx_reference(rng: np.random.Generator) -> None:
     from onnx.reference import ReferenceEvaluator
 
     x = (rng.standard_normal((2, 12)) * 3).astype(np.float32)
-    inits = [numpy_helper.from_array(np.asarray([0.25, 0.5], ml_dtypes.float8_e8m0fnu), "s"),
-             numpy_helper.from_array(np.asarray([1, -2], np.int8), "z")]
-    model = _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=0),
-                    helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0, output_dtype=T.FLOAT)],
-                   [_vi("x", T.FLOAT, [2, 12])],
-                   [_vi("q", T.INT8), _vi("y", T.FLOAT)], inits, 24)
+    inits = [
+        numpy_helper.from_array(np.asarray([0.25, 0.5], ml_dtypes.float8_e8m0fnu), "s"),
+        numpy_helper.from_array(np.asarray([1, -2], np.int8), "z"),
+    ]
+    model = _model(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=0),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0, output_dtype=T.FLOAT),
+        ],
+        [_vi("x", T.FLOAT, [2, 12])],
+        [_vi("q", T.INT8), _vi("y", T.FLOAT)],
+        inits,
+        24,
+    )
     want = ReferenceEvaluator(model).run(None, {"x": x})
     got = onnxshap.load(model).run({"x": x})
     np.testing.assert_array_equal(got["q"], want[0])
@@ -171,7 +218,9 @@ def test_dequantized_weights_fold_and_activation_pairs_fuse() -> None:
         value = constants[n.outputs[0]]
         assert value.dtype == np.float32
         codes, scale, zero = (inits[i] for i in n.inputs)
-        np.testing.assert_array_equal(value, ((codes.astype(np.int32) - zero.astype(np.int32)) * scale).astype(np.float32))
+        np.testing.assert_array_equal(
+            value, ((codes.astype(np.int32) - zero.astype(np.int32)) * scale).astype(np.float32)
+        )
     # Activations: every QuantizeLinear -> DequantizeLinear pair is one float node reading the float tensor;
     # the QuantizeLinear nodes, read by nothing else, are gone.
     assert len(fused) == 8 and not quantize
@@ -266,8 +315,15 @@ def test_quantize_rule_reads_codes_as_numbers(rng: np.random.Generator) -> None:
     scale, zero = np.asarray(0.02, np.float32), np.asarray(10, np.uint8)
     fn = lambda *a: (Q.quantize_linear(*a),)
     node = Node(0, "q", "QuantizeLinear", "", 13, ("x", "s", "z"), ("q",), {}, None)
-    ctx = NodeContext(node, fn, [jnp.asarray(x), scale, zero], [jnp.asarray(r), scale, zero],
-                      fn(jnp.asarray(x), scale, zero), fn(jnp.asarray(r), scale, zero), [True, False, False])
+    ctx = NodeContext(
+        node,
+        fn,
+        [jnp.asarray(x), scale, zero],
+        [jnp.asarray(r), scale, zero],
+        fn(jnp.asarray(x), scale, zero),
+        fn(jnp.asarray(r), scale, zero),
+        [True, False, False],
+    )
     m = Q.quantize_linear_rule(ctx, [jnp.ones((1, 4), jnp.float32)])[0]
     codes = np.asarray(ctx.xout[0], np.float64) - np.asarray(ctx.rout[0], np.float64)
     assert codes.min() < 0
@@ -389,7 +445,9 @@ def test_qdq_fixture_matches_onnxruntime_exactly(name: str, rng: np.random.Gener
 
 # About 7 s per transformer block on a quiet machine; the per-channel one runs with -m slow (and its
 # 4 x 16 explanation in tests/test_explainer.py by default).
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "qdq_transformer_block_pc" else n for n in QDQ])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "qdq_transformer_block_pc" else n for n in QDQ]
+)
 def test_qdq_fixture_is_explained_exactly_by_default(name: str, rng: np.random.Generator) -> None:
     model = onnxshap.load(MODELS / MANIFEST[name]["file"])
     e = onnxshap.Explainer(model, _fixture_rows(name, rng, 8)).explain(_fixture_rows(name, rng, 2))
@@ -408,7 +466,9 @@ def test_qdq_fixture_nodes_are_locally_complete(name: str, rng: np.random.Genera
     slot = int(np.argmax(np.abs(change)))
     assert change.reshape(-1)[slot] != 0
     explainer = onnxshap.Explainer(model, background)
-    nodes = explainer._pass.diagnose({"x": x.astype(np.float64)}, {"x": background.astype(np.float64)}, slot, change.size)
+    nodes = explainer._pass.diagnose(
+        {"x": x.astype(np.float64)}, {"x": background.astype(np.float64)}, slot, change.size
+    )
     fused = [(inflow, outflow) for label, inflow, outflow in nodes if Q.FUSED_OP in label]
     assert len(fused) >= 5 and sum(abs(b) > 1e-6 for _, b in fused) >= 3
     for label, inflow, outflow in nodes:
@@ -433,19 +493,21 @@ def test_dynamically_quantised_model_is_a_clear_error() -> None:
 def _single_node(op: str, domain: str, n_inputs: int, opsets: dict[str, int]) -> onnx.ModelProto:
     names = [f"i{k}" for k in range(n_inputs)]
     node = helper.make_node(op, names, ["y"], domain=domain, name="n")
-    graph = helper.make_graph([node], "g", [_vi(n, T.FLOAT) for n in names],
-                              [_vi("y", T.FLOAT)])
+    graph = helper.make_graph([node], "g", [_vi(n, T.FLOAT) for n in names], [_vi("y", T.FLOAT)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], ir_version=8)
 
 
-@pytest.mark.parametrize(("op", "domain", "words"), [
-    ("DynamicQuantizeLSTM", "com.microsoft", "dynamic quantisation"),
-    ("MatMulInteger", "", "dynamic quantisation"),
-    ("QLinearConv", "", "QOperator"),
-    ("QLinearMatMul", "", "QOperator"),
-    ("QLinearAdd", "com.microsoft", "QOperator"),
-    ("QuantizeLinear", "com.microsoft", "opset 21"),
-])
+@pytest.mark.parametrize(
+    ("op", "domain", "words"),
+    [
+        ("DynamicQuantizeLSTM", "com.microsoft", "dynamic quantisation"),
+        ("MatMulInteger", "", "dynamic quantisation"),
+        ("QLinearConv", "", "QOperator"),
+        ("QLinearMatMul", "", "QOperator"),
+        ("QLinearAdd", "com.microsoft", "QOperator"),
+        ("QuantizeLinear", "com.microsoft", "opset 21"),
+    ],
+)
 def test_other_quantised_ops_name_themselves_and_the_way_out(op: str, domain: str, words: str) -> None:
     proto = _single_node(op, domain, 2, {"": 17, **({domain: 1} if domain else {})})
     with pytest.raises(onnxshap.UnsupportedOpError) as info:
@@ -453,4 +515,3 @@ def test_other_quantised_ops_name_themselves_and_the_way_out(op: str, domain: st
     message = str(info.value)
     assert message.startswith(f"{op} (domain {domain or 'ai.onnx'!r}") and "node(s) 'n'" in message
     assert words in message and "Explain the float model" in message
-

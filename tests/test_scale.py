@@ -54,7 +54,12 @@ def _run(script: str, env: dict[str, str] | None = None) -> dict[str, object]:
 
 def _run_args(script: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, object]:
     result = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=REPO, check=False, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr[-3000:]

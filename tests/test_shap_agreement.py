@@ -29,15 +29,26 @@ def _mlp() -> torch.nn.Module:
 
 def _cnn() -> torch.nn.Module:
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
-        torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 2 * 2, 4),
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Conv2d(8, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 2 * 2, 4),
     )
 
 
 def _to_onnx(module: torch.nn.Module, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     torch.onnx.export(
-        module, (example,), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
+        module,
+        (example,),
+        buffer,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
         dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
     )
     return buffer.getvalue()

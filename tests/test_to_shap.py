@@ -79,7 +79,10 @@ def text() -> Explanation:
 
 
 def test_one_output_drops_the_output_axis_for_shaps_plots(
-    shap: Any, pyplot: Any, tabular: Explanation, tmp_path: Path,
+    shap: Any,
+    pyplot: Any,
+    tabular: Explanation,
+    tmp_path: Path,
 ) -> None:
     s = tabular.to_shap(output="probs[1]")
     assert isinstance(s, shap.Explanation)
@@ -94,7 +97,10 @@ def test_one_output_drops_the_output_axis_for_shaps_plots(
 
 
 def test_all_outputs_keep_the_output_axis_and_slice_by_name(
-    shap: Any, pyplot: Any, tabular: Explanation, tmp_path: Path,
+    shap: Any,
+    pyplot: Any,
+    tabular: Explanation,
+    tmp_path: Path,
 ) -> None:
     s = tabular.to_shap(feature_names=[f"f{i}" for i in range(10)])
     assert s.values.shape == (6, 10, 6) and s.base_values.shape == (6, 6)
@@ -113,7 +119,10 @@ def test_all_outputs_keep_the_output_axis_and_slice_by_name(
 
 
 def test_image_inputs_are_flattened_into_named_features(
-    shap: Any, pyplot: Any, digits: dict[str, Explanation], tmp_path: Path,
+    shap: Any,
+    pyplot: Any,
+    digits: dict[str, Explanation],
+    tmp_path: Path,
 ) -> None:
     e = digits["all"]
     s = e.to_shap(output="probs[1]")
@@ -133,7 +142,10 @@ def test_image_inputs_are_flattened_into_named_features(
 
 
 def test_image_layout_for_shaps_image_plot(
-    shap: Any, pyplot: Any, digits: dict[str, Explanation], tmp_path: Path,
+    shap: Any,
+    pyplot: Any,
+    digits: dict[str, Explanation],
+    tmp_path: Path,
 ) -> None:
     e = digits["all"]
     s = e.to_shap(output=["probs[1]", "probs[7]"], layout="image")
@@ -147,7 +159,10 @@ def test_image_layout_for_shaps_image_plot(
 
 
 def test_predicted_classes_label_each_image(
-    shap: Any, pyplot: Any, digits: dict[str, Explanation], tmp_path: Path,
+    shap: Any,
+    pyplot: Any,
+    digits: dict[str, Explanation],
+    tmp_path: Path,
 ) -> None:
     e = digits["predicted"]
     classes = [e.all_output_names[int(i)] for i in e.output_indices[:, 0]]
@@ -163,7 +178,9 @@ def test_predicted_classes_label_each_image(
 
 
 def test_options_of_the_other_layout_are_refused(
-    shap: Any, digits: dict[str, Explanation], tabular: Explanation,
+    shap: Any,
+    digits: dict[str, Explanation],
+    tabular: Explanation,
 ) -> None:
     e = digits["all"]
     with pytest.raises(InputError, match="layout must be one of"):
@@ -212,9 +229,14 @@ def test_tokens_sum_an_embedding_axis(shap: Any) -> None:
     values = rng.standard_normal((2, 5, 3, 2))
     n, k = 2, 2
     e = Explanation(
-        values=values, base_values=np.zeros((n, k)), data=rng.standard_normal((n, 5, 3)),
-        prediction=values.sum(axis=(1, 2)), residual=np.zeros((n, k)), input_names=["emb"],
-        output_names=["y[0]", "y[1]"], output_indices=np.tile(np.arange(k), (n, 1)),
+        values=values,
+        base_values=np.zeros((n, k)),
+        data=rng.standard_normal((n, 5, 3)),
+        prediction=values.sum(axis=(1, 2)),
+        residual=np.zeros((n, k)),
+        input_names=["emb"],
+        output_names=["y[0]", "y[1]"],
+        output_indices=np.tile(np.arange(k), (n, 1)),
     )
     s = e.to_shap(tokens=[list("abcde"), list("fghij")])
     assert s.values.shape == (2, 5, 2) and s.feature_names == [f"emb[{i}]" for i in range(5)]

@@ -14,7 +14,8 @@ from tests.conftest import REPO
 
 MANIFEST = json.loads((REPO / "models" / "manifest.json").read_text())
 TOKEN_MODELS = sorted(
-    name for name, entry in MANIFEST.items()
+    name
+    for name, entry in MANIFEST.items()
     if any(i["dtype"].startswith("int") for i in entry["inputs"]) and entry.get("family") != "layout"
 )
 
@@ -26,7 +27,7 @@ def _ids(model: onnxshap.Model, rng: np.random.Generator, n: int, high: int = 10
         length = int(info.shape[1])
         if info.name == "mask":
             mask = np.ones((n, length), info.dtype)
-            mask[:, length - 3:] = 0  # padding at the end of every sequence
+            mask[:, length - 3 :] = 0  # padding at the end of every sequence
             feeds[info.name] = mask
         else:
             feeds[info.name] = rng.integers(0, high, size=(n, length)).astype(info.dtype)

@@ -24,7 +24,9 @@ MODES = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRA
 # --- model builders ----------------------------------------------------------------------------------
 
 
-def _random_tree(rng: np.random.Generator, depth: int, n_features: int, modes: list[str], n_targets: int) -> list[dict[str, Any]]:
+def _random_tree(
+    rng: np.random.Generator, depth: int, n_features: int, modes: list[str], n_targets: int
+) -> list[dict[str, Any]]:
     """One tree as v3-style nodes [{id, mode, feature, value, true, false, tracks, weights}], root first.
     Thresholds on the integer grid that the inputs are drawn from, so that EQ/NEQ and ties happen."""
     nodes: list[dict[str, Any]] = []
@@ -35,9 +37,12 @@ def _random_tree(rng: np.random.Generator, depth: int, n_features: int, modes: l
         if level == depth or (level > 1 and rng.random() < 0.2):
             nodes[i] = {"mode": "LEAF", "weights": [(k, float(rng.normal())) for k in range(n_targets)]}
             return i
-        node = {"mode": str(rng.choice(modes)), "feature": int(rng.integers(n_features)),
-                "value": float(rng.integers(-1, 2)) + (0.5 if rng.random() < 0.3 else 0.0),
-                "tracks": int(rng.random() < 0.5)}
+        node = {
+            "mode": str(rng.choice(modes)),
+            "feature": int(rng.integers(n_features)),
+            "value": float(rng.integers(-1, 2)) + (0.5 if rng.random() < 0.3 else 0.0),
+            "tracks": int(rng.random() < 0.5),
+        }
         node["true"] = grow(level + 1)
         node["false"] = grow(level + 1)
         nodes[i] = node
@@ -48,8 +53,9 @@ def _random_tree(rng: np.random.Generator, depth: int, n_features: int, modes: l
 
 
 def _v3_attrs(forest: list[list[dict[str, Any]]], prefix: str, tensor: bool = False) -> dict[str, Any]:
-    a: dict[str, list[Any]] = {k: [] for k in ["treeids", "nodeids", "featureids", "modes", "values", "truenodeids",
-                                               "falsenodeids", "missing"]}
+    a: dict[str, list[Any]] = {
+        k: [] for k in ["treeids", "nodeids", "featureids", "modes", "values", "truenodeids", "falsenodeids", "missing"]
+    }
     leaves: dict[str, list[Any]] = {"treeids": [], "nodeids": [], "ids": [], "weights": []}
     for t, nodes in enumerate(forest):
         for i, n in enumerate(nodes):
@@ -71,24 +77,46 @@ def _v3_attrs(forest: list[list[dict[str, Any]]], prefix: str, tensor: bool = Fa
     out["nodes_missing_value_tracks_true"] = a["missing"]
     if tensor:
         out["nodes_values_as_tensor"] = onnx.numpy_helper.from_array(np.asarray(a["values"], np.float32), "v")
-        out[f"{prefix}_weights_as_tensor"] = onnx.numpy_helper.from_array(np.asarray(leaves["weights"], np.float32), "w")
+        out[f"{prefix}_weights_as_tensor"] = onnx.numpy_helper.from_array(
+            np.asarray(leaves["weights"], np.float32), "w"
+        )
     else:
         out["nodes_values"] = a["values"]
         out[f"{prefix}_weights"] = leaves["weights"]
-    out[f"{prefix}_treeids"], out[f"{prefix}_nodeids"], out[f"{prefix}_ids"] = leaves["treeids"], leaves["nodeids"], leaves["ids"]
+    out[f"{prefix}_treeids"], out[f"{prefix}_nodeids"], out[f"{prefix}_ids"] = (
+        leaves["treeids"],
+        leaves["nodeids"],
+        leaves["ids"],
+    )
     return out
 
 
-def _model(node: onnx.NodeProto, n_features: int, outputs: list[onnx.ValueInfoProto], opset: int,
-           dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
+def _model(
+    node: onnx.NodeProto,
+    n_features: int,
+    outputs: list[onnx.ValueInfoProto],
+    opset: int,
+    dtype: int = TensorProto.FLOAT,
+) -> onnx.ModelProto:
     graph = helper.make_graph([node], "trees", [helper.make_tensor_value_info("x", dtype, [None, n_features])], outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", opset)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", opset)]
+    )
     model.ir_version = 8 if opset < 5 else 10
     return model
 
 
-def regressor(forest: list[list[dict[str, Any]]], n_features: int, n_targets: int, *, aggregate: str = "SUM",
-              post: str = "NONE", base: list[float] | None = None, opset: int = 3, tensor: bool = False) -> onnx.ModelProto:
+def regressor(
+    forest: list[list[dict[str, Any]]],
+    n_features: int,
+    n_targets: int,
+    *,
+    aggregate: str = "SUM",
+    post: str = "NONE",
+    base: list[float] | None = None,
+    opset: int = 3,
+    tensor: bool = False,
+) -> onnx.ModelProto:
     attrs = _v3_attrs(forest, "target", tensor)
     attrs = {("target_ids" if k == "target_ids" else k): v for k, v in attrs.items()}
     kw: dict[str, Any] = dict(n_targets=n_targets, aggregate_function=aggregate, post_transform=post, **attrs)
@@ -98,24 +126,40 @@ def regressor(forest: list[list[dict[str, Any]]], n_features: int, n_targets: in
     return _model(node, n_features, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n_targets])], opset)
 
 
-def classifier(forest: list[list[dict[str, Any]]], n_features: int, labels: list[int], *, post: str = "NONE",
-               base: list[float] | None = None, opset: int = 3) -> onnx.ModelProto:
+def classifier(
+    forest: list[list[dict[str, Any]]],
+    n_features: int,
+    labels: list[int],
+    *,
+    post: str = "NONE",
+    base: list[float] | None = None,
+    opset: int = 3,
+) -> onnx.ModelProto:
     attrs = _v3_attrs(forest, "class")
     kw: dict[str, Any] = dict(classlabels_int64s=labels, post_transform=post, **attrs)
     if base is not None:
         kw["base_values"] = base
     node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml", **kw)
-    outs = [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, len(labels)])]
+    outs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, len(labels)]),
+    ]
     return _model(node, n_features, outs, opset)
 
 
 _V5_MODES = {m: i for i, m in enumerate(MODES)} | {"BRANCH_MEMBER": 6}
 
 
-def tree_ensemble_v5(forest: list[list[dict[str, Any]]], n_features: int, n_targets: int, *, aggregate: int = 1,
-                     post: int = 0, members: dict[tuple[int, int], list[float]] | None = None,
-                     dtype: Any = np.float32) -> onnx.ModelProto:
+def tree_ensemble_v5(
+    forest: list[list[dict[str, Any]]],
+    n_features: int,
+    n_targets: int,
+    *,
+    aggregate: int = 1,
+    post: int = 0,
+    members: dict[tuple[int, int], list[float]] | None = None,
+    dtype: Any = np.float32,
+) -> onnx.ModelProto:
     """The same trees as a v5 TreeEnsemble (a v5 leaf has one target: every leaf must have one weight)."""
     members = members or {}
     splits, features, modes, tnode, fnode, tleaf, fleaf, tracks = [], [], [], [], [], [], [], []
@@ -125,7 +169,7 @@ def tree_ensemble_v5(forest: list[list[dict[str, Any]]], n_features: int, n_targ
         leaf_index: dict[int, int] = {}
         for i, n in enumerate(nodes):
             if n["mode"] == "LEAF":
-                (k, w), = n["weights"]
+                ((k, w),) = n["weights"]
                 leaf_index[i] = len(leaf_w)
                 leaf_t.append(k)
                 leaf_w.append(w)
@@ -154,11 +198,20 @@ def tree_ensemble_v5(forest: list[list[dict[str, Any]]], n_features: int, n_targ
         member_values += [*values, float("nan")]
     onnx_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     kw: dict[str, Any] = dict(
-        nodes_splits=onnx.numpy_helper.from_array(np.asarray(splits, dtype), "s"), nodes_featureids=features,
-        nodes_modes=onnx.numpy_helper.from_array(np.asarray(modes, np.uint8), "m"), nodes_truenodeids=tnode,
-        nodes_falsenodeids=fnode, nodes_trueleafs=tleaf, nodes_falseleafs=fleaf, nodes_missing_value_tracks_true=tracks,
-        leaf_targetids=leaf_t, leaf_weights=onnx.numpy_helper.from_array(np.asarray(leaf_w, dtype), "w"),
-        tree_roots=roots, n_targets=n_targets, aggregate_function=aggregate, post_transform=post,
+        nodes_splits=onnx.numpy_helper.from_array(np.asarray(splits, dtype), "s"),
+        nodes_featureids=features,
+        nodes_modes=onnx.numpy_helper.from_array(np.asarray(modes, np.uint8), "m"),
+        nodes_truenodeids=tnode,
+        nodes_falsenodeids=fnode,
+        nodes_trueleafs=tleaf,
+        nodes_falseleafs=fleaf,
+        nodes_missing_value_tracks_true=tracks,
+        leaf_targetids=leaf_t,
+        leaf_weights=onnx.numpy_helper.from_array(np.asarray(leaf_w, dtype), "w"),
+        tree_roots=roots,
+        n_targets=n_targets,
+        aggregate_function=aggregate,
+        post_transform=post,
     )
     if member_values:
         kw["membership_values"] = onnx.numpy_helper.from_array(np.asarray(member_values, dtype), "mv")
@@ -173,8 +226,15 @@ def _inputs(rng: np.random.Generator, n: int, n_features: int, nan: float = 0.15
     return x.astype(np.float32)
 
 
-def _forest(seed: int, n_trees: int, depth: int, n_features: int, n_targets: int = 1, modes: list[str] = MODES,
-            one_target_per_leaf: bool = False) -> list[list[dict[str, Any]]]:
+def _forest(
+    seed: int,
+    n_trees: int,
+    depth: int,
+    n_features: int,
+    n_targets: int = 1,
+    modes: list[str] = MODES,
+    one_target_per_leaf: bool = False,
+) -> list[list[dict[str, Any]]]:
     rng = np.random.default_rng(seed)
     forest = [_random_tree(rng, depth, n_features, modes, n_targets) for _ in range(n_trees)]
     if one_target_per_leaf:
@@ -205,7 +265,9 @@ def _max_diff(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
 
 
 REGRESSOR_CASES = [
-    pytest.param(dict(aggregate=a, post="NONE", opset=o), id=f"{a}-v{o}") for a in ("SUM", "AVERAGE", "MIN", "MAX") for o in (1, 3)
+    pytest.param(dict(aggregate=a, post="NONE", opset=o), id=f"{a}-v{o}")
+    for a in ("SUM", "AVERAGE", "MIN", "MAX")
+    for o in (1, 3)
 ] + [
     pytest.param(dict(post="PROBIT", base=[0.1]), id="probit-one-target"),
     pytest.param(dict(post="LOGISTIC", base=[0.3]), id="logistic-one-target-ignored"),
@@ -301,16 +363,30 @@ def _forest_of(model: onnx.ModelProto) -> tuple[T._Forest, str]:
     a = attrs.get
     values = np.asarray(a("nodes_values"), np.float32)
     forest = T._v3_forest(
-        node.op_type, a("nodes_treeids"), a("nodes_nodeids"), a("nodes_featureids"), [m.decode() for m in a("nodes_modes")],
-        values, a("nodes_truenodeids"), a("nodes_falsenodeids"), a("nodes_missing_value_tracks_true"),
-        a("target_treeids"), a("target_nodeids"), a("target_ids"), np.asarray(a("target_weights"), np.float32),
+        node.op_type,
+        a("nodes_treeids"),
+        a("nodes_nodeids"),
+        a("nodes_featureids"),
+        [m.decode() for m in a("nodes_modes")],
+        values,
+        a("nodes_truenodeids"),
+        a("nodes_falsenodeids"),
+        a("nodes_missing_value_tracks_true"),
+        a("target_treeids"),
+        a("target_nodeids"),
+        a("target_ids"),
+        np.asarray(a("target_weights"), np.float32),
         int(a("n_targets")),
     )
     return forest, attrs["aggregate_function"].decode()
 
 
-@pytest.mark.parametrize(("n_trees", "n_targets", "aggregate"), [(1, 1, "SUM"), (3, 1, "SUM"), (3, 1, "AVERAGE"), (3, 2, "SUM")])
-def test_tree_shap_is_the_exact_shapley_value(n_trees: int, n_targets: int, aggregate: str, rng: np.random.Generator) -> None:
+@pytest.mark.parametrize(
+    ("n_trees", "n_targets", "aggregate"), [(1, 1, "SUM"), (3, 1, "SUM"), (3, 1, "AVERAGE"), (3, 2, "SUM")]
+)
+def test_tree_shap_is_the_exact_shapley_value(
+    n_trees: int, n_targets: int, aggregate: str, rng: np.random.Generator
+) -> None:
     n = 7
     model = regressor(_forest(10 + n_trees, n_trees, 5, n, n_targets=n_targets), n, n_targets, aggregate=aggregate)
     forest, agg = _forest_of(model)
@@ -331,8 +407,9 @@ def test_tree_shap_is_the_exact_shapley_value(n_trees: int, n_targets: int, aggr
 
 
 @pytest.mark.parametrize("step", [5, 1000])
-def test_summed_tree_shap_equals_the_per_tree_sum(step: int, rng: np.random.Generator,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_summed_tree_shap_equals_the_per_tree_sum(
+    step: int, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The summed rule loops over the real paths in steps (step 5: several steps and a padded last
     one; 1000: one step); it adds up to the per-tree values, the exact Shapley values above."""
     n = 7
@@ -360,7 +437,9 @@ def test_min_max_rule_is_complete_and_max_game_exact(rng: np.random.Generator) -
         x, r = _inputs(rng, 1, n, nan=0.0), _inputs(rng, 1, n, nan=0.0)
         with jax.enable_x64(True):
             pair = Pair(x.astype(np.float64), r.astype(np.float64))
-            grads = jax.grad(lambda p, f=forest, agg=aggregate: T._ensemble(f, p, agg, "t", np.float64)[0].x.sum())(pair)
+            grads = jax.grad(lambda p, f=forest, agg=aggregate: T._ensemble(f, p, agg, "t", np.float64)[0].x.sum())(
+                pair
+            )
             phi = np.asarray(grads.x) * (x - r)
             y = run_ort(model, {"x": np.concatenate([x, r])})["y"][:, 0].astype(np.float64)
             np.testing.assert_allclose(phi.sum(), y[0] - y[1], atol=1e-5)
@@ -380,7 +459,9 @@ def _classifier_models() -> dict[str, onnx.ModelProto]:
 
 
 # ~13 s for raw scores (the default check), 18-28 s with the probability outputs (slow).
-@pytest.mark.parametrize("name", [pytest.param("softmax", marks=pytest.mark.slow), pytest.param("logistic", marks=pytest.mark.slow), "raw"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("softmax", marks=pytest.mark.slow), pytest.param("logistic", marks=pytest.mark.slow), "raw"]
+)
 def test_explainer_is_complete_and_locally_complete(name: str, rng: np.random.Generator) -> None:
     model = _classifier_models()[name]
     m = onnxshap.load(model)
@@ -391,7 +472,9 @@ def test_explainer_is_complete_and_locally_complete(name: str, rng: np.random.Ge
     assert e.max_relative_residual < 1e-5, e.max_relative_residual
     assert not e.gradient_nodes
     n_out = e.values.shape[-1] if e.values.ndim == 3 else 1
-    nodes = explainer._pass.diagnose({"x": x[:1].astype(np.float64)}, {"x": background[:1].astype(np.float64)}, n_out - 1, n_out)
+    nodes = explainer._pass.diagnose(
+        {"x": x[:1].astype(np.float64)}, {"x": background[:1].astype(np.float64)}, n_out - 1, n_out
+    )
     assert nodes
     for label, inflow, outflow in nodes:
         assert abs(inflow - outflow) <= 1e-7 + 1e-5 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)

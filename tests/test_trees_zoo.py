@@ -74,8 +74,9 @@ def test_references_are_consistent(name: str) -> None:
         np.testing.assert_allclose(raw, refs[f"bf__{out}"], rtol=1e-5, atol=1e-6)
     if "chain__probabilities" in refs:
         np.testing.assert_allclose(refs["chain__probabilities"][..., 1], refs["shap_prob"][..., 0], atol=1e-7)
-        np.testing.assert_allclose(refs["chain__probabilities"].sum(axis=1), refs["bf__probabilities"].sum(axis=1),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            refs["chain__probabilities"].sum(axis=1), refs["bf__probabilities"].sum(axis=1), atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("name", REFERENCED)

@@ -29,7 +29,9 @@ def test_exported_model_matches_onnxruntime(name: str, rng: np.random.Generator)
         if isinstance(theirs[out], list):  # ZipMap: one {label: probability} dict per row
             assert [sorted(d) for d in ours[out]] == [sorted(d) for d in theirs[out]]
             for mine, ref in zip(ours[out], theirs[out]):
-                np.testing.assert_allclose([mine[k] for k in sorted(ref)], [ref[k] for k in sorted(ref)], rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(
+                    [mine[k] for k in sorted(ref)], [ref[k] for k in sorted(ref)], rtol=1e-5, atol=1e-6
+                )
         elif ours[out].dtype.kind == "f":
             np.testing.assert_allclose(ours[out], theirs[out], rtol=1e-5, atol=1e-6, err_msg=out)
         else:

@@ -30,7 +30,7 @@ LIBRARIES = {"xgboost": "XGBoost", "lightgbm": "LightGBM"}
 
 
 def _boosting_library(obj: Any) -> str | None:
-    """"xgboost" or "lightgbm" for a model of that library (wrapper or Booster), else None.
+    """ "xgboost" or "lightgbm" for a model of that library (wrapper or Booster), else None.
 
     Looks at the class hierarchy only: never imports a library.
     """
@@ -88,13 +88,18 @@ def _convert_boosting(
         with _quiet(notes):
             if library == "xgboost":
                 proto = onnxmltools.convert_xgboost(
-                    model, name=type(model).__name__, initial_types=initial_types,
+                    model,
+                    name=type(model).__name__,
+                    initial_types=initial_types,
                     target_opset=target,
                 )
             else:
                 proto = onnxmltools.convert_lightgbm(
-                    model, name=type(model).__name__, initial_types=initial_types,
-                    target_opset=target, zipmap=False,
+                    model,
+                    name=type(model).__name__,
+                    initial_types=initial_types,
+                    target_opset=target,
+                    zipmap=False,
                 )
     except Exception as exc:
         message = f"onnxmltools could not convert the {source}: {_first_line(exc)}"
@@ -131,8 +136,7 @@ def _booster_reference(
             reference["label"] = _as_label_dtype(reference["probabilities"].argmax(axis=1), proto)
     elif "variable" in names:
         reference["variable"] = y
-    notes += [f"output {n!r} is not compared (no matching Booster prediction)" for n in names
-              if n not in reference]
+    notes += [f"output {n!r} is not compared (no matching Booster prediction)" for n in names if n not in reference]
     return reference
 
 

@@ -138,7 +138,12 @@ def _require(extra: str, modules: Sequence[str] | None = None) -> None:
 KEPT_WARNINGS = frozenset({"TracerWarning", "InconsistentVersionWarning"})
 #: Loggers of the exporters, quieted to errors while they run (e.g. "torchvision is not installed").
 QUIET_LOGGERS = (
-    "torch.onnx", "torch.export", "tf2onnx", "skl2onnx", "onnxscript", "onnxmltools",
+    "torch.onnx",
+    "torch.export",
+    "tf2onnx",
+    "skl2onnx",
+    "onnxscript",
+    "onnxmltools",
 )
 
 
@@ -188,7 +193,9 @@ def _normalize_dtypes(input_dtype: Any, n: int) -> list[np.dtype[Any]] | None:
     try:
         return [np.dtype(d) for d in items]
     except TypeError as exc:
-        raise ConversionError(f"Unknown input dtype in {items}: {exc}. Use numpy names such as float32 or int64.") from exc
+        raise ConversionError(
+            f"Unknown input dtype in {items}: {exc}. Use numpy names such as float32 or int64."
+        ) from exc
 
 
 def _random_array(rng: np.random.Generator, shape: Shape, dtype: np.dtype[Any]) -> np.ndarray:
@@ -227,7 +234,9 @@ def _test_inputs(
         if shapes is not None:
             per_sample = shapes[i]
             if declared is not None and len(declared) == len(per_sample) + 1:
-                fixed = [(a, d) for a, (d, s) in enumerate(zip(declared[1:], per_sample), 1) if d is not None and d != s]
+                fixed = [
+                    (a, d) for a, (d, s) in enumerate(zip(declared[1:], per_sample), 1) if d is not None and d != s
+                ]
                 if fixed:
                     raise ConversionError(
                         f"Input {name!r} of the {what} has shape {_dims(declared)}, but the input shape given is "
@@ -277,7 +286,8 @@ def _name_batch_dim(proto: onnx.ModelProto) -> None:
             symbols.add(dims[0].dim_param)
     if not symbols and all(
         vi.type.tensor_type.shape.dim and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")
-        for vi in graph.input if vi.name not in initializers and vi.type.HasField("tensor_type")
+        for vi in graph.input
+        if vi.name not in initializers and vi.type.HasField("tensor_type")
     ):
         symbols, symbol = {""}, ""  # an anonymous dynamic axis (skl2onnx's None)
     if len(symbols) != 1 or "batch" in symbols:
@@ -285,8 +295,13 @@ def _name_batch_dim(proto: onnx.ModelProto) -> None:
     (symbol,) = symbols
     if symbol:
         # Exporters may give outputs their own symbol for the same axis (tf2onnx: unk__41 in, unk__42 out).
-        inside = {d.dim_param for vi in [*graph.input, *graph.value_info] if vi.type.HasField("tensor_type")
-                  for d in vi.type.tensor_type.shape.dim if d.dim_param}
+        inside = {
+            d.dim_param
+            for vi in [*graph.input, *graph.value_info]
+            if vi.type.HasField("tensor_type")
+            for d in vi.type.tensor_type.shape.dim
+            if d.dim_param
+        }
         for vi in graph.output:
             dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
             if dims and dims[0].dim_param and dims[0].dim_param not in inside:
@@ -332,7 +347,9 @@ def _finish(conv: _Converted, rtol: float, atol: float) -> tuple[onnx.ModelProto
         feeds = {i.name: conv.feeds[i.name] for i in session.get_inputs()}
         got = dict(zip(names, session.run(names, feeds)))
     except KeyError as exc:
-        raise ConversionError(f"The converted model expects an input {exc} that the framework model does not have.") from exc
+        raise ConversionError(
+            f"The converted model expects an input {exc} that the framework model does not have."
+        ) from exc
     except Exception as exc:
         raise ConversionError(
             f"onnxruntime cannot run the model the {conv.exporter} produced ({_first_line(exc)})."

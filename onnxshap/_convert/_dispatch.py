@@ -46,22 +46,19 @@ if TYPE_CHECKING:
 #: Files whose loader unpickles (runs code from the file): converting them needs trust_pickle=True.
 UNTRUSTED_SUFFIXES = PICKLE_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES
 BOOSTING_SUFFIXES = XGBOOST_SUFFIXES | LIGHTGBM_SUFFIXES
-SUPPORTED_SUFFIXES = (
-    KERAS_SUFFIXES | TORCH_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES | PICKLE_SUFFIXES
-    | BOOSTING_SUFFIXES
-)
+SUPPORTED_SUFFIXES = KERAS_SUFFIXES | TORCH_SUFFIXES | EXPORTED_PROGRAM_SUFFIXES | PICKLE_SUFFIXES | BOOSTING_SUFFIXES
 
 
 def framework_of(obj: Any) -> str | None:
-    """"torch", "keras", "xgboost", "lightgbm" or "sklearn" for a model object of that framework,
+    """ "torch", "keras", "xgboost", "lightgbm" or "sklearn" for a model object of that framework,
     else None (XGBoost's and LightGBM's scikit-learn wrappers are theirs, not "sklearn").
 
     Looks at the class hierarchy and `sys.modules` only: never imports a framework.
     """
     roots = {c.__module__.split(".")[0] for c in type(obj).__mro__}
     torch = sys.modules.get("torch")
-    torch_model = "torch" in roots and torch is not None and isinstance(
-        obj, (torch.nn.Module, torch.export.ExportedProgram)
+    torch_model = (
+        "torch" in roots and torch is not None and isinstance(obj, (torch.nn.Module, torch.export.ExportedProgram))
     )
     if torch_model:
         return "torch"

@@ -69,7 +69,9 @@ def _convert_keras(
             order = [getattr(t, "name", "") for t in declared] if declared else list(sample)
             missing = [n for n in order if n not in sample]
             if missing or len(sample) != len(order):
-                raise ConversionError(f"The sample input has keys {list(sample)}; the Keras model's inputs are {order}.")
+                raise ConversionError(
+                    f"The sample input has keys {list(sample)}; the Keras model's inputs are {order}."
+                )
             items = [sample[n] for n in order]
         else:
             items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
@@ -122,7 +124,9 @@ def _convert_keras(
             reference = {k: _as_numpy(v) for k, v in forward(*[tf.constant(a) for a in arrays]).items()}
     except Exception as exc:
         shapes_text = ", ".join(f"{a.dtype}{list(a.shape)}" for a in arrays)
-        raise ConversionError(f"Running the {source} on a {origin} input ({shapes_text}) failed: {_first_line(exc)}") from exc
+        raise ConversionError(
+            f"Running the {source} on a {origin} input ({shapes_text}) failed: {_first_line(exc)}"
+        ) from exc
     exporter = f"tf2onnx {tf2onnx.__version__} (tf.function + convert.from_function), opset {opset or TF2ONNX_OPSET}"
     try:
         with _quiet(notes):

@@ -64,8 +64,12 @@ def _load_pickle(path: Path, notes: list[str]) -> Any:
                 return pickle.load(fh)  # the caller passed trust_pickle
     except ModuleNotFoundError as exc:
         extra = {
-            "sklearn": "sklearn", "torch": "torch", "keras": "keras", "tensorflow": "keras",
-            "xgboost": "boosting", "lightgbm": "boosting",
+            "sklearn": "sklearn",
+            "torch": "torch",
+            "keras": "keras",
+            "tensorflow": "keras",
+            "xgboost": "boosting",
+            "lightgbm": "boosting",
         }.get(root := (exc.name or "").split(".")[0])
         if extra:
             # A booster's pickle needs its own library, not the boosting extra's other one.

@@ -50,8 +50,11 @@ def _convert_sklearn(
     try:
         with _quiet(notes):
             proto = convert_sklearn(
-                est, name=type(est).__name__, initial_types=[("x", FloatTensorType([None, int(n_features)]))],
-                target_opset=target, options=options,
+                est,
+                name=type(est).__name__,
+                initial_types=[("x", FloatTensorType([None, int(n_features)]))],
+                target_opset=target,
+                options=options,
             )
     except Exception as exc:
         raise ConversionError(f"skl2onnx could not convert the {source}: {_first_line(exc)}") from exc
@@ -71,31 +74,22 @@ def _tabular_input(
         x = _as_numpy(sample.values if hasattr(sample, "columns") else sample)
         if x.ndim != 2:
             raise ConversionError(
-                f"The sample input of a {what} must be 2-D (rows, features); "
-                f"got shape {list(x.shape)}."
+                f"The sample input of a {what} must be 2-D (rows, features); got shape {list(x.shape)}."
             )
         return x.astype(np.float32), "sample"
     if shapes is not None:
         if len(shapes) != 1 or len(shapes[0]) != 1:
-            raise ConversionError(
-                f"A {what} takes one input of shape (n_features,); got input shapes {shapes}."
-            )
+            raise ConversionError(f"A {what} takes one input of shape (n_features,); got input shapes {shapes}.")
         if n_features is not None and shapes[0][0] != n_features:
-            raise ConversionError(
-                f"The estimator was fitted on {n_features} features, not {shapes[0][0]}."
-            )
+            raise ConversionError(f"The estimator was fitted on {n_features} features, not {shapes[0][0]}.")
         n_features = shapes[0][0]
     if n_features is None:
-        raise ConversionError(
-            "The estimator does not record its number of features: pass --input-shape N_FEATURES."
-        )
+        raise ConversionError("The estimator does not record its number of features: pass --input-shape N_FEATURES.")
     x = np.random.default_rng(0).standard_normal((8, int(n_features))).astype(np.float32)
     return x, "random"
 
 
-def _predictor_reference(
-    est: Any, proto: onnx.ModelProto, x: np.ndarray, notes: list[str]
-) -> dict[str, np.ndarray]:
+def _predictor_reference(est: Any, proto: onnx.ModelProto, x: np.ndarray, notes: list[str]) -> dict[str, np.ndarray]:
     """What a scikit-learn-style estimator gives for each graph output (label, probabilities,
     variable) at the float32 rows `x`; outputs with no matching method get a note."""
     # scikit-learn computes in float64; feed it the float32 values onnxruntime sees.

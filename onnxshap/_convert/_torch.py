@@ -64,7 +64,9 @@ def _torch_flatten(out: Any) -> tuple[list[Any], list[str] | None]:
         tensors, names = [], []
         for k, v in out.items():
             if not isinstance(v, torch.Tensor):
-                raise ConversionError(f"Output {k!r} of the PyTorch model is a {type(v).__name__}; only tensors can be exported.")
+                raise ConversionError(
+                    f"Output {k!r} of the PyTorch model is a {type(v).__name__}; only tensors can be exported."
+                )
             tensors.append(v)
             names.append(str(k))
         return tensors, names
@@ -74,12 +76,16 @@ def _torch_flatten(out: Any) -> tuple[list[Any], list[str] | None]:
             inner, _ = _torch_flatten(v)
             tensors += inner
         return tensors, None
-    raise ConversionError(f"The PyTorch model returns a {type(out).__name__}; it must return tensors (or tuples/dicts of them).")
+    raise ConversionError(
+        f"The PyTorch model returns a {type(out).__name__}; it must return tensors (or tuples/dicts of them)."
+    )
 
 
 def _torch_inputs(sample: Any) -> list[np.ndarray]:
     if isinstance(sample, Mapping):
-        raise ConversionError("Pass the sample input of a PyTorch model as a tensor or a tuple of tensors (positional arguments), not a dict.")
+        raise ConversionError(
+            "Pass the sample input of a PyTorch model as a tensor or a tuple of tensors (positional arguments), not a dict."
+        )
     items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
     return [_as_numpy(s) for s in items]
 
@@ -98,7 +104,9 @@ def _convert_torch(
     is_program = isinstance(obj, torch.export.ExportedProgram)
     is_script = isinstance(obj, (torch.jit.ScriptModule, torch.jit.ScriptFunction))
     if not (is_program or isinstance(obj, torch.nn.Module) or is_script):
-        raise ConversionError(f"Cannot convert a {type(obj).__name__} with torch.onnx; pass an nn.Module or an ExportedProgram.")
+        raise ConversionError(
+            f"Cannot convert a {type(obj).__name__} with torch.onnx; pass an nn.Module or an ExportedProgram."
+        )
     version = f"torch {torch.__version__}"
     if is_program:
         kind = "torch.export program"
@@ -115,14 +123,17 @@ def _convert_torch(
         example = obj.example_inputs[0] if obj.example_inputs else None
     elif is_script:
         kind = "TorchScript module"
-        schema_args = obj.schema.arguments if isinstance(obj, torch.jit.ScriptFunction) else obj.forward.schema.arguments[1:]
+        schema_args = (
+            obj.schema.arguments if isinstance(obj, torch.jit.ScriptFunction) else obj.forward.schema.arguments[1:]
+        )
         names = [_clean_name(a.name, f"x{i}") for i, a in enumerate(schema_args)]
         known = [(None, np.dtype(np.float32))] * len(names)
         example = None
     else:
         kind = f"PyTorch module {type(obj).__name__}"
         params = [
-            p for p in inspect.signature(obj.forward).parameters.values()
+            p
+            for p in inspect.signature(obj.forward).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         names = [_clean_name(p.name, f"x{i}") for i, p in enumerate(params)]
@@ -140,7 +151,9 @@ def _convert_torch(
         raise ConversionError(f"The {kind} takes {len(names)} input(s) {names} but {len(arrays)} were given.")
     names = names[: len(arrays)] if len(names) >= len(arrays) else [f"x{i}" for i in range(len(arrays))]
     # Float samples follow the weights' dtype (numpy data is often float64, weights float32).
-    param = next((p for p in (obj.parameters() if isinstance(obj, torch.nn.Module) else []) if p.is_floating_point()), None)
+    param = next(
+        (p for p in (obj.parameters() if isinstance(obj, torch.nn.Module) else []) if p.is_floating_point()), None
+    )
     if param is not None:
         want = np.dtype(str(param.dtype).removeprefix("torch."))
         arrays = [a.astype(want) if a.dtype.kind == "f" else a for a in arrays]
@@ -178,8 +191,14 @@ def _convert_torch(
             dynamic.update({n: {0: "batch"} for n, r in reference.items() if r.ndim and r.shape[0] == batch})
             buffer = io.BytesIO()
             torch.onnx.export(
-                model, tuple(tensors), buffer, dynamo=False, opset_version=opset or TORCHSCRIPT_OPSET,
-                input_names=names, output_names=out_names, dynamic_axes=dynamic,
+                model,
+                tuple(tensors),
+                buffer,
+                dynamo=False,
+                opset_version=opset or TORCHSCRIPT_OPSET,
+                input_names=names,
+                output_names=out_names,
+                dynamic_axes=dynamic,
                 training=torch.onnx.TrainingMode.EVAL,
             )
             return onnx.load_from_string(buffer.getvalue())
@@ -190,8 +209,14 @@ def _convert_torch(
             if dynamic:
                 kwargs["dynamic_shapes"] = tuple({0: torch.export.Dim.AUTO} if t.ndim else None for t in tensors)
             program = torch.onnx.export(
-                model, () if is_program else tuple(tensors), dynamo=True, opset_version=opset or DYNAMO_OPSET,
-                input_names=names, output_names=out_names, verbose=False, **kwargs,
+                model,
+                () if is_program else tuple(tensors),
+                dynamo=True,
+                opset_version=opset or DYNAMO_OPSET,
+                input_names=names,
+                output_names=out_names,
+                verbose=False,
+                **kwargs,
             )
             return program.model_proto
 
@@ -225,12 +250,18 @@ def _convert_torch(
                             f"torch.onnx could not export the {kind}. Dynamo exporter: {_first_line(dynamo_exc)}. "
                             f"TorchScript exporter: {_first_line(exc)}."
                         ) from exc
-                    notes.append(f"the dynamo exporter failed ({_first_line(dynamo_exc)}); used the TorchScript exporter")
+                    notes.append(
+                        f"the dynamo exporter failed ({_first_line(dynamo_exc)}); used the TorchScript exporter"
+                    )
     finally:
         if was_training:
             module.train()
     first = next((vi for vi in proto.graph.input if vi.type.HasField("tensor_type")), None)
-    if first is not None and first.type.tensor_type.shape.dim and first.type.tensor_type.shape.dim[0].HasField("dim_value"):
+    if (
+        first is not None
+        and first.type.tensor_type.shape.dim
+        and first.type.tensor_type.shape.dim[0].HasField("dim_value")
+    ):
         notes.append(
             f"the batch axis of input {first.name!r} is fixed at {first.type.tensor_type.shape.dim[0].dim_value}: "
             "explain that many samples at a time (export with a dynamic batch dimension to lift this)"

@@ -42,9 +42,7 @@ def static_ints(value: Any) -> tuple[int, ...]:
 
 
 def unsupported_attribute(op: str, name: str, value: Any, supported: Sequence[Any]) -> UnsupportedOpError:
-    return UnsupportedOpError(
-        f"{op} with {name}={value!r} is not supported; supported values: {list(supported)}."
-    )
+    return UnsupportedOpError(f"{op} with {name}={value!r} is not supported; supported values: {list(supported)}.")
 
 
 #: Attribute set by `needs_output_count`; the interpreter then passes `output_count=<number of node outputs>`.

@@ -121,7 +121,12 @@ def _sum_kept(p: Any, axes: tuple[int, ...]) -> Any:
 
 
 def reduce_l1(
-    data: Any, axes_input: Any = None, *, keepdims: int, axes: Sequence[int] | None = None, noop_with_empty_axes: int = 0
+    data: Any,
+    axes_input: Any = None,
+    *,
+    keepdims: int,
+    axes: Sequence[int] | None = None,
+    noop_with_empty_axes: int = 0,
 ) -> Any:
     """ReduceL1 as in its function body: |x| (rescale), sum (linear)."""
     red = _reduction(data, axes_input, axes, noop_with_empty_axes)
@@ -129,7 +134,12 @@ def reduce_l1(
 
 
 def reduce_sum_square(
-    data: Any, axes_input: Any = None, *, keepdims: int, axes: Sequence[int] | None = None, noop_with_empty_axes: int = 0
+    data: Any,
+    axes_input: Any = None,
+    *,
+    keepdims: int,
+    axes: Sequence[int] | None = None,
+    noop_with_empty_axes: int = 0,
 ) -> Any:
     """ReduceSumSquare as in its function body: x * x (rescale; multiplier x + r), sum (linear)."""
     red = _reduction(data, axes_input, axes, noop_with_empty_axes)
@@ -137,7 +147,12 @@ def reduce_sum_square(
 
 
 def reduce_l2(
-    data: Any, axes_input: Any = None, *, keepdims: int, axes: Sequence[int] | None = None, noop_with_empty_axes: int = 0
+    data: Any,
+    axes_input: Any = None,
+    *,
+    keepdims: int,
+    axes: Sequence[int] | None = None,
+    noop_with_empty_axes: int = 0,
 ) -> Any:
     """ReduceL2 as in its function body: x * x (rescale), sum (linear), sqrt (rescale). Integer inputs
     take the root in float64 and cast back."""
@@ -152,7 +167,12 @@ def reduce_l2(
 
 
 def reduce_log_sum(
-    data: Any, axes_input: Any = None, *, keepdims: int, axes: Sequence[int] | None = None, noop_with_empty_axes: int = 0
+    data: Any,
+    axes_input: Any = None,
+    *,
+    keepdims: int,
+    axes: Sequence[int] | None = None,
+    noop_with_empty_axes: int = 0,
 ) -> Any:
     """ReduceLogSum as in its function body: sum (linear), log (rescale); an empty reduction gives -inf."""
     red = _reduction(data, axes_input, axes, noop_with_empty_axes)
@@ -162,7 +182,12 @@ def reduce_log_sum(
 
 
 def reduce_log_sum_exp(
-    data: Any, axes_input: Any = None, *, keepdims: int, axes: Sequence[int] | None = None, noop_with_empty_axes: int = 0
+    data: Any,
+    axes_input: Any = None,
+    *,
+    keepdims: int,
+    axes: Sequence[int] | None = None,
+    noop_with_empty_axes: int = 0,
 ) -> Any:
     """ReduceLogSumExp as in its function body: exp (rescale), sum (linear), log (rescale), all shifted by
     one constant c shared by both sides (the larger side's max; the multipliers do not depend on it).
@@ -179,7 +204,12 @@ PROD_SHAPLEY_MAX = 8
 
 
 def reduce_prod(
-    data: Any, axes_input: Any = None, *, keepdims: int, axes: Sequence[int] | None = None, noop_with_empty_axes: int = 0
+    data: Any,
+    axes_input: Any = None,
+    *,
+    keepdims: int,
+    axes: Sequence[int] | None = None,
+    noop_with_empty_axes: int = 0,
 ) -> Any:
     """ReduceProd; an empty reduction gives 1.
 
@@ -277,8 +307,14 @@ def lp_pool(
     """(sum over the window of |x|^p)^(1/p), padding contributing zeros: |x|^p (rescale), window sum
     (linear), ^(1/p) (rescale)."""
     geo = _PoolGeometry(
-        "LpPool", x_side(x), auto_pad=auto_pad, kernel_shape=kernel_shape, strides=strides, pads=pads,
-        dilations=dilations, ceil_mode=ceil_mode,
+        "LpPool",
+        x_side(x),
+        auto_pad=auto_pad,
+        kernel_shape=kernel_shape,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        ceil_mode=ceil_mode,
     )
     dtype = jnp.result_type(x_side(x))
     acc = _accumulation_dtype(x_side(x))
@@ -445,9 +481,7 @@ def linear_classifier(
         p = rescale(_logistic, scores) if post_transform == "LOGISTIC" else scores
         return label, linear(lambda v: jnp.concatenate([1 - v, v], axis=1), p)
     if labels.size != n_targets:
-        raise UnsupportedOpError(
-            f"LinearClassifier has {n_targets} coefficient rows but {labels.size} class labels."
-        )
+        raise UnsupportedOpError(f"LinearClassifier has {n_targets} coefficient rows but {labels.size} class labels.")
     label = jnp.asarray(labels)[jnp.argmax(raw, axis=1)]
     return label, _post_transform(scores, post_transform)
 

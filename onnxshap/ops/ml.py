@@ -390,8 +390,9 @@ def label_encoder(
     function, whose secant is exact; integers read as numbers).
     """
     del default_string  # only used by string-valued encoders, which are refused
-    keys, values = _label_table(keys_floats, keys_int64s, keys_strings, keys_tensor, values_floats, values_int64s,
-                                values_strings, values_tensor)
+    keys, values = _label_table(
+        keys_floats, keys_int64s, keys_strings, keys_tensor, values_floats, values_int64s, values_strings, values_tensor
+    )
     if default_tensor is not None and np.size(default_tensor):
         default = np.asarray(default_tensor).reshape(-1)[0].astype(values.dtype)
     elif values.dtype.kind == "f":

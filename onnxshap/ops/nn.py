@@ -347,9 +347,7 @@ class _PoolGeometry:
         self.kernel = tuple(int(k) for k in kernel_shape)
         self.strides = _per_axis(strides, n, 1)
         self.dilations = _per_axis(dilations, n, 1)
-        self.pads = _window_pads(
-            op, auto_pad, self.sizes, self.kernel, self.strides, self.dilations, pads, clamp=False
-        )
+        self.pads = _window_pads(op, auto_pad, self.sizes, self.kernel, self.strides, self.dilations, pads, clamp=False)
         self.out: list[int] = []
         self.window_pads: list[tuple[int, int]] = []
         for size, k, s, d, (lo, hi) in zip(self.sizes, self.kernel, self.strides, self.dilations, self.pads):
@@ -418,8 +416,14 @@ def average_pool(
     count_include_pad, ceil_mode and dilations default to 0/0/1 for the versions that predate them.
     """
     geo = _PoolGeometry(
-        "AveragePool", x, auto_pad=auto_pad, kernel_shape=kernel_shape, strides=strides, pads=pads,
-        dilations=dilations, ceil_mode=ceil_mode,
+        "AveragePool",
+        x,
+        auto_pad=auto_pad,
+        kernel_shape=kernel_shape,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        ceil_mode=ceil_mode,
     )
     dtype = jnp.result_type(x)
     acc = _accumulation_dtype(x)
@@ -449,8 +453,14 @@ def max_pool(
     if storage_order not in (0, 1):
         raise unsupported_attribute("MaxPool", "storage_order", storage_order, [0, 1])
     geo = _PoolGeometry(
-        "MaxPool", x, auto_pad=auto_pad, kernel_shape=kernel_shape, strides=strides, pads=pads,
-        dilations=dilations, ceil_mode=ceil_mode,
+        "MaxPool",
+        x,
+        auto_pad=auto_pad,
+        kernel_shape=kernel_shape,
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        ceil_mode=ceil_mode,
     )
     dtype = jnp.result_type(x)
     lowest = np.asarray(_lowest(dtype), dtype)

@@ -141,7 +141,9 @@ def quantize_linear_23(
 ) -> Array:
     """QuantizeLinear-23 and later: as `quantize_linear`, but x / y_scale is rounded to `precision`
     if set, else to the scale's type (a float16 scale gives a float16 quotient)."""
-    return _quantize(x, y_scale, y_zero_point, axis, saturate, block_size, output_dtype, precision, half_in_float32=False)
+    return _quantize(
+        x, y_scale, y_zero_point, axis, saturate, block_size, output_dtype, precision, half_in_float32=False
+    )
 
 
 def _quantize(
@@ -333,7 +335,12 @@ def fuse_quantize_dequantize(nodes: list[Node], graph_outputs: Iterable[str] = (
         if q is None:
             fused.append(node)
             continue
-        assert q.spec is not None and q.since_version is not None and node.spec is not None and node.since_version is not None
+        assert (
+            q.spec is not None
+            and q.since_version is not None
+            and node.spec is not None
+            and node.since_version is not None
+        )
         used.add(q.index)
         q_inputs = (*q.inputs, "", "")[:3]
         dq_inputs = (*node.inputs, "", "")[:3]
@@ -343,9 +350,15 @@ def fuse_quantize_dequantize(nodes: list[Node], graph_outputs: Iterable[str] = (
         }
         fused.append(
             Node(
-                node.index, node.name, FUSED_OP, FUSED_DOMAIN, node.since_version,
+                node.index,
+                node.name,
+                FUSED_OP,
+                FUSED_DOMAIN,
+                node.since_version,
                 (q_inputs[0], q_inputs[1], q_inputs[2], dq_inputs[1], dq_inputs[2]),
-                node.outputs, attrs, _fused_spec(node.since_version),
+                node.outputs,
+                attrs,
+                _fused_spec(node.since_version),
             )
         )
     read = set(graph_outputs)
@@ -391,9 +404,19 @@ REFUSED_OPS: dict[tuple[str, str], str] = {
     **{
         (_MS, op): _QOPERATOR + _EXPLAIN_FLOAT
         for op in (
-            "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
-            "QLinearSoftmax", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearWhere",
-            "QLinearReduceMean", "QGemm",
+            "QLinearConv",
+            "QLinearMatMul",
+            "QLinearAdd",
+            "QLinearMul",
+            "QLinearSigmoid",
+            "QLinearLeakyRelu",
+            "QLinearSoftmax",
+            "QLinearAveragePool",
+            "QLinearGlobalAveragePool",
+            "QLinearConcat",
+            "QLinearWhere",
+            "QLinearReduceMean",
+            "QGemm",
         )
     },
     **{(_MS, op): _CONTRIB_QDQ + _EXPLAIN_FLOAT for op in ("QuantizeLinear", "DequantizeLinear")},

@@ -65,8 +65,19 @@ _ACTIVATIONS: dict[str, tuple[Callable[[Array, Any, Any], Array], bool, bool, fl
     "softplus": (lambda x, a, b: jnp.logaddexp(x, 0), False, False, None, None),
 }
 
-_SPELLINGS = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu",
-              "Softsign", "Softplus"]
+_SPELLINGS = [
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Affine",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "ScaledTanh",
+    "HardSigmoid",
+    "Elu",
+    "Softsign",
+    "Softplus",
+]
 
 
 def _activations(
@@ -287,8 +298,15 @@ def _prepare(
     dtype = jnp.result_type(x_side(X))
     work = _work_dtype(dtype)
     return _Prepared(
-        hidden, reverse, acts, dtype, _cast(X, work), jnp.asarray(W).astype(work), jnp.asarray(R).astype(work),
-        _cast(B, work), [_cast(v, work) for v in states],
+        hidden,
+        reverse,
+        acts,
+        dtype,
+        _cast(X, work),
+        jnp.asarray(W).astype(work),
+        jnp.asarray(R).astype(work),
+        _cast(B, work),
+        [_cast(v, work) for v in states],
     )
 
 
@@ -331,13 +349,24 @@ def lstm(
     """
     del output_sequence
     H, reverse, (f_act, g_act, h_act), dtype, X, W, R, B, (initial_h, initial_c) = _prepare(
-        "LSTM", X, W, R, B, [initial_h, initial_c], gates=4, hidden_size=hidden_size, direction=direction,
-        activations=activations, activation_alpha=activation_alpha, activation_beta=activation_beta,
-        default_activations=("Sigmoid", "Tanh", "Tanh"), clip=clip,
+        "LSTM",
+        X,
+        W,
+        R,
+        B,
+        [initial_h, initial_c],
+        gates=4,
+        hidden_size=hidden_size,
+        direction=direction,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        default_activations=("Sigmoid", "Tanh", "Tanh"),
+        clip=clip,
     )
     # Peepholes [dirs, 3 * hidden] (i, o, f), broadcast over the batch.
     peep = None if P is None else jnp.asarray(P).astype(W.dtype)[:, None, :]
-    p_i, p_o, p_f = (None if peep is None else peep[..., k * H:(k + 1) * H] for k in range(3))
+    p_i, p_o, p_f = (None if peep is None else peep[..., k * H : (k + 1) * H] for k in range(3))
 
     def peephole(z: Any, c: Any, p: Array | None) -> Any:
         return z if p is None else linear(lambda v, cv: v + p * cv, z, c)
@@ -345,7 +374,7 @@ def lstm(
     def cell(xw_t: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
         h, c = carry
         z = linear(lambda a, hv: a + _recurrent_matmul(hv, R), xw_t, h)
-        zi, zo, zf, zc = (linear(lambda v, k=k: v[..., k * H:(k + 1) * H], z) for k in range(4))
+        zi, zo, zf, zc = (linear(lambda v, k=k: v[..., k * H : (k + 1) * H], z) for k in range(4))
         i = rescale(f_act, peephole(zi, c, p_i))
         f = linear(lambda v: 1 - v, i) if input_forget else rescale(f_act, peephole(zf, c, p_f))
         g = rescale(g_act, zc)
@@ -355,8 +384,17 @@ def lstm(
         return h_new, c_new
 
     Y, (Y_h, Y_c) = _recurrence(
-        "LSTM", X, W, B, sequence_lens, _states_in_layout0([initial_h, initial_c], layout),
-        hidden=H, reverse=reverse, layout=layout, fold_bias=lambda b: b[..., : 4 * H] + b[..., 4 * H:], cell=cell,
+        "LSTM",
+        X,
+        W,
+        B,
+        sequence_lens,
+        _states_in_layout0([initial_h, initial_c], layout),
+        hidden=H,
+        reverse=reverse,
+        layout=layout,
+        fold_bias=lambda b: b[..., : 4 * H] + b[..., 4 * H :],
+        cell=cell,
     )
     return _cast(Y, dtype), _cast(Y_h, dtype), _cast(Y_c, dtype)
 
@@ -386,18 +424,29 @@ def gru(
     """
     del output_sequence
     H, reverse, (f_act, g_act), dtype, X, W, R, B, (initial_h,) = _prepare(
-        "GRU", X, W, R, B, [initial_h], gates=3, hidden_size=hidden_size, direction=direction,
-        activations=activations, activation_alpha=activation_alpha, activation_beta=activation_beta,
-        default_activations=("Sigmoid", "Tanh"), clip=clip,
+        "GRU",
+        X,
+        W,
+        R,
+        B,
+        [initial_h],
+        gates=3,
+        hidden_size=hidden_size,
+        direction=direction,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        default_activations=("Sigmoid", "Tanh"),
+        clip=clip,
     )
-    r_zr, r_h = R[:, : 2 * H], R[:, 2 * H:]
+    r_zr, r_h = R[:, : 2 * H], R[:, 2 * H :]
     # With linear_before_reset, Rbh sits inside the reset product: keep it out of the folded bias.
-    rb_h = None if B is None or not linear_before_reset else linear(lambda b: b[:, None, 5 * H:], B)
+    rb_h = None if B is None or not linear_before_reset else linear(lambda b: b[:, None, 5 * H :], B)
 
     def fold_bias(b: Array) -> Array:
         if linear_before_reset:
-            return jnp.concatenate([b[..., : 2 * H] + b[..., 3 * H:5 * H], b[..., 2 * H:3 * H]], axis=-1)
-        return b[..., : 3 * H] + b[..., 3 * H:]
+            return jnp.concatenate([b[..., : 2 * H] + b[..., 3 * H : 5 * H], b[..., 2 * H : 3 * H]], axis=-1)
+        return b[..., : 3 * H] + b[..., 3 * H :]
 
     def cell(xw_t: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
         (h,) = carry
@@ -406,16 +455,25 @@ def gru(
         r = rescale(f_act, linear(lambda v: v[..., H:], zr))
         if linear_before_reset:
             hr = linear(lambda hv, b: _recurrent_matmul(hv, r_h) + (0 if b is None else b), h, rb_h)
-            pre = linear(lambda a, v: a[..., 2 * H:] + v, xw_t, bilinear(_mul, r, hr))
+            pre = linear(lambda a, v: a[..., 2 * H :] + v, xw_t, bilinear(_mul, r, hr))
         else:
-            pre = linear(lambda a, v: a[..., 2 * H:] + _recurrent_matmul(v, r_h), xw_t, bilinear(_mul, r, h))
+            pre = linear(lambda a, v: a[..., 2 * H :] + _recurrent_matmul(v, r_h), xw_t, bilinear(_mul, r, h))
         candidate = rescale(g_act, pre)
         h_new = linear(_add, bilinear(lambda zv, v: (1 - zv) * v, z, candidate), bilinear(_mul, z, h))
         return (h_new,)
 
     Y, (Y_h,) = _recurrence(
-        "GRU", X, W, B, sequence_lens, _states_in_layout0([initial_h], layout),
-        hidden=H, reverse=reverse, layout=layout, fold_bias=fold_bias, cell=cell,
+        "GRU",
+        X,
+        W,
+        B,
+        sequence_lens,
+        _states_in_layout0([initial_h], layout),
+        hidden=H,
+        reverse=reverse,
+        layout=layout,
+        fold_bias=fold_bias,
+        cell=cell,
     )
     return _cast(Y, dtype), _cast(Y_h, dtype)
 
@@ -440,9 +498,20 @@ def rnn(
     """RNN (versions 1, 7, 14, 22) -> (Y, Y_h): H = f(X·Wᵀ + H₋·Rᵀ + Wb + Rb), default f=Tanh."""
     del output_sequence
     H, reverse, (f_act,), dtype, X, W, R, B, (initial_h,) = _prepare(
-        "RNN", X, W, R, B, [initial_h], gates=1, hidden_size=hidden_size, direction=direction,
-        activations=activations, activation_alpha=activation_alpha, activation_beta=activation_beta,
-        default_activations=("Tanh",), clip=clip,
+        "RNN",
+        X,
+        W,
+        R,
+        B,
+        [initial_h],
+        gates=1,
+        hidden_size=hidden_size,
+        direction=direction,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        default_activations=("Tanh",),
+        clip=clip,
     )
 
     def cell(xw_t: Any, carry: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -450,8 +519,17 @@ def rnn(
         return (rescale(f_act, linear(lambda a, hv: a + _recurrent_matmul(hv, R), xw_t, h)),)
 
     Y, (Y_h,) = _recurrence(
-        "RNN", X, W, B, sequence_lens, _states_in_layout0([initial_h], layout),
-        hidden=H, reverse=reverse, layout=layout, fold_bias=lambda b: b[..., :H] + b[..., H:], cell=cell,
+        "RNN",
+        X,
+        W,
+        B,
+        sequence_lens,
+        _states_in_layout0([initial_h], layout),
+        hidden=H,
+        reverse=reverse,
+        layout=layout,
+        fold_bias=lambda b: b[..., :H] + b[..., H:],
+        cell=cell,
     )
     return _cast(Y, dtype), _cast(Y_h, dtype)
 

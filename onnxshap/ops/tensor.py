@@ -223,9 +223,7 @@ def slice_1(data: Array, *, starts: Sequence[int], ends: Sequence[int], axes: Se
     return _slice(data, static_ints(starts), static_ints(ends), axes, None)
 
 
-def slice_(
-    data: Array, starts: Array, ends: Array, axes: Array | None = None, steps: Array | None = None
-) -> Array:
+def slice_(data: Array, starts: Array, ends: Array, axes: Array | None = None, steps: Array | None = None) -> Array:
     """Slice-10+: static inputs; out-of-range starts/ends are clamped, negative steps walk backwards."""
     return _slice(
         data,
@@ -760,8 +758,14 @@ def _upsample(x: Array, scales: Sequence[float], mode: str) -> Array:
         raise unsupported_attribute("Upsample", "mode", mode, ["nearest", "linear"])
     out_shape, scale_list, _ = _resize_plan(x.shape, None, np.asarray(scales), None, None, "stretch")
     return _resize(
-        x, out_shape, scale_list, None, mode=mode, coordinate_transformation_mode="asymmetric",
-        nearest_mode="legacy", op="Upsample",
+        x,
+        out_shape,
+        scale_list,
+        None,
+        mode=mode,
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="legacy",
+        op="Upsample",
     )
 
 

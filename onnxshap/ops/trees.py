@@ -38,7 +38,15 @@ Array = Any
 sg = lax.stop_gradient
 
 #: Node modes as small codes (TreeEnsemble v5's numbering); LEAF marks leaf slots.
-_MODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4, "BRANCH_NEQ": 5, "BRANCH_MEMBER": 6}
+_MODES = {
+    "BRANCH_LEQ": 0,
+    "BRANCH_LT": 1,
+    "BRANCH_GTE": 2,
+    "BRANCH_GT": 3,
+    "BRANCH_EQ": 4,
+    "BRANCH_NEQ": 5,
+    "BRANCH_MEMBER": 6,
+}
 _LEAF = 7
 _AGGREGATES = ("AVERAGE", "SUM", "MIN", "MAX")  # v5's aggregate_function codes 0..3
 
@@ -120,7 +128,9 @@ def _pack(trees: list[_Tree], n_targets: int, threshold_dtype: Any, op: str) -> 
         for s, entries in enumerate(tree.leaf_entries):
             for k, w in entries:
                 if not 0 <= k < n_targets:
-                    raise UnsupportedOpError(f"{op} has a leaf weight for target/class {k}, outside 0..{n_targets - 1}.")
+                    raise UnsupportedOpError(
+                        f"{op} has a leaf weight for target/class {k}, outside 0..{n_targets - 1}."
+                    )
                 weights[t, s, k] += w
                 scored[t, s, k] = True
         # Root-to-leaf paths, depth first; a path longer than the slot count means a cycle.
@@ -159,12 +169,29 @@ def _pack(trees: list[_Tree], n_targets: int, threshold_dtype: Any, op: str) -> 
             for d, (s, direction) in enumerate(steps):
                 path_node[t, p, d], path_dir[t, p, d], path_valid[t, p, d] = s, direction, True
     path_feature = np.take_along_axis(feature, path_node.reshape(T, -1), axis=1).reshape(T, n_paths, D)
-    same = (path_feature[..., :, None] == path_feature[..., None, :]) & path_valid[..., :, None] & path_valid[..., None, :]
+    same = (
+        (path_feature[..., :, None] == path_feature[..., None, :]) & path_valid[..., :, None] & path_valid[..., None, :]
+    )
     earlier = np.tril(np.ones((D, D), bool), -1)  # [d, d'] with d' < d
     first = path_valid & ~np.any(same & earlier, axis=-1)
     return _Forest(
-        feature, threshold, mode, tracks, true_child, false_child, members, weights, scored, depth,
-        path_leaf, path_node, path_dir, path_valid, path_feature, same, first,
+        feature,
+        threshold,
+        mode,
+        tracks,
+        true_child,
+        false_child,
+        members,
+        weights,
+        scored,
+        depth,
+        path_leaf,
+        path_node,
+        path_dir,
+        path_valid,
+        path_feature,
+        same,
+        first,
     )
 
 
@@ -222,8 +249,13 @@ def _v3_forest(
     falseids = _required(nodes_falsenodeids, "nodes_falsenodeids", op)
     n = len(treeids)
     lists: dict[str, Sized] = {
-        "nodes_treeids": treeids, "nodes_nodeids": nodeids, "nodes_featureids": featureids, "nodes_modes": modes,
-        "nodes_truenodeids": trueids, "nodes_falsenodeids": falseids, "nodes_values": nodes_values,
+        "nodes_treeids": treeids,
+        "nodes_nodeids": nodeids,
+        "nodes_featureids": featureids,
+        "nodes_modes": modes,
+        "nodes_truenodeids": trueids,
+        "nodes_falsenodeids": falseids,
+        "nodes_values": nodes_values,
     }
     for name, value in lists.items():
         if len(value) != n:
@@ -303,9 +335,13 @@ def _v5_forest(
     n = modes.size
     tracks = list(nodes_missing_value_tracks_true or [0] * n)
     for name, value in [
-        ("nodes_splits", splits), ("nodes_featureids", nodes_featureids), ("nodes_truenodeids", nodes_truenodeids),
-        ("nodes_falsenodeids", nodes_falsenodeids), ("nodes_trueleafs", nodes_trueleafs),
-        ("nodes_falseleafs", nodes_falseleafs), ("nodes_missing_value_tracks_true", tracks),
+        ("nodes_splits", splits),
+        ("nodes_featureids", nodes_featureids),
+        ("nodes_truenodeids", nodes_truenodeids),
+        ("nodes_falsenodeids", nodes_falsenodeids),
+        ("nodes_trueleafs", nodes_trueleafs),
+        ("nodes_falseleafs", nodes_falseleafs),
+        ("nodes_missing_value_tracks_true", tracks),
     ]:
         if len(value) != n:
             raise UnsupportedOpError(f"{op}: {name} has {len(value)} entries for {n} nodes.")
@@ -386,7 +422,11 @@ def _conditions(forest: _Forest, x: Array) -> Array:
 
     As onnxruntime: cond(x_j, threshold) or (NaN and missing tracks true); a NaN fails every comparison
     (and NEQ's `x != t` is true for NaN, as in onnxruntime's `!=`)."""
-    dtype = jnp.result_type(x.dtype, forest.threshold.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else forest.threshold.dtype
+    dtype = (
+        jnp.result_type(x.dtype, forest.threshold.dtype)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+        else forest.threshold.dtype
+    )
     v = jnp.take(x.astype(dtype), jnp.asarray(forest.feature), axis=1)  # [N, T, M]
     t = jnp.asarray(forest.threshold, dtype)
     mode = jnp.asarray(forest.mode)
@@ -510,6 +550,7 @@ def _tree_shap(forest: _Forest, x: Array, r: Array, dtype: Any, *, per_tree: boo
     parts = [steps(v) for v in (a, b, jnp.asarray(full), q_x, p_r)]
     parts += [jnp.where(filler, 0, steps(v)) for v in (fails_x, fails_r)]
     init = jnp.zeros((fails_x.shape[-1], n_features), dtype)
+
     def step(i: Array, total: Array) -> Array:
         a_i, b_i, full_i, q_i, p_i, fx_i, fr_i = (v[i] for v in parts)
         return total + contract(a_i, b_i, full_i, q_i, p_i, fx_i, fr_i, "l,ljk->kj")
@@ -640,8 +681,19 @@ def tree_ensemble_regressor(
     values = _values(nodes_values, nodes_values_as_tensor, "nodes_values", op)
     weights = _values(target_weights, target_weights_as_tensor, "target_weights", op)
     forest = _v3_forest(
-        op, nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes, values, nodes_truenodeids,
-        nodes_falsenodeids, nodes_missing_value_tracks_true, target_treeids, target_nodeids, target_ids, weights,
+        op,
+        nodes_treeids,
+        nodes_nodeids,
+        nodes_featureids,
+        nodes_modes,
+        values,
+        nodes_truenodeids,
+        nodes_falsenodeids,
+        nodes_missing_value_tracks_true,
+        target_treeids,
+        target_nodeids,
+        target_ids,
+        weights,
         int(n_targets),
     )
     dtype = jnp.float32
@@ -706,8 +758,19 @@ def tree_ensemble_classifier(
     values = _values(nodes_values, nodes_values_as_tensor, "nodes_values", op)
     weights = _values(class_weights, class_weights_as_tensor, "class_weights", op)
     forest = _v3_forest(
-        op, nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes, values, nodes_truenodeids,
-        nodes_falsenodeids, nodes_missing_value_tracks_true, class_treeids, class_nodeids, class_ids, weights,
+        op,
+        nodes_treeids,
+        nodes_nodeids,
+        nodes_featureids,
+        nodes_modes,
+        values,
+        nodes_truenodeids,
+        nodes_falsenodeids,
+        nodes_missing_value_tracks_true,
+        class_treeids,
+        class_nodeids,
+        class_ids,
+        weights,
         n_classes,
     )
     base = _optional_values(base_values, base_values_as_tensor, "base_values", op)
@@ -723,7 +786,9 @@ def tree_ensemble_classifier(
             "handling of such ensembles is not reproduced here. Export the binary model with one class id."
         )
     if base.size not in (0, n_classes):
-        raise UnsupportedOpError(f"{op} has {base.size} base values for {n_classes} classes; it needs 0 or {n_classes}.")
+        raise UnsupportedOpError(
+            f"{op} has {base.size} base values for {n_classes} classes; it needs 0 or {n_classes}."
+        )
     shift = jnp.asarray(base if base.size else np.zeros(n_classes), dtype)
     scores = linear(lambda v: v + shift, raw)
     has = x_side(scored) | (base.size > 0)
@@ -732,7 +797,9 @@ def tree_ensemble_classifier(
     return label, _transform(scores, post_transform, op)
 
 
-def _binary(raw: Any, labels: np.ndarray, used: int, base: np.ndarray, positive: bool, post_transform: str, op: str) -> tuple[Array, Any]:
+def _binary(
+    raw: Any, labels: np.ndarray, used: int, base: np.ndarray, positive: bool, post_transform: str, op: str
+) -> tuple[Array, Any]:
     """onnxruntime's binary classifier (2 labels, one class id): see `tree_ensemble_classifier`."""
     if used != 0 or base.size not in (0, 1):
         raise UnsupportedOpError(
@@ -790,9 +857,19 @@ def tree_ensemble(
     if not 0 <= post_transform < len(_POST_TRANSFORMS):
         raise unsupported_attribute(op, "post_transform", post_transform, list(range(5)))
     forest = _v5_forest(
-        nodes_splits, nodes_featureids, nodes_modes, nodes_truenodeids, nodes_falsenodeids, nodes_trueleafs,
-        nodes_falseleafs, leaf_targetids, leaf_weights, tree_roots, nodes_missing_value_tracks_true,
-        membership_values, int(n_targets),
+        nodes_splits,
+        nodes_featureids,
+        nodes_modes,
+        nodes_truenodeids,
+        nodes_falsenodeids,
+        nodes_trueleafs,
+        nodes_falseleafs,
+        leaf_targetids,
+        leaf_weights,
+        tree_roots,
+        nodes_missing_value_tracks_true,
+        membership_values,
+        int(n_targets),
     )
     out_dtype = jnp.result_type(x_side(x))
     dtype = jnp.float32 if out_dtype == jnp.float16 else out_dtype

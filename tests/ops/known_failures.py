@@ -91,9 +91,12 @@ TENSOR: dict[str, str] = {
 ML: dict[str, str] = {
     case: "string keys: JAX has no string dtype, so onnxshap refuses string-keyed LabelEncoder (UnsupportedOpError)"
     for case in (
-        "test_ai_onnx_ml_label_encoder_string_int", "test_ai_onnx_ml_label_encoder_string_int_no_default",
-        "test_ai_onnx_ml_label_encoder_tensor_mapping", "test_ai_onnx_ml_label_encoder_tensor_value_only_mapping",
-        "test_ai_onnx_ml_label_encoder_string_int@since2", "test_ai_onnx_ml_label_encoder_string_int_no_default@since2",
+        "test_ai_onnx_ml_label_encoder_string_int",
+        "test_ai_onnx_ml_label_encoder_string_int_no_default",
+        "test_ai_onnx_ml_label_encoder_tensor_mapping",
+        "test_ai_onnx_ml_label_encoder_tensor_value_only_mapping",
+        "test_ai_onnx_ml_label_encoder_string_int@since2",
+        "test_ai_onnx_ml_label_encoder_string_int_no_default@since2",
     )
 }
 

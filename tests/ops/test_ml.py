@@ -50,7 +50,9 @@ def _ml(op: str, feeds: dict[str, np.ndarray], outputs: tuple[str, ...] = ("y",)
     return _graph_model([node], feeds, list(outputs))
 
 
-def _assert_matches_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, np.ndarray]:
+def _assert_matches_onnxruntime(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6
+) -> dict[str, np.ndarray]:
     got = onnxshap.load(model).run(feeds)
     assert_outputs_close(got, run_ort(model, feeds), rtol=rtol, atol=atol)
     return got
@@ -74,8 +76,16 @@ def _check_cases(
 
 
 # Rows chosen to hit the edge cases: a zero row, an all-negative row, a row whose max is 0.
-ROWS = np.array([[1.0, -2.0, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0], [-4.0, -1.0, -2.0, -0.5], [-1.0, 0.0, -2.0, 0.0],
-                 [0.3, 0.2, -0.1, 2.5]], np.float32)
+ROWS = np.array(
+    [
+        [1.0, -2.0, 3.0, 0.5],
+        [0.0, 0.0, 0.0, 0.0],
+        [-4.0, -1.0, -2.0, -0.5],
+        [-1.0, 0.0, -2.0, 0.0],
+        [0.3, 0.2, -0.1, 2.5],
+    ],
+    np.float32,
+)
 
 
 # --- preprocessing ---------------------------------------------------------------------------------
@@ -83,12 +93,15 @@ ROWS = np.array([[1.0, -2.0, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0], [-4.0, -1.0, -2.0,
 
 def test_scaler() -> None:
     per_feature = dict(offset=[0.5, -1.0, 2.0, 0.0], scale=[2.0, 0.5, -1.0, 3.0])
-    _check_cases("Scaler", {
-        "float32": ([ROWS], per_feature),
-        "float64_scalar": ([ROWS.astype(np.float64)], dict(offset=[0.25], scale=[4.0])),
-        "int64": ([ROWS.astype(np.int64) * 3], per_feature),
-        "1d": ([ROWS[0]], per_feature),
-    })
+    _check_cases(
+        "Scaler",
+        {
+            "float32": ([ROWS], per_feature),
+            "float64_scalar": ([ROWS.astype(np.float64)], dict(offset=[0.25], scale=[4.0])),
+            "int64": ([ROWS.astype(np.int64) * 3], per_feature),
+            "1d": ([ROWS[0]], per_feature),
+        },
+    )
 
 
 def test_scaler_rejects_mismatched_lengths() -> None:
@@ -98,7 +111,9 @@ def test_scaler_rejects_mismatched_lengths() -> None:
 
 
 def test_normalizer() -> None:
-    special = np.concatenate([ROWS * 2, [[np.nan, 1.0, 2.0, 0.0], [1e-30, 0, 0, 0]]]).astype(np.float32)  # NaN, underflow
+    special = np.concatenate([ROWS * 2, [[np.nan, 1.0, 2.0, 0.0], [1e-30, 0, 0, 0]]]).astype(
+        np.float32
+    )  # NaN, underflow
     inputs = {"float32": special, "float64": (ROWS * 2).astype(np.float64), "int32": (ROWS * 2).astype(np.int32)}
     cases = {f"{norm}_{name}": ([x], dict(norm=norm)) for norm in ("MAX", "L1", "L2") for name, x in inputs.items()}
     cases["L1_1d"] = ([ROWS[2]], dict(norm="L1"))
@@ -116,16 +131,28 @@ def test_binarizer() -> None:
 
 def test_imputer() -> None:
     nan = float("nan")
-    _check_cases("Imputer", {
-        "nan_per_feature": ([np.array([[1, -2, nan], [0.5, nan, 0.7], [0, 0, 0]], np.float32)],
-                            dict(imputed_value_floats=[9.0, 8.0, 7.0], replaced_value_float=nan)),
-        "nan_one_value": ([np.array([[1, -2, nan], [0.5, nan, 0.7]], np.float32)],
-                          dict(imputed_value_floats=[9.0], replaced_value_float=nan)),
-        "value": ([np.array([[1, 0.5, nan], [0.5, 2, 0.5]], np.float32)],
-                  dict(imputed_value_floats=[9.0, 8.0, 7.0], replaced_value_float=0.5)),
-        "int64": ([np.array([[1, -1, 3], [-1, 2, -1]], np.int64)], dict(imputed_value_int64s=[7, 8, 9], replaced_value_int64=-1)),
-        "int64_1d": ([np.array([1, -1, 3], np.int64)], dict(imputed_value_int64s=[7], replaced_value_int64=-1)),
-    })
+    _check_cases(
+        "Imputer",
+        {
+            "nan_per_feature": (
+                [np.array([[1, -2, nan], [0.5, nan, 0.7], [0, 0, 0]], np.float32)],
+                dict(imputed_value_floats=[9.0, 8.0, 7.0], replaced_value_float=nan),
+            ),
+            "nan_one_value": (
+                [np.array([[1, -2, nan], [0.5, nan, 0.7]], np.float32)],
+                dict(imputed_value_floats=[9.0], replaced_value_float=nan),
+            ),
+            "value": (
+                [np.array([[1, 0.5, nan], [0.5, 2, 0.5]], np.float32)],
+                dict(imputed_value_floats=[9.0, 8.0, 7.0], replaced_value_float=0.5),
+            ),
+            "int64": (
+                [np.array([[1, -1, 3], [-1, 2, -1]], np.int64)],
+                dict(imputed_value_int64s=[7, 8, 9], replaced_value_int64=-1),
+            ),
+            "int64_1d": ([np.array([1, -1, 3], np.int64)], dict(imputed_value_int64s=[7], replaced_value_int64=-1)),
+        },
+    )
 
 
 def test_array_feature_extractor_static_and_computed_indices() -> None:
@@ -153,8 +180,12 @@ def test_array_feature_extractor_rejects_out_of_range_constant_index() -> None:
 
 def test_feature_vectorizer() -> None:
     rng = np.random.default_rng(0)
-    layouts = {"exact": ([(2, 2), (2, 3), (2, 1)], [2, 3, 1]), "cut_and_pad": ([(2, 2), (2, 3)], [1, 4]),
-               "rank3": ([(2, 2, 3), (2, 3)], [6, 3]), "1d": ([(2,), (3,)], [2, 3])}
+    layouts = {
+        "exact": ([(2, 2), (2, 3), (2, 1)], [2, 3, 1]),
+        "cut_and_pad": ([(2, 2), (2, 3)], [1, 4]),
+        "rank3": ([(2, 2, 3), (2, 3)], [6, 3]),
+        "1d": ([(2,), (3,)], [2, 3]),
+    }
     cases = {}
     for name, (shapes, dims) in layouts.items():
         floats = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -177,11 +208,22 @@ def test_linear_classifier() -> None:
     (scores [1 - p, p], label from s > 0), and non-float32 inputs."""
     cases = {}
     for post_transform in POST_TRANSFORMS:
-        cases[f"multi_{post_transform}"] = ([X], dict(coefficients=W3, intercepts=B3, classlabels_ints=[3, 5, 7],
-                                                      post_transform=post_transform, multi_class=1))
+        cases[f"multi_{post_transform}"] = (
+            [X],
+            dict(
+                coefficients=W3, intercepts=B3, classlabels_ints=[3, 5, 7], post_transform=post_transform, multi_class=1
+            ),
+        )
         if post_transform != "PROBIT":
-            cases[f"binary_{post_transform}"] = ([X], dict(coefficients=[0.5, -1.0, 0.2], intercepts=[-0.1],
-                                                           classlabels_ints=[4, 9], post_transform=post_transform))
+            cases[f"binary_{post_transform}"] = (
+                [X],
+                dict(
+                    coefficients=[0.5, -1.0, 0.2],
+                    intercepts=[-0.1],
+                    classlabels_ints=[4, 9],
+                    post_transform=post_transform,
+                ),
+            )
     softmax = dict(coefficients=W3, intercepts=B3, classlabels_ints=[0, 1, 2], post_transform="SOFTMAX")
     cases["float64_1d"] = ([X.astype(np.float64)[0]], softmax)
     cases["int64"] = ([(X * 10).astype(np.int64)], softmax)
@@ -196,7 +238,10 @@ def test_linear_classifier() -> None:
     ("attrs", "message"),
     [
         (dict(coefficients=W3, intercepts=B3, classlabels_strings=["a", "b", "c"]), "string tensor"),
-        (dict(coefficients=[0.5, -1.0, 0.2], intercepts=[0.0], classlabels_ints=[0, 1], post_transform="PROBIT"), "uninitialised"),
+        (
+            dict(coefficients=[0.5, -1.0, 0.2], intercepts=[0.0], classlabels_ints=[0, 1], post_transform="PROBIT"),
+            "uninitialised",
+        ),
         (dict(coefficients=W3, intercepts=B3, classlabels_ints=[0, 1]), "3 coefficient rows but 2 class labels"),
     ],
     ids=["string-labels", "binary-probit", "label-count"],
@@ -207,17 +252,31 @@ def test_linear_classifier_unsupported(attrs: dict[str, Any], message: str) -> N
 
 
 def test_linear_regressor() -> None:
-    _check_cases("LinearRegressor", {
-        "one_target": ([X], dict(coefficients=[0.5, -1.0, 0.2], intercepts=[0.3])),
-        "two_targets": ([X], dict(coefficients=[0.5, -1.0, 0.2, 0.1, 0.03, -0.04], intercepts=[0.3, 0.2], targets=2)),
-        "no_intercepts": ([X], dict(coefficients=[0.5, -1.0, 0.2])),
-        "one_target_logistic": ([X], dict(coefficients=[0.5, -1.0, 0.2], intercepts=[0.3], post_transform="LOGISTIC")),
-    })
+    _check_cases(
+        "LinearRegressor",
+        {
+            "one_target": ([X], dict(coefficients=[0.5, -1.0, 0.2], intercepts=[0.3])),
+            "two_targets": (
+                [X],
+                dict(coefficients=[0.5, -1.0, 0.2, 0.1, 0.03, -0.04], intercepts=[0.3, 0.2], targets=2),
+            ),
+            "no_intercepts": ([X], dict(coefficients=[0.5, -1.0, 0.2])),
+            "one_target_logistic": (
+                [X],
+                dict(coefficients=[0.5, -1.0, 0.2], intercepts=[0.3], post_transform="LOGISTIC"),
+            ),
+        },
+    )
 
 
 def test_linear_regressor_rejects_nonlinear_transform() -> None:
-    model = _ml("LinearRegressor", {"x": X}, coefficients=[0.5, -1.0, 0.2, 0.1, 0.03, -0.04], targets=2,
-                post_transform="SOFTMAX")
+    model = _ml(
+        "LinearRegressor",
+        {"x": X},
+        coefficients=[0.5, -1.0, 0.2, 0.1, 0.03, -0.04],
+        targets=2,
+        post_transform="SOFTMAX",
+    )
     with pytest.raises(UnsupportedOpError, match="rule is linear"):
         onnxshap.load(model).run({"x": X})
 
@@ -226,8 +285,17 @@ def test_logistic_regression_pipeline() -> None:
     """What skl2onnx emits for Pipeline(StandardScaler, LogisticRegression): Scaler, LinearClassifier, Normalizer."""
     nodes = [
         helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.1, -0.2, 0.3], scale=[1.5, 0.5, 2.0]),
-        helper.make_node("LinearClassifier", ["xs"], ["label", "raw"], domain="ai.onnx.ml", coefficients=W3,
-                         intercepts=B3, classlabels_ints=[0, 1, 2], multi_class=1, post_transform="SOFTMAX"),
+        helper.make_node(
+            "LinearClassifier",
+            ["xs"],
+            ["label", "raw"],
+            domain="ai.onnx.ml",
+            coefficients=W3,
+            intercepts=B3,
+            classlabels_ints=[0, 1, 2],
+            multi_class=1,
+            post_transform="SOFTMAX",
+        ),
         helper.make_node("Normalizer", ["raw"], ["probabilities"], domain="ai.onnx.ml", norm="L1"),
     ]
     _assert_matches_onnxruntime(_graph_model(nodes, {"x": X}, ["label", "probabilities"]), {"x": X})
@@ -238,14 +306,23 @@ def test_logistic_regression_pipeline() -> None:
 
 @pytest.mark.parametrize(
     ("attrs", "key_type"),
-    [(dict(classlabels_int64s=[3, 5, 7]), TensorProto.INT64), (dict(classlabels_strings=["a", "b", "c"]), TensorProto.STRING)],
+    [
+        (dict(classlabels_int64s=[3, 5, 7]), TensorProto.INT64),
+        (dict(classlabels_strings=["a", "b", "c"]), TensorProto.STRING),
+    ],
     ids=["int64", "string"],
 )
 def test_zip_map_matches_onnxruntime(attrs: dict[str, Any], key_type: int) -> None:
     node = helper.make_node("ZipMap", ["x"], ["z"], domain="ai.onnx.ml", **attrs)
-    out_type = helper.make_sequence_type_proto(helper.make_map_type_proto(key_type, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_value_info("z", out_type)])
+    out_type = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(key_type, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_value_info("z", out_type)],
+    )
     model = helper.make_model(graph, opset_imports=ML_OPSETS)
     model.ir_version = 8
     for x in (np.array([[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]], np.float32), np.array([0.1, 0.2, 0.7], np.float32)):
@@ -266,17 +343,72 @@ CAST_OPSETS = [helper.make_opsetid("", 25)]
 # halves for the sub-byte integers. Non-saturating E4M3FN [480, 484) and E5M2 (61440, 65536) are left
 # out: onnxruntime 1.31 deviates from the spec there (test_cast_non_saturating_overflow_follows_spec).
 CAST_VALUES = np.array(
-    [0.0, -0.0, 0.3, -0.3, 1.5, 2.5, -2.5, 3.49, 7.6, -8.5, 15.9, 17.0, -9.2, 100.7, 239.9, 240.0, 250.0, 448.0, 470.0,
-     500.0, 1e4, 57344.0, 60000.0, 7e4, 1e6, 1e-7, -1e-7, 1e-3, 2.0**-9, 2.0**-10, 2.0**-17, 3 * 2.0**-18, 0.124, 0.126,
-     1.1, 1.45, 1.75, 2.0**127, 1.5 * 2.0**127, 1e-40, 2.0**-127, np.inf, -np.inf, np.nan],
+    [
+        0.0,
+        -0.0,
+        0.3,
+        -0.3,
+        1.5,
+        2.5,
+        -2.5,
+        3.49,
+        7.6,
+        -8.5,
+        15.9,
+        17.0,
+        -9.2,
+        100.7,
+        239.9,
+        240.0,
+        250.0,
+        448.0,
+        470.0,
+        500.0,
+        1e4,
+        57344.0,
+        60000.0,
+        7e4,
+        1e6,
+        1e-7,
+        -1e-7,
+        1e-3,
+        2.0**-9,
+        2.0**-10,
+        2.0**-17,
+        3 * 2.0**-18,
+        0.124,
+        0.126,
+        1.1,
+        1.45,
+        1.75,
+        2.0**127,
+        1.5 * 2.0**127,
+        1e-40,
+        2.0**-127,
+        np.inf,
+        -np.inf,
+        np.nan,
+    ],
 )
 FLOAT8 = [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ]
 # (target type, Cast attributes) for every output of the fan-out model.
 CAST_TARGETS: list[tuple[int, dict[str, Any]]] = [
     *[(t, dict(saturate=s)) for t in FLOAT8 for s in (1, 0)],
     *[(TensorProto.FLOAT8E8M0, dict(saturate=s, round_mode=m)) for s in (1, 0) for m in ("up", "down", "nearest")],
-    *[(t, {}) for t in (TensorProto.INT4, TensorProto.UINT4, TensorProto.INT2, TensorProto.UINT2, TensorProto.INT8,
-                        TensorProto.UINT8, TensorProto.INT16, TensorProto.BFLOAT16, TensorProto.FLOAT16)],
+    *[
+        (t, {})
+        for t in (
+            TensorProto.INT4,
+            TensorProto.UINT4,
+            TensorProto.INT2,
+            TensorProto.UINT2,
+            TensorProto.INT8,
+            TensorProto.UINT8,
+            TensorProto.INT16,
+            TensorProto.BFLOAT16,
+            TensorProto.FLOAT16,
+        )
+    ],
 ]
 
 
@@ -300,7 +432,11 @@ def test_cast_exotic_types_match_onnxruntime(source: str) -> None:
             nodes.append(helper.make_node("Cast", [name], [f"{name}_{source}"], to=in_graph))
             starts[name] = f"{name}_{source}"
     for i, (target, attrs) in enumerate(CAST_TARGETS):
-        if target == TensorProto.FLOAT8E8M0 and source not in ("float32", "float64") and attrs["round_mode"] != "nearest":
+        if (
+            target == TensorProto.FLOAT8E8M0
+            and source not in ("float32", "float64")
+            and attrs["round_mode"] != "nearest"
+        ):
             continue  # the other sources reach E8M0 through float32: one configuration checks the conversion
         values = starts["absx" if target == TensorProto.FLOAT8E8M0 else "x"]
         nodes.append(helper.make_node("Cast", [values], [f"c{i}"], to=target, **attrs))
@@ -316,8 +452,10 @@ def test_cast_non_saturating_overflow_follows_spec() -> None:
 
     x = np.array([480.0, 482.0, -483.0, 61441.0, 65000.0, -62000.0], np.float32)
     for target in (TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2):
-        nodes = [helper.make_node("Cast", ["x"], ["c"], to=target, saturate=0),
-                 helper.make_node("Cast", ["c"], ["y"], to=TensorProto.FLOAT)]
+        nodes = [
+            helper.make_node("Cast", ["x"], ["c"], to=target, saturate=0),
+            helper.make_node("Cast", ["c"], ["y"], to=TensorProto.FLOAT),
+        ]
         model = _graph_model(nodes, {"x": x}, ["y"], opsets=CAST_OPSETS, ir_version=11)
         got = onnxshap.load(model).run({"x": x})["y"]
         np.testing.assert_array_equal(got, ReferenceEvaluator(model).run(None, {"x": x})[0])
@@ -360,7 +498,9 @@ def test_dropout_mask(opset: int) -> None:
     """The mask output keeps the node in the graph; old versions return an unfilled (zero) mask."""
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     node = helper.make_node("Dropout", ["x"], ["y", "mask"], **({} if opset >= 12 else {"ratio": 0.3}))
-    _assert_matches_onnxruntime(_graph_model([node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", opset)]), {"x": x})
+    _assert_matches_onnxruntime(
+        _graph_model([node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", opset)]), {"x": x}
+    )
 
 
 def test_dropout_training_mode() -> None:
@@ -368,7 +508,9 @@ def test_dropout_training_mode() -> None:
     node = helper.make_node("Dropout", ["x", "ratio", "training"], ["y", "mask"])
     for ratio in (0.0, 0.5):
         initializers = {"ratio": np.array(ratio, np.float32), "training": np.array(True)}
-        model = _graph_model([node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", 13)], initializers=initializers)
+        model = _graph_model(
+            [node], {"x": x}, ["y", "mask"], opsets=[helper.make_opsetid("", 13)], initializers=initializers
+        )
         if ratio == 0.0:  # nothing is dropped: deterministic
             _assert_matches_onnxruntime(model, {"x": x})
         else:

@@ -42,7 +42,9 @@ def _model(
     return model
 
 
-def check_against_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, np.ndarray]:
+def check_against_onnxruntime(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, rtol: float = 1e-5, atol: float = 1e-6
+) -> dict[str, np.ndarray]:
     got = onnxshap.load(model).run(feeds)
     assert_outputs_close(got, run_ort(model, feeds), rtol=rtol, atol=atol)
     return got
@@ -56,21 +58,95 @@ def _x(shape: tuple[int, ...], seed: int = 0, dtype: Any = np.float32) -> np.nda
 
 POOLS = [
     # (op, opset, input shape, attributes, outputs)
-    ("MaxPool", 12, (2, 3, 9), dict(kernel_shape=[3], strides=[2], pads=[1, 2], dilations=[2], ceil_mode=1), ("y", "i")),
-    ("MaxPool", 12, (1, 2, 7, 8), dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], dilations=[1, 2], ceil_mode=1), ("y", "i")),
-    ("MaxPool", 12, (1, 2, 7, 8), dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 1, 1, 0], ceil_mode=1, storage_order=1), ("y", "i")),
-    ("MaxPool", 22, (1, 2, 5, 6, 7), dict(kernel_shape=[2, 3, 2], strides=[2, 2, 3], pads=[1, 0, 1, 0, 2, 1], dilations=[2, 1, 2], ceil_mode=1), ("y", "i")),
-    ("MaxPool", 8, (1, 2, 6, 7), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], storage_order=1), ("y", "i")),
+    (
+        "MaxPool",
+        12,
+        (2, 3, 9),
+        dict(kernel_shape=[3], strides=[2], pads=[1, 2], dilations=[2], ceil_mode=1),
+        ("y", "i"),
+    ),
+    (
+        "MaxPool",
+        12,
+        (1, 2, 7, 8),
+        dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], dilations=[1, 2], ceil_mode=1),
+        ("y", "i"),
+    ),
+    (
+        "MaxPool",
+        12,
+        (1, 2, 7, 8),
+        dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 1, 1, 0], ceil_mode=1, storage_order=1),
+        ("y", "i"),
+    ),
+    (
+        "MaxPool",
+        22,
+        (1, 2, 5, 6, 7),
+        dict(kernel_shape=[2, 3, 2], strides=[2, 2, 3], pads=[1, 0, 1, 0, 2, 1], dilations=[2, 1, 2], ceil_mode=1),
+        ("y", "i"),
+    ),
+    (
+        "MaxPool",
+        8,
+        (1, 2, 6, 7),
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], storage_order=1),
+        ("y", "i"),
+    ),
     ("MaxPool", 10, (1, 1, 7, 7), dict(kernel_shape=[3, 3], strides=[2, 2], dilations=[2, 2], ceil_mode=1), ("y",)),
     ("MaxPool", 12, (2, 2, 7, 6), dict(kernel_shape=[1, 2], strides=[3, 3], auto_pad="SAME_LOWER"), ("y", "i")),
-    ("AveragePool", 19, (2, 3, 9), dict(kernel_shape=[3], strides=[2], pads=[1, 2], dilations=[2], ceil_mode=1, count_include_pad=1)),
-    ("AveragePool", 19, (2, 3, 9), dict(kernel_shape=[3], strides=[2], pads=[1, 2], dilations=[2], ceil_mode=1, count_include_pad=0)),
-    ("AveragePool", 19, (1, 2, 7, 8), dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], dilations=[1, 2], ceil_mode=1, count_include_pad=1)),
-    ("AveragePool", 22, (1, 2, 5, 6, 7), dict(kernel_shape=[2, 3, 2], strides=[2, 2, 3], pads=[1, 0, 1, 0, 2, 1], dilations=[2, 1, 2], ceil_mode=1, count_include_pad=0)),
-    ("AveragePool", 10, (1, 2, 6, 7), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1)),
+    (
+        "AveragePool",
+        19,
+        (2, 3, 9),
+        dict(kernel_shape=[3], strides=[2], pads=[1, 2], dilations=[2], ceil_mode=1, count_include_pad=1),
+    ),
+    (
+        "AveragePool",
+        19,
+        (2, 3, 9),
+        dict(kernel_shape=[3], strides=[2], pads=[1, 2], dilations=[2], ceil_mode=1, count_include_pad=0),
+    ),
+    (
+        "AveragePool",
+        19,
+        (1, 2, 7, 8),
+        dict(
+            kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], dilations=[1, 2], ceil_mode=1, count_include_pad=1
+        ),
+    ),
+    (
+        "AveragePool",
+        22,
+        (1, 2, 5, 6, 7),
+        dict(
+            kernel_shape=[2, 3, 2],
+            strides=[2, 2, 3],
+            pads=[1, 0, 1, 0, 2, 1],
+            dilations=[2, 1, 2],
+            ceil_mode=1,
+            count_include_pad=0,
+        ),
+    ),
+    (
+        "AveragePool",
+        10,
+        (1, 2, 6, 7),
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+    ),
     ("AveragePool", 7, (1, 2, 6, 7), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 1], count_include_pad=1)),
-    ("AveragePool", 19, (2, 2, 6, 7), dict(kernel_shape=[2, 1], strides=[3, 3], auto_pad="SAME_UPPER", count_include_pad=1)),
-    ("LpPool", 18, (1, 2, 7, 8), dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], dilations=[1, 2], ceil_mode=1, p=3)),
+    (
+        "AveragePool",
+        19,
+        (2, 2, 6, 7),
+        dict(kernel_shape=[2, 1], strides=[3, 3], auto_pad="SAME_UPPER", count_include_pad=1),
+    ),
+    (
+        "LpPool",
+        18,
+        (1, 2, 7, 8),
+        dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 2, 1], dilations=[1, 2], ceil_mode=1, p=3),
+    ),
     ("LpPool", 11, (1, 2, 7, 8), dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], p=1)),
 ]
 
@@ -79,7 +155,9 @@ POOLS = [
     ("op", "opset", "shape", "attrs", "outputs"),
     [pytest.param(*(c if len(c) == 5 else (*c, ("y",))), id=f"{c[0]}{c[1]}-{i}") for i, c in enumerate(POOLS)],
 )
-def test_pool_windows_match_onnxruntime(op: str, opset: int, shape: tuple[int, ...], attrs: dict[str, Any], outputs: tuple[str, ...]) -> None:
+def test_pool_windows_match_onnxruntime(
+    op: str, opset: int, shape: tuple[int, ...], attrs: dict[str, Any], outputs: tuple[str, ...]
+) -> None:
     feeds = {"x": _x(shape)}
     check_against_onnxruntime(_model(op, feeds, attrs, opset, outputs), feeds)
 
@@ -111,12 +189,20 @@ def test_max_pool_padding_never_wins(dtype: Any) -> None:
     x = np.random.default_rng(2).integers(-100 if dtype == np.int8 else 0, 100, (1, 2, 5, 5)).astype(dtype)
     if np.issubdtype(dtype, np.floating):
         x = -np.abs(x) - 1  # all negative: a zero-padded window would be wrong
-    check_against_onnxruntime(_model("MaxPool", {"x": x}, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], ceil_mode=1), 12), {"x": x})
+    check_against_onnxruntime(
+        _model("MaxPool", {"x": x}, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], ceil_mode=1), 12),
+        {"x": x},
+    )
 
 
 def test_global_pools_match_onnxruntime() -> None:
     x = _x((2, 3, 4, 5))
-    for op, opset, attrs in [("GlobalLpPool", 2, dict(p=3)), ("GlobalLpPool", 2, {}), ("GlobalMaxPool", 1, {}), ("GlobalAveragePool", 1, {})]:
+    for op, opset, attrs in [
+        ("GlobalLpPool", 2, dict(p=3)),
+        ("GlobalLpPool", 2, {}),
+        ("GlobalMaxPool", 1, {}),
+        ("GlobalAveragePool", 1, {}),
+    ]:
         check_against_onnxruntime(_model(op, {"x": x}, attrs, opset), {"x": x})
 
 
@@ -127,14 +213,24 @@ CONVS = [
     (22, (2, 6, 11), (4, 3, 3), True, dict(group=2, dilations=[2], strides=[2], pads=[2, 1])),
     (11, (2, 6, 11), (6, 1, 2), False, dict(group=6, strides=[3], auto_pad="SAME_UPPER")),
     (1, (2, 6, 10), (3, 2, 3), True, dict(group=3, strides=[2], auto_pad="SAME_LOWER", kernel_shape=[3])),
-    (22, (1, 4, 6, 7, 5), (4, 2, 2, 3, 2), True, dict(group=2, dilations=[2, 1, 2], strides=[1, 2, 1], pads=[1, 0, 1, 0, 2, 1])),
+    (
+        22,
+        (1, 4, 6, 7, 5),
+        (4, 2, 2, 3, 2),
+        True,
+        dict(group=2, dilations=[2, 1, 2], strides=[1, 2, 1], pads=[1, 0, 1, 0, 2, 1]),
+    ),
     (11, (1, 4, 6, 7, 5), (6, 2, 3, 2, 2), False, dict(group=2, strides=[2, 2, 3], auto_pad="SAME_LOWER")),
     (22, (1, 3, 6, 7, 5), (3, 1, 2, 2, 2), True, dict(group=3, dilations=[2, 2, 1], auto_pad="VALID")),
 ]
 
 
-@pytest.mark.parametrize(("opset", "xs", "ws", "bias", "attrs"), CONVS, ids=[f"conv{c[0]}-{len(c[1]) - 2}d-{i}" for i, c in enumerate(CONVS)])
-def test_conv_matches_onnxruntime(opset: int, xs: tuple[int, ...], ws: tuple[int, ...], bias: bool, attrs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("opset", "xs", "ws", "bias", "attrs"), CONVS, ids=[f"conv{c[0]}-{len(c[1]) - 2}d-{i}" for i, c in enumerate(CONVS)]
+)
+def test_conv_matches_onnxruntime(
+    opset: int, xs: tuple[int, ...], ws: tuple[int, ...], bias: bool, attrs: dict[str, Any]
+) -> None:
     feeds = {"x": _x(xs), "w": _x(ws, 1)}
     if bias:
         feeds["b"] = _x((ws[0],), 2)
@@ -149,13 +245,25 @@ CONV_TRANSPOSES = [
     (22, (1, 2, 4, 5), (2, 2, 3, 3), True, dict(strides=[2, 3], auto_pad="SAME_UPPER", output_padding=[1, 0])),
     (11, (1, 2, 4, 5), (2, 2, 3, 2), False, dict(strides=[2, 2], auto_pad="SAME_LOWER")),
     (22, (1, 2, 4, 5), (2, 1, 1, 2), False, dict(strides=[3, 3], auto_pad="SAME_UPPER")),  # SAME cannot pad below zero
-    (22, (1, 4, 3, 4, 3), (4, 1, 2, 3, 2), True, dict(group=2, strides=[2, 1, 2], dilations=[1, 2, 2], pads=[0, 3, 1, 1, 0, 1], output_padding=[1, 0, 1])),
+    (
+        22,
+        (1, 4, 3, 4, 3),
+        (4, 1, 2, 3, 2),
+        True,
+        dict(group=2, strides=[2, 1, 2], dilations=[1, 2, 2], pads=[0, 3, 1, 1, 0, 1], output_padding=[1, 0, 1]),
+    ),
     (11, (1, 2, 3, 4, 3), (2, 2, 2, 2, 2), False, dict(strides=[2, 2, 2], output_shape=[7, 8, 6])),
 ]
 
 
-@pytest.mark.parametrize(("opset", "xs", "ws", "bias", "attrs"), CONV_TRANSPOSES, ids=[f"convT{c[0]}-{len(c[1]) - 2}d-{i}" for i, c in enumerate(CONV_TRANSPOSES)])
-def test_conv_transpose_matches_onnxruntime(opset: int, xs: tuple[int, ...], ws: tuple[int, ...], bias: bool, attrs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("opset", "xs", "ws", "bias", "attrs"),
+    CONV_TRANSPOSES,
+    ids=[f"convT{c[0]}-{len(c[1]) - 2}d-{i}" for i, c in enumerate(CONV_TRANSPOSES)],
+)
+def test_conv_transpose_matches_onnxruntime(
+    opset: int, xs: tuple[int, ...], ws: tuple[int, ...], bias: bool, attrs: dict[str, Any]
+) -> None:
     feeds = {"x": _x(xs), "w": _x(ws, 1)}
     if bias:
         feeds["b"] = _x((ws[1] * attrs.get("group", 1),), 2)
@@ -215,7 +323,9 @@ def _batch_norm_params(c: int, shape: tuple[int, ...] | None = None) -> dict[str
 @pytest.mark.parametrize("opset", [7, 9, 14, 15])
 def test_batch_norm_versions_match_onnxruntime(opset: int) -> None:
     x = _x((2, 3, 4, 5))
-    check_against_onnxruntime(_model("BatchNormalization", {"x": x}, dict(epsilon=1e-3), opset, initializers=_batch_norm_params(3)), {"x": x})
+    check_against_onnxruntime(
+        _model("BatchNormalization", {"x": x}, dict(epsilon=1e-3), opset, initializers=_batch_norm_params(3)), {"x": x}
+    )
 
 
 def test_batch_norm_per_activation_spatial_0() -> None:
@@ -229,14 +339,18 @@ def test_batch_norm_legacy_versions(opset: int) -> None:
     # onnxruntime has no kernels before version 7: check against the formula.
     x = _x((2, 3, 4))
     p = _batch_norm_params(3)
-    attrs: dict[str, Any] = dict(epsilon=1e-3, is_test=1) | (dict(consumed_inputs=[0, 0, 0, 1, 1]) if opset == 1 else {})
+    attrs: dict[str, Any] = dict(epsilon=1e-3, is_test=1) | (
+        dict(consumed_inputs=[0, 0, 0, 1, 1]) if opset == 1 else {}
+    )
     got = onnxshap.load(_model("BatchNormalization", {"x": x}, attrs, opset, initializers=p)).run({"x": x})["y"]
     r = (slice(None), None)
     want = (x - p["mean"][r]) / np.sqrt(p["var"][r] + 1e-3) * p["scale"][r] + p["bias"][r]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("opset", "attrs", "outputs"), [(15, dict(training_mode=1), ("y", "m", "v")), (9, {}, ("y", "m", "v", "sm", "sv"))])
+@pytest.mark.parametrize(
+    ("opset", "attrs", "outputs"), [(15, dict(training_mode=1), ("y", "m", "v")), (9, {}, ("y", "m", "v", "sm", "sv"))]
+)
 def test_batch_norm_training_is_unsupported(opset: int, attrs: dict[str, Any], outputs: tuple[str, ...]) -> None:
     x = _x((2, 3, 4))
     model = _model("BatchNormalization", {"x": x}, attrs, opset, outputs, initializers=_batch_norm_params(3))
@@ -252,7 +366,9 @@ def test_layer_norm_statistics_outputs() -> None:
         inits = {"scale": rng.standard_normal(normalized).astype(dtype)}
         if with_bias:
             inits["bias"] = rng.standard_normal(normalized).astype(dtype)
-        model = _model("LayerNormalization", {"x": x}, dict(axis=axis, epsilon=1e-3), 17, ("y", "mean", "inv_std"), inits)
+        model = _model(
+            "LayerNormalization", {"x": x}, dict(axis=axis, epsilon=1e-3), 17, ("y", "mean", "inv_std"), inits
+        )
         tol = 2e-3 if dtype == np.float16 else 1e-5
         check_against_onnxruntime(model, {"x": x}, rtol=tol, atol=tol)
 
@@ -267,7 +383,9 @@ def test_lrn_and_instance_norm() -> None:
     square_sum = sum(sq[:, i : i + 5] for i in range(4))
     np.testing.assert_allclose(got, x / (2.0 + 0.01 / 4 * square_sum) ** 0.6, rtol=1e-5, atol=1e-6)
     inits = {"scale": _x((5,), 1), "bias": _x((5,), 2)}
-    check_against_onnxruntime(_model("InstanceNormalization", {"x": x}, dict(epsilon=1e-3), 6, initializers=inits), {"x": x}, atol=1e-5)
+    check_against_onnxruntime(
+        _model("InstanceNormalization", {"x": x}, dict(epsilon=1e-3), 6, initializers=inits), {"x": x}, atol=1e-5
+    )
 
 
 # --- softmax family ------------------------------------------------------------------------------
@@ -278,7 +396,9 @@ def test_softmax_11_coerces_to_2d_while_13_is_per_axis() -> None:
     results = {}
     for op in ("Softmax", "LogSoftmax", "Hardmax"):
         for opset in (11, 13):
-            results[op, opset] = check_against_onnxruntime(_model(op, {"x": x}, dict(axis=1), opset), {"x": x}, atol=1e-5)["y"]
+            results[op, opset] = check_against_onnxruntime(
+                _model(op, {"x": x}, dict(axis=1), opset), {"x": x}, atol=1e-5
+            )["y"]
         assert not np.allclose(results[op, 11], results[op, 13])
     np.testing.assert_allclose(results["Softmax", 11].reshape(2, -1).sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(results["Softmax", 13].sum(axis=1), 1.0, rtol=1e-5)
@@ -295,7 +415,9 @@ MAX_WINDOWS = [
 ]
 
 
-@pytest.mark.parametrize(("op", "opset", "shape", "attrs"), MAX_WINDOWS, ids=[f"{c[0]}-{i}" for i, c in enumerate(MAX_WINDOWS)])
+@pytest.mark.parametrize(
+    ("op", "opset", "shape", "attrs"), MAX_WINDOWS, ids=[f"{c[0]}-{i}" for i, c in enumerate(MAX_WINDOWS)]
+)
 @pytest.mark.parametrize("layout", ["blocks", "gather"])
 def test_max_rule_is_the_shapley_value_of_each_window(
     op: str, opset: int, shape: tuple[int, ...], attrs: dict[str, Any], layout: str, monkeypatch: pytest.MonkeyPatch

@@ -115,7 +115,9 @@ def _model(
         return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), shape)
 
     graph = helper.make_graph(
-        list(nodes), "recurrent", [info(k, v) for k, v in feeds.items()],
+        list(nodes),
+        "recurrent",
+        [info(k, v) for k, v in feeds.items()],
         [helper.make_empty_tensor_value_info(o) for o in outputs],
         [numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
@@ -164,18 +166,30 @@ def _grid(op: str, opset: int) -> list[dict[str, Any]]:
             dict(direction=both, peepholes=True, init="input", seq=[4, T, 2], layout=int(opset >= 14)),
             dict(peepholes=True, input_forget=1, clip=1.5),
             dict(direction="reverse", input_forget=1, init="input"),
-            dict(activations=["HardSigmoid", "LeakyRelu", "Softsign"], activation_alpha=[0.3, 0.05],
-                 activation_beta=[0.4]),
-            dict(direction=both, activations=["Sigmoid", "ScaledTanh", "Elu", "Relu", "Softplus", "Affine"],
-                 activation_alpha=[0.9, 0.8, 0.5], activation_beta=[1.2, 0.1], seq=[T, 3, 1]),
+            dict(
+                activations=["HardSigmoid", "LeakyRelu", "Softsign"],
+                activation_alpha=[0.3, 0.05],
+                activation_beta=[0.4],
+            ),
+            dict(
+                direction=both,
+                activations=["Sigmoid", "ScaledTanh", "Elu", "Relu", "Softplus", "Affine"],
+                activation_alpha=[0.9, 0.8, 0.5],
+                activation_beta=[1.2, 0.1],
+                seq=[T, 3, 1],
+            ),
         ]
     elif op == "GRU":
         cases += [
             dict(direction=both, linear_before_reset=1, init="input", seq=[4, T, 2], layout=int(opset >= 14)),
             dict(linear_before_reset=1, bias=False, clip=0.9),
             dict(direction="reverse", linear_before_reset=1, activations=["Sigmoid", "Relu"]),
-            dict(direction=both, activations=["HardSigmoid", "Softplus", "Sigmoid", "Affine"],
-                 activation_alpha=[0.2, 0.7], activation_beta=[0.5, 0.1]),
+            dict(
+                direction=both,
+                activations=["HardSigmoid", "Softplus", "Sigmoid", "Affine"],
+                activation_alpha=[0.2, 0.7],
+                activation_beta=[0.5, 0.1],
+            ),
             dict(activations=["ScaledTanh", "Elu"], activation_alpha=[1.1, 0.7], activation_beta=[0.6]),
         ]
     else:
@@ -210,8 +224,13 @@ def _grid_models(
         ref_nodes.append(node)
         ref_feeds.update(f)
         ref_consts.update(c)
-    return (_model(nodes, feeds, consts, outputs, opset), feeds,
-            _model(ref_nodes, ref_feeds, ref_consts, outputs, opset), ref_feeds, layout1)
+    return (
+        _model(nodes, feeds, consts, outputs, opset),
+        feeds,
+        _model(ref_nodes, ref_feeds, ref_consts, outputs, opset),
+        ref_feeds,
+        layout1,
+    )
 
 
 def _check_grid(op: str, opset: int, rng: np.random.Generator) -> None:
@@ -279,7 +298,8 @@ def test_other_float_types_track_float32(dtype: Any, rng: np.random.Generator) -
     want = run_ort(_model([node], feeds, consts, outs, 22), feeds)
     cast = {k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in {**feeds, **consts}.items()}
     got = onnxshap.load(_model([node], {k: cast[k] for k in feeds}, {k: cast[k] for k in consts}, outs, 22)).run(
-        {k: cast[k] for k in feeds})
+        {k: cast[k] for k in feeds}
+    )
     rtol = 1e-5 if dtype == np.float64 else 5e-3
     for name in outs:
         assert got[name].dtype == dtype
@@ -289,16 +309,28 @@ def test_other_float_types_track_float32(dtype: Any, rng: np.random.Generator) -
 def test_activation_defaults_follow_the_onnx_operators(rng: np.random.Generator) -> None:
     # ThresholdedRelu alpha 1.0, Affine alpha 1.0 / beta 0.0, LeakyRelu 0.01, HardSigmoid 0.2 / 0.5,
     # Elu 1.0 (onnxruntime falls back to 0 for the first two).
-    defaults = {"ThresholdedRelu": ([1.0], []), "Affine": ([1.0], [0.0]), "LeakyRelu": ([0.01], []),
-                "HardSigmoid": ([0.2], [0.5]), "Elu": ([1.0], [])}
+    defaults = {
+        "ThresholdedRelu": ([1.0], []),
+        "Affine": ([1.0], [0.0]),
+        "LeakyRelu": ([0.01], []),
+        "HardSigmoid": ([0.2], [0.5]),
+        "Elu": ([1.0], []),
+    }
     nodes, outputs, pairs = [], [], []
     feeds: dict[str, np.ndarray] = {}
     consts: dict[str, np.ndarray] = {}
     for k, (name, (alpha, beta)) in enumerate(defaults.items()):
         implicit, f, c, outs = _case("RNN", f"i{k}_", rng, activations=[name])
         renamed = [f"e{k}_{o}" for o in implicit.output]
-        explicit = helper.make_node("RNN", implicit.input, renamed, hidden_size=HIDDEN, activations=[name],
-                                    activation_alpha=alpha, **({"activation_beta": beta} if beta else {}))
+        explicit = helper.make_node(
+            "RNN",
+            implicit.input,
+            renamed,
+            hidden_size=HIDDEN,
+            activations=[name],
+            activation_alpha=alpha,
+            **({"activation_beta": beta} if beta else {}),
+        )
         nodes += [implicit, explicit]
         feeds.update(f)
         consts.update(c)
@@ -330,8 +362,12 @@ LOCAL = [
     ("LSTM", dict(direction="reverse", peepholes=True, clip=0.8, seq=[T, 2, 0], layout=1), 1),
     ("GRU", dict(linear_before_reset=1, clip=0.6, seq=[3, T, 1]), 0),
     ("RNN", dict(direction="bidirectional", seq=[T, 0, 2], activations=["Relu", "Elu"]), 0),
-    pytest.param("LSTM", dict(direction="bidirectional", input_forget=1,
-                              activations=["HardSigmoid", "Relu", "Softsign"]), 0, marks=pytest.mark.slow),
+    pytest.param(
+        "LSTM",
+        dict(direction="bidirectional", input_forget=1, activations=["HardSigmoid", "Relu", "Softsign"]),
+        0,
+        marks=pytest.mark.slow,
+    ),
     pytest.param("GRU", dict(direction="bidirectional", seq=[4, T, 0], layout=1), 1, marks=pytest.mark.slow),
 ]
 
@@ -436,8 +472,12 @@ def _unrolled_lstm(w: np.ndarray, r: np.ndarray, b: np.ndarray, steps: int) -> o
     -> Mul/Add. Inputs X [N, seq, input], h0 / c0 [N, 1, hidden]; output Y_h [N, 1, hidden]."""
     H = r.shape[-1]
     consts = {
-        "Wt": np.ascontiguousarray(w[0].T), "Rt": np.ascontiguousarray(r[0].T), "bias": b[0, : 4 * H] + b[0, 4 * H:],
-        "split": np.full(4, H, np.int64), "flat": np.array([-1, H], np.int64), "state": np.array([-1, 1, H], np.int64),
+        "Wt": np.ascontiguousarray(w[0].T),
+        "Rt": np.ascontiguousarray(r[0].T),
+        "bias": b[0, : 4 * H] + b[0, 4 * H :],
+        "split": np.full(4, H, np.int64),
+        "flat": np.array([-1, H], np.int64),
+        "state": np.array([-1, 1, H], np.int64),
     }
     nodes = [helper.make_node("Reshape", ["h0", "flat"], ["h_0"]), helper.make_node("Reshape", ["c0", "flat"], ["c_0"])]
     for t in range(steps):
@@ -463,9 +503,13 @@ def _unrolled_lstm(w: np.ndarray, r: np.ndarray, b: np.ndarray, steps: int) -> o
     nodes.append(helper.make_node("Reshape", [f"h_{steps}", "state"], ["Y_h"]))
     f32 = TensorProto.FLOAT
     graph = helper.make_graph(
-        nodes, "unrolled",
-        [helper.make_tensor_value_info("X", f32, ("N", steps, w.shape[-1])),
-         helper.make_tensor_value_info("h0", f32, ("N", 1, H)), helper.make_tensor_value_info("c0", f32, ("N", 1, H))],
+        nodes,
+        "unrolled",
+        [
+            helper.make_tensor_value_info("X", f32, ("N", steps, w.shape[-1])),
+            helper.make_tensor_value_info("h0", f32, ("N", 1, H)),
+            helper.make_tensor_value_info("c0", f32, ("N", 1, H)),
+        ],
         [helper.make_tensor_value_info("Y_h", f32, ("N", 1, H))],
         [numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
@@ -485,8 +529,9 @@ def test_lstm_matches_its_unrolled_primitive_graph(rng: np.random.Generator) -> 
         return {k: rng.standard_normal((n, *v.shape[1:])).astype(np.float32) for k, v in feeds.items()}
 
     samples, background = draw(4), draw(8)
-    np.testing.assert_allclose(onnxshap.load(op_model).run(samples)["Y_h"], onnxshap.load(unrolled).run(samples)["Y_h"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        onnxshap.load(op_model).run(samples)["Y_h"], onnxshap.load(unrolled).run(samples)["Y_h"], rtol=1e-5, atol=1e-6
+    )
     ours = onnxshap.Explainer(op_model, background).explain(samples)
     reference = onnxshap.Explainer(unrolled, background).explain(samples)
     assert isinstance(ours.values, dict) and isinstance(reference.values, dict)

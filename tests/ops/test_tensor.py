@@ -194,7 +194,9 @@ def test_slice_negative_steps_and_clamping() -> None:
     specs: list[NodeSpec] = [("Slice", ["x", _i(s), _i(e), _i(a), _i(t)], {}) for s, e, a, t in cases]
     specs.append(("Slice", ["x", _i([1, -1]), _i([big, -big])], {}))  # default axes and steps
     _assert_matches_onnxruntime(specs, {"x": _x((4, 6, 5, 7))}, 13)
-    _assert_matches_onnxruntime([("Slice", ["x"], dict(starts=[1, -3], ends=[100, -1], axes=[0, 2]))], {"x": _x((4, 6, 5))}, 9)
+    _assert_matches_onnxruntime(
+        [("Slice", ["x"], dict(starts=[1, -3], ends=[100, -1], axes=[0, 2]))], {"x": _x((4, 6, 5))}, 9
+    )
 
 
 def test_pad_modes_and_versions() -> None:
@@ -204,13 +206,16 @@ def test_pad_modes_and_versions() -> None:
     for mode, p in itertools.product(["constant", "reflect", "edge"], pads):
         specs.append(("Pad", ["x", _i(p), _f([1.5]) if mode == "constant" else None], dict(mode=mode)))
     _assert_matches_onnxruntime(specs, x, 11)
-    specs = [("Pad", ["x", _i(p), _f([-2.0]), _i(axes)], dict(mode=m)) for m, p, axes in [
-        ("constant", [1, 2, 0, 3], [2, 0]),
-        ("reflect", [1, 2], [-1]),
-        ("edge", [2, 0, 1, 1], [0, 1]),
-        ("wrap", [1, 2, 3, 1], [1, 2]),
-        ("wrap", [2, 3], [-1]),
-    ]]
+    specs = [
+        ("Pad", ["x", _i(p), _f([-2.0]), _i(axes)], dict(mode=m))
+        for m, p, axes in [
+            ("constant", [1, 2, 0, 3], [2, 0]),
+            ("reflect", [1, 2], [-1]),
+            ("edge", [2, 0, 1, 1], [0, 1]),
+            ("wrap", [1, 2, 3, 1], [1, 2]),
+            ("wrap", [2, 3], [-1]),
+        ]
+    ]
     specs.append(("Pad", ["x", _i([0, 2, 1, 0, 1, 3])], dict(mode="wrap")))
     _assert_matches_onnxruntime(specs, x, 19)
     pad_2 = [("Pad", ["x"], dict(mode=m, pads=[0, 1, 2, 1, 0, 1], value=0.5)) for m in ("constant", "reflect", "edge")]
@@ -248,8 +253,16 @@ def test_split_equal_parts_without_sizes() -> None:
 
 
 REDUCE_OPS = [
-    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
-    "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
 ]
 
 
@@ -298,7 +311,9 @@ def test_if_with_static_condition(opset: int) -> None:
     for cond in (True, False):
         node = helper.make_node("If", ["cond"], ["y"], then_branch=then_graph, else_branch=else_graph)
         graph = helper.make_graph(
-            [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
             [numpy_helper.from_array(np.array(cond), "cond")],
         )
