@@ -138,6 +138,7 @@ class AttributionPass:
         self._jitted_predict = jax.jit(self._predict)
         self._jitted_chunk = jax.jit(self._chunk, static_argnames=("chunk",), donate_argnums=(0,))
         self._jitted_whole = jax.jit(self._whole, static_argnames=("chunk",))
+        self._jitted_diagnose = jax.jit(self._diagnose)
         #: (content key, (device background, weights, reference env, base)) of the last background.
         self._reference: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         #: Signatures `run` has compiled its jitted pieces for (see `_signature`): what it reports as compiling.
@@ -464,24 +465,28 @@ class AttributionPass:
     ) -> list[tuple[str, float, float]]:
         """Per-node local completeness for one sample, one background row and one output slot.
 
-        Returns (node label, sum m_in * d_in, sum m_out * d_out) for every visited node.
+        Returns (node label, sum m_in * d_in, sum m_out * d_out) for every visited node. One jitted
+        program per example shape (run op by op, the primitives of a large model compiled one by one
+        took longer than the explanation itself).
         """
-        record: dict[str, tuple[Array, Array]] = {}
         with jax.enable_x64(True):
-            statics: dict[str, Any] = {}
-            ex = self._forward(self.weights, {k: jnp.asarray(v) for k, v in x_feeds.items()}, statics)
-            held = {k: x_feeds[k] for k in self.held}
-            er = self._forward(self.weights, {**{k: jnp.asarray(v) for k, v in r_feeds.items()}, **held}, statics)
             sel = np.zeros((1, n_total), _float_dtype(x_feeds))
             sel[0, slot] = 1
-            seeds = {
-                k: v[0]
-                for k, v in self._seeds(
-                    jnp.asarray(sel), self._slot_sizes({k: v[None] for k, v in ex.items()}), ex
-                ).items()
-            }
-            self._backward(ex, er, statics, self.weights, seeds, record)
-        return [(label, float(a), float(b)) for label, (a, b) in record.items()]
+            held = {k: x_feeds[k] for k in self.held}
+            record = self._jitted_diagnose(self.weights, dict(x_feeds), {**r_feeds, **held}, sel)
+            return [(label, float(a), float(b)) for label, (a, b) in record.items()]
+
+    def _diagnose(
+        self, weights: Mapping[str, Array], x_feeds: Mapping[str, Array], r_feeds: Mapping[str, Array], sel: Array
+    ) -> dict[str, tuple[Array, Array]]:
+        record: dict[str, tuple[Array, Array]] = {}
+        statics: dict[str, Any] = {}
+        ex = self._forward(weights, x_feeds, statics)
+        er = self._forward(weights, r_feeds, statics)
+        sizes = self._slot_sizes({k: v[None] for k, v in ex.items()})
+        seeds = {k: v[0] for k, v in self._seeds(sel, sizes, ex).items()}
+        self._backward(ex, er, statics, weights, seeds, record)
+        return record
 
     def first_nonfinite(self, example: Mapping[str, np.ndarray]) -> str | None:
         """Where NaN or Inf first appears when one example is evaluated: the first node, in graph
