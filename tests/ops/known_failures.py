@@ -89,7 +89,8 @@ TENSOR: dict[str, str] = {
 }
 
 ML: dict[str, str] = {
-    case: "string keys: JAX has no string dtype, so onnxshap refuses string-keyed LabelEncoder (UnsupportedOpError)"
+    case: "string keys: JAX arrays hold no strings, so a string-keyed LabelEncoder on data is refused "
+    "with UnsupportedOpError (asserted in tests/test_ml_encoders.py::test_label_encoder_strings_are_unsupported)"
     for case in (
         "test_ai_onnx_ml_label_encoder_string_int",
         "test_ai_onnx_ml_label_encoder_string_int_no_default",
