@@ -238,17 +238,17 @@ def make_data(spec: ModelSpec, path: Path, b: int, k: int, out: Path) -> None:
 # --- running workers ---------------------------------------------------------------------------------------------
 
 
-def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
+def spawn_worker(script: str, task: dict[str, Any], workdir: Path, timeout: float) -> tuple[dict[str, Any], str, float]:
+    """Run `script --worker TASK.json` in a fresh process: (its result JSON or {}, status, wall seconds)."""
     task_path = workdir / f"task_{os.getpid()}_{time.monotonic_ns()}.json"
     result_path = task_path.with_suffix(".result.json")
-    task["result"] = str(result_path)
-    task_path.write_text(json.dumps(task))
+    task_path.write_text(json.dumps({**task, "result": str(result_path)}))
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
     status = "ok"
     try:
         proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(task_path)],
+            [sys.executable, script, "--worker", str(task_path)],
             stdout=sys.stderr,
             stderr=sys.stderr,
             timeout=timeout,
@@ -259,14 +259,32 @@ def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str,
             status = f"worker exited with code {proc.returncode}"
     except subprocess.TimeoutExpired:
         status = f"timeout after {timeout:.0f} s"
-    wall = time.perf_counter() - t0
-    result: dict[str, Any] = json.loads(result_path.read_text()) if result_path.exists() else {"modes": {}}
+    result: dict[str, Any] = json.loads(result_path.read_text()) if result_path.exists() else {}
+    return result, status, time.perf_counter() - t0
+
+
+def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
+    result, status, wall = spawn_worker(str(Path(__file__).resolve()), task, workdir, timeout)
+    result.setdefault("modes", {})
     for mode in task.get("modes", []):
         if mode not in result["modes"]:
             result["modes"][mode] = {"error": status if status != "ok" else "no result"}
     result["wall_s"] = wall
     result["status"] = status
     return result
+
+
+def report_meta(script: str, argv: list[str], started: float, load_start: list[float], **extra: Any) -> dict[str, Any]:
+    """The header facts of a generated report: date, command, machine, load at the start and end, run time."""
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python", script, *argv]),
+        "machine": machine(),
+        **extra,
+        "load_start": load_start,
+        "load_end": [round(v, 2) for v in os.getloadavg()],
+        "duration_s": time.time() - started,
+    }
 
 
 def estimate(

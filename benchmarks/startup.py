@@ -18,7 +18,6 @@ prepare, so they run only with --light (1 sample x 4 references, as run.py's lig
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import subprocess
@@ -200,15 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for key in keys:
             results.append(measure(bench.MODELS[key], args.runs, workdir))
-    meta = {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/startup.py", *argv]),
-        "machine": bench.machine(),
-        "runs": args.runs,
-        "load_start": load_start,
-        "load_end": [round(v, 2) for v in os.getloadavg()],
-        "duration_s": time.time() - started,
-    }
+    meta = bench.report_meta("benchmarks/startup.py", argv, started, load_start, runs=args.runs)
     write_doc(results, meta, args.doc)
     bench.log(f"wrote {args.doc}")
     return 0

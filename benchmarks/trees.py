@@ -19,13 +19,11 @@ load touches both. Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.metadata
 import json
 import os
 import pickle
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -96,24 +94,7 @@ def prepare(key: str, quick: bool, samples: int, references: int, workdir: Path)
 
 def run_worker(task: dict[str, Any], workdir: Path, timeout: float) -> dict[str, Any]:
     """One measurement in a fresh process; the result dict (with "error" if the worker failed)."""
-    task_path = workdir / f"task_{task['model']}_{task['tool']}_{time.monotonic_ns()}.json"
-    result_path = task_path.with_suffix(".result.json")
-    task = {**task, "result": str(result_path)}
-    task_path.write_text(json.dumps(task))
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), PYTHONWARNINGS="ignore")
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(task_path)],
-            stdout=sys.stderr,
-            stderr=sys.stderr,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-        status = "ok" if proc.returncode == 0 else f"worker exited with code {proc.returncode}"
-    except subprocess.TimeoutExpired:
-        status = f"timed out after {timeout:.0f} s"
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    result, status, _ = bench.spawn_worker(str(Path(__file__).resolve()), task, workdir, timeout)
     if status != "ok":
         result.setdefault("error", status)
     return result
@@ -312,17 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                     task = {**facts, "tool": tool, "reps": args.reps, "budget_s": 60.0}
                     results[tool].append(run_worker(task, workdir, args.timeout))
             rows.append(summarise(facts, results))
-    meta = {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/trees.py", *argv]),
-        "machine": bench.machine(),
-        "versions": versions(),
-        "rounds": args.rounds,
-        "reps": args.reps,
-        "load_start": load_start,
-        "load_end": [round(v, 2) for v in os.getloadavg()],
-        "duration_s": time.time() - started,
-    }
+    meta = bench.report_meta(
+        "benchmarks/trees.py", argv, started, load_start, versions=versions(), rounds=args.rounds, reps=args.reps
+    )
     write_doc(rows, meta, args.doc)
     bench.log(f"wrote {args.doc}")
     return 0
