@@ -23,6 +23,8 @@ from onnxshap._convert._core import (
     PARITY_ATOL,
     PARITY_RTOL,
     ParityReport,
+    Shape,
+    _Converted,
     _finish,
     _first_line,
     _normalize_dtypes,
@@ -72,6 +74,21 @@ def framework_of(obj: Any) -> str | None:
     return None
 
 
+def _convert_known(
+    obj: Any, kind: str | None, sample: Any, shapes: list[Shape] | None, dtypes: Any, opset: int | None
+) -> _Converted | None:
+    """`obj` exported by its framework's converter (`kind` from `framework_of`); None for an unknown kind."""
+    if kind == "torch":
+        return _convert_torch(obj, sample, shapes, dtypes, opset)
+    if kind == "keras":
+        return _convert_keras(obj, sample, shapes, dtypes, opset)
+    if kind == "sklearn":
+        return _convert_sklearn(obj, sample, shapes, opset)
+    if kind in ("xgboost", "lightgbm"):
+        return _convert_boosting(obj, kind, sample, shapes, opset)
+    return None
+
+
 def convert_object(
     obj: Any,
     sample_input: Any,
@@ -108,15 +125,8 @@ def convert_object(
             "A PyTorch module does not record its input shape: pass a sample input (a tensor or a tuple of tensors "
             "with a batch axis) to trace it."
         )
-    if kind == "torch":
-        conv = _convert_torch(obj, sample_input, None, None, opset)
-    elif kind == "keras":
-        conv = _convert_keras(obj, sample_input, None, None, opset)
-    elif kind == "sklearn":
-        conv = _convert_sklearn(obj, sample_input, None, opset)
-    elif kind in ("xgboost", "lightgbm"):
-        conv = _convert_boosting(obj, kind, sample_input, None, opset)
-    else:
+    conv = _convert_known(obj, kind, sample_input, None, None, opset)
+    if conv is None:
         raise ConversionError(
             f"Cannot convert a {type(obj).__module__}.{type(obj).__name__} to ONNX: pass a torch.nn.Module, a "
             "torch.export.ExportedProgram, a Keras model, a fitted scikit-learn estimator or an "
@@ -244,16 +254,8 @@ def convert_file(
             conv = _convert_boosting(_load_boosting_file(p, library), library, None, shapes, opset)
         else:
             obj = _load_pickle(p, notes)
-            kind = framework_of(obj)
-            if kind == "torch":
-                conv = _convert_torch(obj, None, shapes, dtypes, opset)
-            elif kind == "keras":
-                conv = _convert_keras(obj, None, shapes, dtypes, opset)
-            elif kind == "sklearn":
-                conv = _convert_sklearn(obj, None, shapes, opset)
-            elif kind in ("xgboost", "lightgbm"):
-                conv = _convert_boosting(obj, kind, None, shapes, opset)
-            else:
+            conv = _convert_known(obj, framework_of(obj), None, shapes, dtypes, opset)
+            if conv is None:
                 raise ConversionError(
                     f"{str(p)!r} holds a {type(obj).__module__}.{type(obj).__name__}, which is not a "
                     "PyTorch, Keras, scikit-learn, XGBoost or LightGBM model."
