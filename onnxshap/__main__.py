@@ -1,23 +1,20 @@
 """The `onnxshap` program: `python -m onnxshap` and the `onnxshap` script run `main()`."""
 
-import sys
+from collections.abc import Callable
 from typing import NoReturn
 
-from onnxshap._interrupt import EXIT_INTERRUPTED, exit_now, install
+from onnxshap._interrupt import run_program
+
+
+def _command_line() -> Callable[[], int]:
+    from onnxshap.cli import main  # after the Ctrl-C handler is in place (onnxshap/_interrupt.py)
+
+    return main
 
 
 def main() -> NoReturn:
-    """Run the command line on sys.argv and end the process with its exit code.
-
-    Ctrl-C is handled before the command line's modules are imported, so at any moment it gives one
-    message and exit code 130 (onnxshap/_interrupt.py)."""
-    install()
-    from onnxshap.cli import main as run_command
-
-    code = run_command()
-    if code == EXIT_INTERRUPTED:
-        exit_now(code)
-    sys.exit(code)
+    """Run the command line on sys.argv and end the process with its exit code (130 after Ctrl-C)."""
+    run_program(_command_line)
 
 
 if __name__ == "__main__":

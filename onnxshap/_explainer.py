@@ -11,7 +11,7 @@ import numpy as np
 from onnxshap._attribution import AttributionPass
 from onnxshap._convert import convert, framework_of
 from onnxshap._errors import AdditivityError, InputError
-from onnxshap._explanation import ADDITIVITY_RTOL, Explanation
+from onnxshap._explanation import Explanation, additivity_rtol
 from onnxshap._graph import Graph, ModelLike, TensorInfo
 from onnxshap._layout import Feeds, Reading, read_feeds
 from onnxshap._model import Model, load, resolve_outputs
@@ -531,7 +531,7 @@ class Explainer:
         if self.check == "off":
             return
         dtype = np.dtype(e.prediction.dtype)
-        rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
+        rtol = additivity_rtol(dtype)
         nonfinite = self._nonfinite(e, feeds)
         if nonfinite is not None:
             if self.check == "raise":

@@ -33,6 +33,11 @@ ADDITIVITY_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
 ADDITIVITY_MASS_FLOOR = {np.dtype(np.float32): 1e-1, np.dtype(np.float64): 1e-4}
 
 
+def additivity_rtol(dtype: Any) -> float:
+    """The completeness tolerance `Explainer(check=...)` applies to outputs of `dtype` (float32's for others)."""
+    return ADDITIVITY_RTOL.get(np.dtype(dtype), ADDITIVITY_RTOL[np.dtype(np.float32)])
+
+
 def relative_residual(residual: np.ndarray, fx: np.ndarray, base: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """|residual| / max(|f(x) - base|, floor * max(1, |f(x)|, |base|), mass_floor * sum|values|), elementwise."""
     dtype = np.dtype(fx.dtype) if np.dtype(fx.dtype) in ADDITIVITY_FLOOR else np.dtype(np.float32)
@@ -120,13 +125,13 @@ class Explanation:
         # The dataclass repr would print every array in full.
         from onnxshap._notebook import explanation_repr
 
-        return explanation_repr(self)
+        return explanation_repr(self, completeness(self))
 
     def _repr_html_(self) -> str:
         """Jupyter's view: samples, outputs, base values, completeness, and the default plot."""
         from onnxshap._notebook import explanation_html
 
-        return explanation_html(self)
+        return explanation_html(self, completeness(self))
 
     def to_shap(self, output: int | str | Sequence[int | str] | None = None, **options: Any) -> Any:
         """A `shap.Explanation` (needs shap) so shap's plots work on these values; options input=,
@@ -250,3 +255,12 @@ def first_samples(e: Explanation, n: int) -> Explanation:
         return None if v is None else v[:n]
 
     return dataclasses.replace(e, **{f: cut(getattr(e, f)) for f in _per_sample_fields(e)})
+
+
+def completeness(e: Explanation) -> tuple[float, float, bool]:
+    """(max relative residual, tolerance, passed), judged as `Explainer(check=...)` judges it."""
+    dtype = np.dtype(np.asarray(e.prediction).dtype)
+    rtol = additivity_rtol(dtype)
+    rel = np.asarray(e.relative_residual, dtype=np.float64)
+    worst = float(np.max(np.where(np.isnan(rel), np.inf, rel), initial=0.0))
+    return worst, rtol, bool(np.isfinite(worst) and worst <= rtol)

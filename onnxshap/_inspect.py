@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from onnxshap._errors import UnsupportedOpError
-from onnxshap._graph import Graph, ModelLike, Node, load_graph
+from onnxshap._graph import Graph, ModelLike, Node
 from onnxshap._interpreter import fold_constants
+from onnxshap._load import load_graph
 from onnxshap._tokens import Lookup, _kind, _np_dtype, find_lookups
 
 

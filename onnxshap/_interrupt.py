@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -137,3 +137,15 @@ def exit_now(code: int) -> NoReturn:
         with contextlib.suppress(Exception):  # a closed pipe must not turn the exit into a traceback
             stream.flush()
     os._exit(code)
+
+
+def run_program(command: Callable[[], Callable[[], int]]) -> NoReturn:
+    """Run a command line as the program and end the process with its exit code.
+
+    The Ctrl-C handler is installed before `command()` imports the command line's modules, so at any
+    moment Ctrl-C gives one message and exit code 130; after an interrupt the process ends at once."""
+    install()
+    code = command()()
+    if code == EXIT_INTERRUPTED:
+        exit_now(code)
+    sys.exit(code)

@@ -12,9 +12,10 @@ import onnx
 
 from onnxshap._errors import InputError, OutputError
 from onnxshap._files import write_whole
-from onnxshap._graph import Graph, LoadedModel, ModelLike, Node, TensorInfo, load_graph
+from onnxshap._graph import Graph, ModelLike, Node, TensorInfo
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
 from onnxshap._layout import check_dtype, check_names, dims_text, is_unknown_dim
+from onnxshap._load import LoadedModel, load_graph
 
 #: Ops whose output is not a tensor; supported only as graph outputs, evaluated on the host.
 HOST_OPS = frozenset({("ai.onnx.ml", "ZipMap")})

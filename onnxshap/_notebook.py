@@ -23,17 +23,6 @@ REPR_OUTPUTS = 4
 _NOTE = 'style="color: #666; font-size: 0.85em"'
 
 
-def completeness(e: Explanation) -> tuple[float, float, bool]:
-    """(max relative residual, tolerance, passed), judged as `Explainer(check=...)` judges it."""
-    from onnxshap._explanation import ADDITIVITY_RTOL
-
-    dtype = np.dtype(np.asarray(e.prediction).dtype)
-    rtol = ADDITIVITY_RTOL.get(dtype, ADDITIVITY_RTOL[np.dtype(np.float32)])
-    rel = np.asarray(e.relative_residual, dtype=np.float64)
-    worst = float(np.max(np.where(np.isnan(rel), np.inf, rel), initial=0.0))
-    return worst, rtol, bool(np.isfinite(worst) and worst <= rtol)
-
-
 def _shapes(e: Explanation) -> str:
     parts = []
     for name in e.input_names:
@@ -59,15 +48,19 @@ def _base(e: Explanation) -> str:
     return f"base value E[f(X)]: {base.min():.4g} to {base.max():.4g} (per sample)"
 
 
-def _verdict(e: Explanation) -> str:
-    worst, rtol, passed = completeness(e)
+#: (max relative residual, tolerance, passed): `onnxshap._explanation.completeness`.
+Verdict = tuple[float, float, bool]
+
+
+def _verdict(verdict: Verdict) -> str:
+    worst, rtol, passed = verdict
     return f"max relative residual {worst:.2g} (tolerance {rtol:g}): " + ("complete" if passed else "NOT complete")
 
 
-def explanation_repr(e: Explanation) -> str:
+def explanation_repr(e: Explanation, verdict: Verdict) -> str:
     """One line: samples, inputs, outputs, completeness."""
     n = int(np.asarray(e.prediction).shape[0])
-    return f"Explanation({n} sample{'s' if n != 1 else ''}; input {_shapes(e)}; {_outputs(e)}; {_verdict(e)})"
+    return f"Explanation({n} sample{'s' if n != 1 else ''}; input {_shapes(e)}; {_outputs(e)}; {_verdict(verdict)})"
 
 
 def _inline_plot(e: Explanation) -> str:
@@ -106,14 +99,14 @@ def _inline_plot(e: Explanation) -> str:
     return f'{note}<img src="data:image/png;base64,{png}" style="max-width: 100%" alt="{html.escape(kind)} plot">'
 
 
-def explanation_html(e: Explanation) -> str:
+def explanation_html(e: Explanation, verdict: Verdict) -> str:
     """The summary and the default plot, for Jupyter."""
     n = int(np.asarray(e.prediction).shape[0])
     lines = [
         f"<b>Explanation</b>: {n} sample{'s' if n != 1 else ''}; input {html.escape(_shapes(e))} per sample",
         html.escape(_outputs(e)),
         html.escape(_base(e)),
-        "completeness: " + html.escape(_verdict(e)),
+        "completeness: " + html.escape(_verdict(verdict)),
     ]
     if e.gradient_nodes:
         lines.append(f"{len(e.gradient_nodes)} node(s) attributed with plain gradients, which are not complete")

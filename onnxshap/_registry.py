@@ -25,6 +25,7 @@ from typing import Any
 import onnx.defs
 
 from onnxshap._errors import RuleTableError, UnsupportedOpError
+from onnxshap._refused import refused_reason
 
 #: The closed set of attribution rule families (see docs/rules/index.md). A row names exactly one.
 RULE_FAMILIES: Mapping[str, str] = {
@@ -258,8 +259,6 @@ class Registry:
         where = f"{op_type} (domain {domain or 'ai.onnx'!r}, opset {opset}"
         where += f", since_version {since})" if since is not None else ")"
         head = f"{where} used by node(s) {shown}"
-        from onnxshap.ops.quant import refused_reason  # that op module imports this one
-
         if (reason := refused_reason(op_type, domain)) is not None:
             return f"{head} is not supported: {reason}"
         if spec is not None:

@@ -195,8 +195,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import onnxshap
-    from onnxshap._graph import load_graph
     from onnxshap._inspect import index_lookups, input_roles, node_rule
+    from onnxshap._load import load_graph
     from onnxshap._tokens import default_explained
 
     path = _require_onnx(args.model)
@@ -919,7 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
 
 
-if __name__ == "__main__":  # `python -m onnxshap.cli`: the program's entry point, with its Ctrl-C handling
-    from onnxshap.__main__ import main as program
+if __name__ == "__main__":  # `python -m onnxshap.cli`: as the `onnxshap` program, with its Ctrl-C handling
+    from onnxshap._interrupt import run_program
 
-    program()
+    run_program(lambda: main)

@@ -26,7 +26,7 @@ from jax import lax
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
 from onnxshap._multipliers import NodeContext
-from onnxshap._registry import OpSpec, normalize_domain
+from onnxshap._registry import OpSpec
 from onnxshap.ops._common import normalize_axis, onnx_dtype
 from onnxshap.ops.elementwise import _cast
 
@@ -367,62 +367,3 @@ def fuse_quantize_dequantize(nodes: list[Node], graph_outputs: Iterable[str] = (
         for sub in node.subgraphs.values():
             read |= sub.free_tensors()
     return [n for n in fused if n.index not in used or n.outputs[0] in read]
-
-
-# --- refused ops --------------------------------------------------------------------------------------
-
-_EXPLAIN_FLOAT = (
-    "Explain the float model the quantised one was made from (the model given to onnxruntime.quantization), "
-    "or quantise that model statically in QDQ format (quantize_static(..., quant_format=QuantFormat.QDQ)), whose "
-    "QuantizeLinear/DequantizeLinear pairs onnxshap attributes exactly (docs/rules/qdq.md)."
-)
-_DYNAMIC = (
-    "it belongs to dynamic quantisation (onnxruntime.quantization.quantize_dynamic): each input's scale and zero "
-    "point are computed from that input's own range at run time, so every element moves the rounding grid of "
-    "every other; onnxshap has no exact rule for that and does not approximate one. "
-)
-_QOPERATOR = (
-    "it is a QOperator-format kernel (quantize_static with QuantFormat.QOperator, or onnxruntime's graph "
-    "optimisations fusing QDQ pairs into integer kernels): it maps integer tensors to integer tensors, which carry "
-    "no differences to attribute. Save quantised models without onnxruntime graph optimisations. "
-)
-_CONTRIB_QDQ = (
-    "it is onnxruntime's contrib QuantizeLinear/DequantizeLinear (written for 16-bit or 4-bit types before opset "
-    "21, or with extra_options={'UseQDQContribOps': True}); quantise with opset 21 or later so that the standard "
-    "ONNX ops are used, which onnxshap supports. "
-)
-_MS = "com.microsoft"
-
-#: Quantisation ops refused on purpose, by (domain, op type): why, and what to do instead.
-REFUSED_OPS: dict[tuple[str, str], str] = {
-    **{("", op): _DYNAMIC + _EXPLAIN_FLOAT for op in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")},
-    **{
-        (_MS, op): _DYNAMIC + _EXPLAIN_FLOAT
-        for op in ("DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention")
-    },
-    **{("", op): _QOPERATOR + _EXPLAIN_FLOAT for op in ("QLinearConv", "QLinearMatMul")},
-    **{
-        (_MS, op): _QOPERATOR + _EXPLAIN_FLOAT
-        for op in (
-            "QLinearConv",
-            "QLinearMatMul",
-            "QLinearAdd",
-            "QLinearMul",
-            "QLinearSigmoid",
-            "QLinearLeakyRelu",
-            "QLinearSoftmax",
-            "QLinearAveragePool",
-            "QLinearGlobalAveragePool",
-            "QLinearConcat",
-            "QLinearWhere",
-            "QLinearReduceMean",
-            "QGemm",
-        )
-    },
-    **{(_MS, op): _CONTRIB_QDQ + _EXPLAIN_FLOAT for op in ("QuantizeLinear", "DequantizeLinear")},
-}
-
-
-def refused_reason(op_type: str, domain: str) -> str | None:
-    """Why a quantisation op is refused, and what to do, or None for any other op."""
-    return REFUSED_OPS.get((normalize_domain(domain), op_type))
