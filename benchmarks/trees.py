@@ -14,6 +14,11 @@ references: onnxshap with `Explainer(onnx_model, background).explain(x)`, shap w
 Every measurement runs in a fresh subprocess (`--worker TASK.json`, as benchmarks/run.py), so peak
 RSS is that tool's own; the tools alternate over --rounds rounds so that a change in the machine's
 load touches both. Progress goes to stderr.
+
+A second table (skipped with --no-probability) explains small GradientBoostingClassifiers on their
+probability output with onnxshap's default rule, with its "tree_exact" rule and with shap's
+TreeExplainer (model_output="probability"), each against the exact interventional Shapley values by
+brute force over the coalitions (onnxruntime as the game).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import os
 import pickle
 import statistics
@@ -143,6 +149,84 @@ def worker(task_path: str) -> int:
     return 0
 
 
+# --- probability outputs: accuracy against brute force (parent process) --------------------------------------
+
+#: key: (description, number of classes); small GradientBoostingClassifiers on PROB_FEATURES features.
+PROB_MODELS = {
+    "binary": ("GradientBoostingClassifier, 2 classes", 2),
+    "3-class": ("GradientBoostingClassifier, 3 classes", 3),
+}
+PROB_FEATURES = 6
+PROB_PAIRS = (10, 10)  # samples x references for the errors (brute force: 2^6 coalitions per pair)
+PROB_TIMED = (100, 100)  # samples x references for the times
+
+
+def probability_row(key: str, quick: bool) -> dict[str, Any]:
+    """One small classifier explained on its probability output by onnxshap's default rule (TreeSHAP,
+    then DeepSHAP's chain through the post transform), by its "tree_exact" rule, and by shap's
+    TreeExplainer (model_output="probability", interventional); each against the exact interventional
+    Shapley values (all 2^n coalitions per pair through onnxruntime, averaged over the references)."""
+    import onnxruntime as ort
+    import shap
+    import sklearn.ensemble
+    from shap.utils._exceptions import InvalidModelError  # not re-exported by shap
+    from skl2onnx import to_onnx
+
+    import onnxshap
+
+    description, n_classes = PROB_MODELS[key]
+    rng = np.random.default_rng(1)
+    x_train = rng.standard_normal((1000, PROB_FEATURES)).astype(np.float32)
+    score = x_train[:, 0] + np.sin(2 * x_train[:, 1]) + x_train[:, 2] * x_train[:, 3] + 0.3 * rng.standard_normal(1000)
+    y = np.digitize(score, np.quantile(score, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    n_trees = 10 if quick else 30
+    model = sklearn.ensemble.GradientBoostingClassifier(n_estimators=n_trees, max_depth=3, random_state=0)
+    model.fit(x_train, y)
+    onx = to_onnx(model, x_train[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    out = "probabilities"
+    b, k = PROB_PAIRS
+    x = rng.standard_normal((b, PROB_FEATURES)).astype(np.float32)
+    bg = rng.standard_normal((k, PROB_FEATURES)).astype(np.float32)
+    session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+    n = PROB_FEATURES
+    masks = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    weights = np.zeros((n, 2**n))
+    for i in range(n):
+        without = np.flatnonzero(masks[:, i] == 0)
+        size = masks[without].sum(axis=1)
+        w = np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in size])
+        weights[i, without | 1 << i] += w
+        weights[i, without] -= w
+    exact = np.zeros((b, n, n_classes))
+    for i in range(b):
+        for r in bg:
+            z = np.where(masks == 1, x[i], r).astype(np.float32)
+            exact[i] += weights @ session.run([out], {"X": z})[0].astype(np.float64) / k
+    row: dict[str, Any] = {"model": key, "description": description, "trees": n_trees, "features": n}
+    scale = np.abs(exact).max()
+    for name, rules in (("chain", None), ("exact", {"TreeEnsembleClassifier": "tree_exact"})):
+        explainer = onnxshap.Explainer(onx, bg, outputs=[out], rules=rules)
+        values = np.asarray(explainer.explain(x).values, np.float64).reshape(exact.shape)
+        row[f"{name}_error"] = float(np.abs(values - exact).max() / scale)
+        tb, tk = PROB_TIMED
+        xt = rng.standard_normal((tb, n)).astype(np.float32)
+        timer = onnxshap.Explainer(onx, rng.standard_normal((tk, n)).astype(np.float32), outputs=[out], rules=rules)
+        _, times, _ = workers.timed(lambda t=timer, v=xt: t.explain(v), 3, 30.0)
+        row[f"{name}_s"] = statistics.median(times)
+    try:
+        explainer = shap.TreeExplainer(
+            model, data=bg, feature_perturbation="interventional", model_output="probability"
+        )
+        theirs = np.asarray(explainer.shap_values(x), np.float64)
+    except InvalidModelError as exc:  # multiclass GradientBoostingClassifier: shap says binary only
+        row["shap_error"] = f"not supported by shap ({type(exc).__name__})"
+        return row
+    # shap gives the positive class of a binary model ([B, n]) or every class ([B, n, K]).
+    ours_exact = exact[..., 1] if theirs.ndim == 2 else exact
+    row["shap_error"] = float(np.abs(theirs - ours_exact).max() / np.abs(ours_exact).max())
+    return row
+
+
 # --- the report ----------------------------------------------------------------------------------------------
 
 
@@ -180,9 +264,12 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def write_doc(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+def write_doc(
+    rows: list[dict[str, Any]], meta: dict[str, Any], path: Path, probability: list[dict[str, Any]] | None = None
+) -> None:
     m = meta["machine"]
     fmt_mb = lambda v: f"{v:.0f} MiB"
+    fmt_error = lambda v: f"{v:.2g}" if isinstance(v, float) else str(v)
     lines = [
         "# Tree ensembles: onnxshap vs shap's TreeExplainer",
         "",
@@ -253,6 +340,33 @@ def write_doc(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> N
         )
         + ".",
     ]
+    if probability:
+        tb, tk = PROB_TIMED
+        lines += [
+            "",
+            "## Probability outputs: error against the exact Shapley values",
+            "",
+            (
+                f"Small GradientBoostingClassifiers (max_depth 3) on {PROB_FEATURES} standard-normal features, exported "
+                "with skl2onnx (TreeEnsembleClassifier, LOGISTIC or SOFTMAX), explained on the probabilities of "
+                f"{PROB_PAIRS[0]} samples against {PROB_PAIRS[1]} references. *error*: max |φ − φ_exact| / max "
+                "|φ_exact|, φ_exact the interventional Shapley values by brute force (all coalitions per pair "
+                "through onnxruntime, averaged over the references); shap on the classes it explains. *default*: "
+                "onnxshap's default rule (TreeSHAP, then DeepSHAP's chain through the post transform); "
+                '*tree_exact*: `rules={"TreeEnsembleClassifier": "tree_exact"}`; shap: `TreeExplainer(model, '
+                'data=background, feature_perturbation="interventional", model_output="probability")`. Times: '
+                f"one explain call of {tb}×{tk} pairs after a warm-up (median of 3), in the parent process."
+            ),
+            "",
+            "| model | trees | features | error default | error tree_exact | error shap | time default | time tree_exact |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in probability:
+            lines.append(
+                f"| {r['description']} | {r['trees']} | {r['features']} | {r['chain_error']:.2g} "
+                f"| {r['exact_error']:.1e} | {fmt_error(r['shap_error'])} | {bench.fmt_s(r['chain_s'])} "
+                f"| {bench.fmt_s(r['exact_s'])} |"
+            )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -268,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="timed calls per round after the warm-up (default 3)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker (default 900)")
     p.add_argument("--quick", action="store_true", help="fewer trees: a smoke test")
+    p.add_argument(
+        "--no-probability", action="store_true", help="skip the probability-output accuracy table (small classifiers)"
+    )
     p.add_argument(
         "--doc",
         type=Path,
@@ -293,10 +410,15 @@ def main(argv: list[str] | None = None) -> int:
                     task = {**facts, "tool": tool, "reps": args.reps, "budget_s": 60.0}
                     results[tool].append(run_worker(task, workdir, args.timeout))
             rows.append(summarise(facts, results))
+    probability = []
+    if not args.no_probability:
+        for key in PROB_MODELS:
+            bench.log(f"probability outputs: {key}")
+            probability.append(probability_row(key, args.quick))
     meta = bench.report_meta(
         "benchmarks/trees.py", argv, started, load_start, versions=versions(), rounds=args.rounds, reps=args.reps
     )
-    write_doc(rows, meta, args.doc)
+    write_doc(rows, meta, args.doc, probability)
     bench.log(f"wrote {args.doc}")
     return 0
 

@@ -26,7 +26,7 @@ from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
 from onnxshap._interpreter import guard_closed, is_static, node_function, select_choice
 from onnxshap._model import Model
-from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, rule_for, rule_name
+from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, pair_difference, rule_for, rule_name
 from onnxshap._progress import Bar, ProgressCallback, progress_callback
 
 Array = Any
@@ -36,6 +36,30 @@ MIN_CALL_BYTES = 64 * 2**20
 MAX_CALL_BYTES = 512 * 2**20
 #: Key of the per-sample base in the chunk totals when inputs are held: no tensor is named "".
 _HELD_BASE = ""
+#: Ops whose rule attributes a NaN input (`AttributionPass.nan_stop`): tree ensembles route it by their
+#: missing-value direction on both sides of a pair, and the rule reads only which branch each side takes.
+NAN_ROUTING_OPS = frozenset({"TreeEnsembleRegressor", "TreeEnsembleClassifier", "TreeEnsemble"})
+#: Linear ops that move elements without changing them: a NaN stays a NaN, and its step with it.
+NAN_MOVING_OPS = frozenset(
+    {
+        "Identity",
+        "Dropout",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Gather",
+        "GatherElements",
+        "Expand",
+        "Tile",
+        "ArrayFeatureExtractor",
+        "FeatureVectorizer",
+    }
+)
 #: The reference side of the last background stays on the device for the next `run` (an Explainer
 #: explains against one background) when its tensors take at most this many bytes.
 REFERENCE_CACHE_BYTES = 256 * 2**20
@@ -119,13 +143,16 @@ class AttributionPass:
             if any(o in needed for o in n.outputs if o) and any(i in self.varying for i in n.inputs if i)
         ]
         self.node_rules: dict[int, Rule] = {}
+        #: The name of each visited node's rule (`rule_name`).
+        self.rule_names: dict[int, str] = {}
         #: Labels of the nodes whose rule does not guarantee completeness (plain gradients).
         self.incomplete_nodes: list[str] = []
         for node in self.nodes:
             if node.subgraphs:  # control flow is lowered at load; one that could not be has raised above
                 raise UnsupportedOpError(f"{node.label} has subgraphs; attribution through it is not supported.")
             self.node_rules[node.index] = rule_for(node, self.rules, gradient_fallback)
-            if rule_name(node, self.rules, gradient_fallback) in INCOMPLETE_RULES:
+            self.rule_names[node.index] = rule_name(node, self.rules, gradient_fallback)
+            if self.rule_names[node.index] in INCOMPLETE_RULES:
                 self.incomplete_nodes.append(node.label)
         self.keep = set(self.explained) | set(self.outputs)
         for node in self.nodes:
@@ -143,6 +170,32 @@ class AttributionPass:
         self._reference: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         #: Signatures `run` has compiled its jitted pieces for (see `_signature`): what it reports as compiling.
         self._compiled: set[tuple[Any, ...]] = set()
+
+    def nan_stop(self, inputs: Sequence[str]) -> str | None:
+        """Where a NaN in the graph inputs `inputs` would meet a rule that cannot attribute it: the first
+        visited node with a varying input that may hold NaN and a rule other than a tree ensemble's (it
+        routes NaN by its missing-value direction), rescale of one varying input (the missing value's
+        step, `pair_difference`) or linear data movement. None if NaN meets none. A tree ensemble, and an
+        Imputer whose replaced value is NaN, end a NaN; every other node passes it on."""
+        nan = set(inputs)
+        for node in self.model.graph.nodes:
+            reached = [i for i in node.inputs if i and i in nan]
+            if not reached:
+                continue
+            name = self.rule_names.get(node.index)
+            if name is not None and any(i in self.varying for i in reached):
+                n_varying = sum(1 for i in node.inputs if i and i in self.varying)
+                if not (
+                    (node.op_type in NAN_ROUTING_OPS and name in ("composite", "tree_exact"))
+                    or (name == "rescale" and n_varying == 1)
+                    or (name == "linear" and node.op_type in NAN_MOVING_OPS)
+                ):
+                    return f"{node.label} (rule {name!r})"
+            replaced = node.attrs.get("replaced_value_float") if node.op_type == "Imputer" else None
+            if node.op_type in NAN_ROUTING_OPS or (isinstance(replaced, float) and math.isnan(replaced)):
+                continue
+            nan.update(o for o in node.outputs if o)
+        return None
 
     def _ancestors(self, tensors: Sequence[str]) -> set[str]:
         return self.model.graph.ancestors(tensors)
@@ -312,7 +365,7 @@ class AttributionPass:
 
             def pair(er: Mapping[str, Array]) -> dict[str, Array]:
                 m = jax.vmap(lambda s: self._backward(ex, er, statics, weights, s))(seeds)
-                return {t: m[t] * (ex[t] - er[t])[None] for t in self.explained}
+                return {t: m[t] * pair_difference(ex[t], er[t])[None] for t in self.explained}
 
             if self.held:
                 feeds = {**rows, **{k: jnp.broadcast_to(v, (chunk, *v.shape)) for k, v in held.items()}}
@@ -677,12 +730,13 @@ def call_budget() -> int:
 
 
 def _delta(x: Array, r: Array) -> Array:
-    """x - r, and 0 where x == r (equal infinities, as in masked attention scores, give no NaN).
-    Booleans are read as 0/1 and integers as their values, in floats (uint8 codes must not wrap),
-    as their multipliers are (onnxshap._multipliers.numeric)."""
+    """x - r as multipliers read it (`pair_difference`: 0 where x == r, so equal infinities, as in masked
+    attention scores, give no NaN; a missing value's step is 1). Booleans are read as 0/1 and integers
+    as their values, in floats (uint8 codes must not wrap), as their multipliers are
+    (onnxshap._multipliers.numeric)."""
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         x, r = jnp.asarray(x, float), jnp.asarray(r, float)
-    return jnp.where(x == r, 0, x - r)
+    return pair_difference(x, r)
 
 
 def _flow(m: Array, x: Array, r: Array) -> Array:

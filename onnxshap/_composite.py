@@ -42,6 +42,7 @@ from onnxshap._multipliers import (
     is_discrete,
     max_shapley_values,
     numeric,
+    pair_difference,
     rescale_slope,
     shapley_slopes,
     step_slope,
@@ -170,15 +171,28 @@ def max_over(p: Any, axis: int, keepdims: bool = False) -> Any:
 def attributed(y: tuple[Array, Array], p: Pair, phi: Array) -> Pair:
     """Outputs y = (y(x), y(r)) [..., K] of a function of p [..., C] whose attributions phi [..., K, C]
     (sum over C = y(x) - y(r)) come from a rule of the op's own (TreeSHAP): the multiplier of input j
-    for output k is phi[k, j] / (x_j - r_j), 0 where x_j == r_j (a dummy player, so phi is 0 there)."""
-    same = sg(p.x) == sg(p.r)
-    delta = jnp.where(same, 1, sg(p.x) - sg(p.r))
-    m = sg(jnp.where(same[..., None, :], 0, phi / delta[..., None, :]))
+    for output k is phi[k, j] / (x_j - r_j), 0 where x_j == r_j (a dummy player, so phi is 0 there), and
+    phi[k, j] itself where one side of j is NaN (a missing value's step: `pair_difference`)."""
+    delta = pair_difference(sg(p.x), sg(p.r))
+    same = delta == 0
+    m = sg(jnp.where(same[..., None, :], 0, phi / jnp.where(same, 1, delta)[..., None, :]))
 
     def side(value: Array, v: Array) -> Array:
-        return sg(value) + jnp.sum(m * (v - sg(v))[..., None, :], axis=-1)
+        return sg(value) + jnp.sum(m * _tangent(v)[..., None, :], axis=-1)
 
     return Pair(side(y[0], p.x), side(y[1], p.r))
+
+
+@jax.custom_jvp
+def _tangent(v: Array) -> Array:
+    """Zeros shaped like v whose derivative is the identity: v - sg(v), also where v is NaN (a tree's
+    missing value, where v - sg(v) would be NaN)."""
+    return jnp.zeros_like(v)
+
+
+@_tangent.defjvp
+def _tangent_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    return jnp.zeros_like(primals[0]), tangents[0]
 
 
 def _float_dtype(*values: Any) -> Any:

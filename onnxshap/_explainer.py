@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +17,7 @@ from onnxshap._layout import Feeds, Reading, read_feeds
 from onnxshap._model import Model, load, resolve_outputs
 from onnxshap._multipliers import RULES
 from onnxshap._progress import ProgressCallback
-from onnxshap._registry import known_op_types, similar_ops
+from onnxshap._registry import known_op_types, registry, similar_ops
 from onnxshap._tokens import check_ids, default_explained, find_embeddings, resolve_token_inputs
 
 Check = Literal["raise", "warn", "off"]
@@ -31,9 +31,9 @@ def _check_rules(rules: Any, graph: Graph) -> dict[str, str]:
         return {}
     if not isinstance(rules, Mapping):
         raise InputError(f"rules must be a dict {{op type or node name: rule}}, not {type(rules).__name__}.")
-    known = sorted(RULES)
+    known = sorted({*RULES, *registry().alternative_rules()})
     for key, family in rules.items():
-        if not isinstance(key, str) or not isinstance(family, str) or family not in RULES:
+        if not isinstance(key, str) or not isinstance(family, str) or family not in known:
             raise InputError(f"rules={{{key!r}: {family!r}}}: the rule must be one of {known}.")
     op_types = {n.op_type for n in graph.nodes}
     names = {n.name for n in graph.nodes if n.name}
@@ -131,19 +131,37 @@ def _drop_batch(array: np.ndarray, axis: int, rows: bool | None) -> np.ndarray:
     return np.take(array, 0, axis=axis) if rows else array
 
 
-def check_finite(feeds: Mapping[str, np.ndarray], what: str) -> None:
-    """Refuse float arrays (rows along axis 0) holding NaN or Inf, naming the rows."""
-    for name, array in feeds.items():
-        if array.dtype.kind in "fc":
-            bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1) if array.ndim else ~np.isfinite(array)
-            if np.any(bad):
-                rows = np.flatnonzero(bad).tolist()
-                shown = rows[:10]
-                raise InputError(
-                    f"The {what} for input {name!r} contains NaN or Inf in row(s) {shown}"
-                    + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-                    + ". Attributions of non-finite values are meaningless; drop or impute those rows."
-                )
+def check_finite(
+    feeds: Mapping[str, np.ndarray], what: str, nan_stop: Callable[[Sequence[str]], str | None] | None = None
+) -> None:
+    """Refuse float arrays (rows along axis 0) holding NaN or Inf, naming the rows. With `nan_stop`
+    (`AttributionPass.nan_stop`), NaN (a missing value) is accepted where it finds no node whose rule
+    cannot attribute it (tree ensembles, Imputer: docs/rules/tree.md)."""
+
+    def rows_text(bad: np.ndarray) -> str:
+        rows = np.flatnonzero(bad).tolist()
+        return f"row(s) {rows[:10]}" + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+    def per_row(test: Callable[[np.ndarray], np.ndarray], array: np.ndarray) -> np.ndarray:
+        return np.asarray(test(array.reshape(array.shape[0], -1)).any(axis=1) if array.ndim else test(array))
+
+    floats = {name: a for name, a in feeds.items() if a.dtype.kind in "fc"}
+    with_nan = [name for name, a in floats.items() if np.isnan(a).any()]
+    stop = nan_stop(with_nan) if nan_stop is not None and with_nan else None
+    for name, array in floats.items():
+        bad = per_row(np.isinf, array) if nan_stop is not None else per_row(lambda v: ~np.isfinite(v), array)
+        if np.any(bad):
+            raise InputError(
+                f"The {what} for input {name!r} contains NaN or Inf in {rows_text(bad)}. Attributions of "
+                "non-finite values are meaningless; drop or impute those rows."
+            )
+        if stop is not None and name in with_nan:
+            raise InputError(
+                f"The {what} for input {name!r} contains NaN in {rows_text(per_row(np.isnan, array))}, and the NaN "
+                f"reaches {stop}, whose rule needs finite values. NaN is attributed only where every node it reaches "
+                "routes it (tree ensembles), replaces it (an Imputer) or keeps it elementwise (rescale ops, data "
+                "movement; docs/rules/tree.md). Impute those values before this node, or drop those rows."
+            )
 
 
 def _resolve_devices(devices: Sequence[Any] | int | str | None) -> list[Any] | None:
@@ -363,7 +381,7 @@ class Explainer:
         self.background_readings: dict[str, Reading] = {k: v for k, v in read.readings.items() if k not in fixed}
         if read.n == 0 and (self.background or baseline_token is None):
             raise InputError("The background is empty: pass at least one reference row (shape (n_background, ...)).")
-        check_finite(self.background, "background")
+        check_finite(self.background, "background", self._pass.nan_stop)
         check_ids(self.background, self.embeddings, "background")
 
     def explain(
@@ -404,7 +422,7 @@ class Explainer:
         if read.n == 0:
             raise InputError("No samples to explain: x must have shape (n_samples, ...) with n_samples >= 1.")
         feeds = self._sample_examples(read)
-        check_finite(feeds, "samples")
+        check_finite(feeds, "samples", self._pass.nan_stop)
         check_ids(feeds, self.embeddings, "samples")
         # Shape inference may not know an intermediate output's dtype; the trace does.
         _require_float_outputs(self._pass.output_dtypes(feeds), self.model.graph)

@@ -27,6 +27,7 @@ from jax import lax
 
 from onnxshap._errors import UnsupportedOpError
 from onnxshap._graph import Node
+from onnxshap._registry import registry
 
 Array = Any
 
@@ -158,6 +159,29 @@ def _numeric_delta(x: Array, r: Array, dtype: Any) -> Array:
     return jnp.where(x == r, 0, numeric(x, dtype) - numeric(r, dtype)).astype(dtype)
 
 
+def pair_difference(x: Array, r: Array) -> Array:
+    """x - r as every multiplier reads it: 0 where x == r or both sides are NaN, 1 where only one side
+    is NaN (a missing value: one step from r's value to x's, as a boolean moves by 0/1), else x - r.
+    Values that are not floats as x - r."""
+    x, r = jnp.asarray(x), jnp.asarray(r)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x - r
+    nan_x, nan_r = jnp.isnan(x), jnp.isnan(r)
+    step = jnp.where(nan_x & nan_r, 0, 1).astype(jnp.result_type(x))
+    return jnp.where(nan_x | nan_r, step, jnp.where(x == r, 0, x - r))
+
+
+def _with_missing(x: Array, r: Array, y_x: Array, y_r: Array, slope: Array, dtype: Any) -> Array:
+    """A one-input elementwise rule's slope where x or r is NaN: the output's change per step of the
+    missing value (`pair_difference`), so an Imputer gives its imputed value's change and an op that
+    keeps NaN gives 1; 0 where both sides are NaN (a dummy)."""
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        return slope
+    dy = _numeric_delta(y_x, y_r, dtype) if is_discrete(y_x) else pair_difference(y_x, y_r)
+    missing = jnp.isnan(x) | jnp.isnan(r)
+    return jnp.where(missing, pair_difference(x, r) * dy, slope).astype(jnp.result_type(slope))
+
+
 def step_slope(x: Array, r: Array, y_x: Array, y_r: Array, dtype: Any) -> Array:
     """Multiplier of a one-input function with a discrete input or output (a comparison's step of
     d = u - v, a Cast to or from booleans or integers): the secant (y(x) - y(r)) / (x - r) over numbers,
@@ -204,20 +228,20 @@ def rescale_slope(f: Callable[[Array], Array], x: Array, r: Array, y_x: Array, y
 
     A boolean input gives f(True) - f(False) (`_bool_slope`); an integer input or a boolean or integer
     output gives the step secant (`step_slope`), both in `dtype` (default: the float dtype of x or y,
-    else float32).
+    else float32). Where x or r is NaN: the output's change per step of the missing value (`_with_missing`).
     """
     if is_discrete(x) or is_discrete(y_x):
         if dtype is None:
             dtype = next((jnp.result_type(v) for v in (x, y_x) if not is_discrete(v)), jnp.float32)
         if jnp.result_type(x) == jnp.bool_:
             return _bool_slope(f, x, dtype)
-        return step_slope(x, r, y_x, y_r, dtype)
+        return _with_missing(x, r, y_x, y_r, step_slope(x, r, y_x, y_r, dtype), dtype)
     near = _near_zero(x, r)
     dx = x - r
     secant = (y_x - y_r) / jnp.where(near, jnp.ones_like(dx), dx)
     mid = (x + r) / 2
     _, slope = jax.jvp(f, (mid,), (jnp.ones_like(mid),))
-    return jnp.where(near, slope, secant)
+    return _with_missing(x, r, y_x, y_r, jnp.where(near, slope, secant), dtype)
 
 
 def _rescale_one(ctx: NodeContext, position: int, m_out: Sequence[Array | None]) -> list[Array | None]:
@@ -970,6 +994,7 @@ def log_softmax(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array |
 
 Rule = Callable[[NodeContext, Sequence[Array | None]], list[Array | None]]
 
+
 #: Rules selectable by name (in the table's `rule` column or the user's overrides).
 RULES: dict[str, Rule] = {
     "linear": linear,
@@ -1011,6 +1036,15 @@ def rule_for(node: Node, overrides: Mapping[str, str] | None = None, gradient_fa
             "through this node. Explain from a tensor after it (inputs=...) or up to a tensor before it (outputs=...), "
             "or accept plain gradients for it with allow_gradient_fallback=True (not complete; the Explanation lists it)."
         )
+    if name in node.spec.alternatives:
+        return node.spec.alternatives[name]
     if name not in RULES:
-        raise UnsupportedOpError(f"Unknown rule {name!r} for {node.label}; known rules: {sorted(RULES)}.")
+        known = sorted({*RULES, *node.spec.alternatives})
+        offering = sorted(s.op_type for s in registry() if name in s.alternatives)
+        if offering:
+            raise UnsupportedOpError(
+                f"{node.label}: the rule {name!r} is offered only by {', '.join(offering)}; rules for "
+                f"{node.op_type}: {known}."
+            )
+        raise UnsupportedOpError(f"Unknown rule {name!r} for {node.label}; known rules for it: {known}.")
     return RULES[name]

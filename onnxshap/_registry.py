@@ -96,6 +96,8 @@ class OpSpec:
             depend on the explained inputs without carrying attribution.
         composite: for rule "composite", the hand-built rule (a `Rule` from onnxshap._composite); None
             while an op's forward pass is supported but its rule is not written yet (a clear error then).
+        alternatives: rules a user may select for this op by name instead of `rule` (`rules={op: name}`,
+            `--rule OP=NAME`), e.g. the tree ensembles' "tree_exact"; the table's `alternatives` key.
         notes: free text copied into docs/operators.md.
         source: "rules/<file>.toml" for error messages.
     """
@@ -111,6 +113,7 @@ class OpSpec:
     notes: str
     source: str
     composite: Callable[..., Any] | None = field(default=None, repr=False)
+    alternatives: Mapping[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
 
     @property
     def qualified_name(self) -> str:
@@ -141,7 +144,7 @@ def _schema_versions(op_type: str, domain: str) -> list[int]:
 
 def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
     where = f"{source} [{op_type}]"
-    allowed = {"since", "impl", "rule", "composite", "vary", "static", "type_only", "domain", "notes"}
+    allowed = {"since", "impl", "rule", "composite", "alternatives", "vary", "static", "type_only", "domain", "notes"}
     unknown = set(row) - allowed
     if unknown:
         raise RuleTableError(f"{where}: unknown keys {sorted(unknown)}; allowed keys are {sorted(allowed)}.")
@@ -170,6 +173,14 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
                 f"{where}: 'composite' names a hand-built rule, which only rule = \"composite\" rows take."
             )
         composite = _import_impl(str(row["composite"]), where)
+    alternatives: dict[str, Callable[..., Any]] = {}
+    table = row.get("alternatives", {})
+    if not isinstance(table, Mapping) or not all(isinstance(v, str) for v in table.values()):
+        raise RuleTableError(f"{where}: 'alternatives' must be a table {{rule name = \"module:function\"}}.")
+    for name, target in table.items():
+        if name in RULE_FAMILIES:
+            raise RuleTableError(f"{where}: alternative rule {name!r} has the name of a rule family.")
+        alternatives[name] = _import_impl(target, where)
     impl_spec = row["impl"]
     impls: dict[int, Callable[..., Any]] = {}
     if isinstance(impl_spec, str):
@@ -213,6 +224,7 @@ def _parse_row(op_type: str, row: Mapping[str, Any], source: str) -> OpSpec:
         notes=str(row.get("notes", "")),
         source=source,
         composite=composite,
+        alternatives=alternatives,
     )
 
 
@@ -239,6 +251,10 @@ class Registry:
 
     def get(self, op_type: str, domain: str = "") -> OpSpec | None:
         return self._by_op.get((normalize_domain(domain), op_type))
+
+    def alternative_rules(self) -> set[str]:
+        """The names of the rules some op of the table offers besides its own (`OpSpec.alternatives`)."""
+        return {name for spec in self._by_op.values() for name in spec.alternatives}
 
     def resolve(self, op_type: str, domain: str, opset: int, node_name: str = "") -> tuple[OpSpec, int]:
         """Return the row and the since_version that `opset` selects, or raise `UnsupportedOpError`."""
@@ -353,6 +369,8 @@ def operators_markdown(reg: Registry | None = None) -> str:
         vary = "all" if s.vary is None else (", ".join(map(str, s.vary)) or "none")
         static = ", ".join(map(str, s.static)) or "-"
         rule = s.rule if s.rule != "composite" or s.composite is not None else "composite (rule not written yet)"
+        if s.alternatives:
+            rule += f" (or {', '.join(f'`{name}`' for name in s.alternatives)})"
         lines.append(
             f"| {s.domain or 'ai.onnx'} | {s.op_type} | {', '.join(map(str, s.since))} | {rule} | {vary} "
             f"| {static} | {s.notes} |"

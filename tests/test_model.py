@@ -173,11 +173,17 @@ def test_rule_table_is_valid_and_rejects_bad_rows(tmp_path: Path) -> None:
     for spec in reg:
         for since in spec.since:
             assert callable(spec.impl(since))
+        assert all(callable(rule) for rule in spec.alternatives.values())
+    assert "tree_exact" in reg.alternative_rules()
     bad_rows = {
         "unknown op": '[NotAnOp]\nsince = [1]\nimpl = "onnxshap.ops.elementwise:relu"\nrule = "rescale"\n',
         "do not exist": '[Relu]\nsince = [2]\nimpl = "onnxshap.ops.elementwise:relu"\nrule = "rescale"\n',
         "unknown rule family": '[Relu]\nsince = [6]\nimpl = "onnxshap.ops.elementwise:relu"\nrule = "magic"\n',
         "cannot be imported": '[Relu]\nsince = [6]\nimpl = "onnxshap.ops.nothing:relu"\nrule = "rescale"\n',
+        "name of a rule family": '[Relu]\nsince = [6]\nimpl = "onnxshap.ops.elementwise:relu"\nrule = "rescale"\n'
+        'alternatives = { max = "onnxshap.ops.elementwise:relu" }\n',
+        "must be a table": '[Relu]\nsince = [6]\nimpl = "onnxshap.ops.elementwise:relu"\nrule = "rescale"\n'
+        'alternatives = "onnxshap.ops.elementwise:relu"\n',
     }
     for match, text in bad_rows.items():
         (tmp_path / "x.toml").write_text(text)

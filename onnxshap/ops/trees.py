@@ -13,12 +13,19 @@ feature's conditions on the leaf's path (`_tree_shap`), summed over trees; then 
 through the existing composites (LOGISTIC, PROBIT by rescale, SOFTMAX as the Softmax rule). Each
 side's per-leaf verdicts are built once per sample or reference (`_side`); per pair only a few bit
 operations per leaf and two matrix products over the leaves remain.
+
+The selectable rule "tree_exact" (`tree_exact_rule`) instead enumerates, per pair, the coalitions of
+the features the ensemble tests and gives the exact Shapley value of the op's outputs after the post
+transform (`_exact`). Each op's base values, post transform and label are one `Head` function, shared
+by the forward, the default rule and the exact rule. NaN inputs route by the missing-value direction
+on both sides; their step is `onnxshap._multipliers.pair_difference`'s.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sized
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +36,7 @@ from jax import lax
 
 from onnxshap._composite import Pair, attributed, composite_rule, linear, max_over, rescale, x_side
 from onnxshap._errors import UnsupportedOpError
-from onnxshap._multipliers import _max_game_weights
+from onnxshap._multipliers import NodeContext, _max_game_weights
 from onnxshap.ops._common import unsupported_attribute
 from onnxshap.ops.composites import _post_transform
 from onnxshap.ops.ml import _POST_TRANSFORMS, _logistic, _rows
@@ -439,24 +446,48 @@ def _conditions(forest: _Forest, x: Array) -> Array:
     return cond & (mode != _LEAF)
 
 
-def _leaves(forest: _Forest, cond: Array) -> Array:
-    """The leaf slot each row reaches in each tree: [N, T] int32, all trees one level per step."""
+def _walk(forest: _Forest, go: Callable[[Array], Array], shape: tuple[int, ...]) -> Array:
+    """The leaf slot reached in each tree: [*shape, T] int32, all trees one level per step, where
+    go(slot) ([*shape, T] bool) says whether the true branch is taken at the current slots."""
     true_child, false_child = jnp.asarray(forest.true_child), jnp.asarray(forest.false_child)
     trees = jnp.arange(forest.n_trees)
 
     def step(_: int, slot: Array) -> Array:
-        go = jnp.take_along_axis(cond, slot[..., None], axis=2)[..., 0]
-        return jnp.where(go, true_child[trees, slot], false_child[trees, slot])
+        return jnp.where(go(slot), true_child[trees, slot], false_child[trees, slot])
 
-    start = jnp.zeros(cond.shape[:2], jnp.int32)
+    start = jnp.zeros((*shape, forest.n_trees), jnp.int32)
     return lax.fori_loop(0, forest.depth, step, start) if forest.depth else start
+
+
+def _leaves(forest: _Forest, cond: Array) -> Array:
+    """The leaf slot each row reaches in each tree, from its conditions cond [N, T, M]: [N, T] int32."""
+    return _walk(forest, lambda slot: jnp.take_along_axis(cond, slot[..., None], axis=2)[..., 0], cond.shape[:1])
+
+
+def _leaf_values(forest: _Forest, leaf: Array, dtype: Any) -> tuple[Array, Array]:
+    """The weights of leaf slots [..., T]: (values [..., T, K] in dtype, scored [..., T, K] bool)."""
+    trees = jnp.arange(forest.n_trees)
+    return jnp.asarray(forest.weights, dtype)[trees, leaf], jnp.asarray(forest.scored)[trees, leaf]
 
 
 def _per_tree(forest: _Forest, x: Array, dtype: Any) -> tuple[Array, Array]:
     """Each tree's leaf weights for rows x [N, C]: (values [N, T, K] in dtype, scored [N, T, K] bool)."""
-    leaf = _leaves(forest, _conditions(forest, x))
-    trees = jnp.arange(forest.n_trees)
-    return jnp.asarray(forest.weights, dtype)[trees, leaf], jnp.asarray(forest.scored)[trees, leaf]
+    return _leaf_values(forest, _leaves(forest, _conditions(forest, x)), dtype)
+
+
+def _aggregate(forest: _Forest, values: Array, scored: Array, aggregate: str, dtype: Any) -> tuple[Array, Array]:
+    """Per-tree values and scored [..., T, K] -> (aggregated scores [..., K], whether any tree scores [..., K]).
+
+    SUM and AVERAGE: the sum (over the number of trees) of the leaf weights. MIN and MAX over the
+    trees that score the target (0 where none does), as onnxruntime."""
+    any_scored = jnp.any(scored, axis=-2)
+    if aggregate in ("SUM", "AVERAGE"):
+        total = jnp.sum(values, axis=-2)
+        return (total / forest.n_trees if aggregate == "AVERAGE" else total), any_scored
+    lowest = jnp.asarray(-jnp.inf if aggregate == "MAX" else jnp.inf, dtype)
+    pick = jnp.max if aggregate == "MAX" else jnp.min
+    best = pick(jnp.where(scored, values, lowest), axis=-2)
+    return jnp.where(any_scored, best, 0), any_scored
 
 
 def _side(forest: _Forest, v: Array, n_features: int, dtype: Any) -> tuple[Array, Array, Array]:
@@ -568,10 +599,8 @@ def _ensemble(forest: _Forest, x: Any, aggregate: str, op: str, dtype: Any) -> t
     """Aggregated tree outputs of x ([N, C] rows, or a Pair of them): ([N, K] raw scores without base
     values, plain or a Pair carrying TreeSHAP, scored [N, K] bool on the sample side).
 
-    SUM and AVERAGE: the sum (over the number of trees) of the leaf weights. MIN and MAX over the
-    trees that score the target (0 where none does), as onnxruntime; their rule is the exact max
-    game over the trees' outputs (each tree's output by TreeSHAP), which needs every leaf of every
-    tree to score every target.
+    Aggregates as `_aggregate`. The rule of MIN and MAX is the exact max game over the trees' outputs
+    (each tree's output by TreeSHAP), which needs every leaf of every tree to score every target.
     """
     rows = _rows(x_side(x), op)
     _check_features(forest, rows.shape[1], op)
@@ -579,15 +608,7 @@ def _ensemble(forest: _Forest, x: Any, aggregate: str, op: str, dtype: Any) -> t
         raise unsupported_attribute(op, "aggregate_function", aggregate, _AGGREGATES)
 
     def forward(v: Array) -> tuple[Array, Array]:
-        values, scored = _per_tree(forest, v, dtype)
-        if aggregate in ("SUM", "AVERAGE"):
-            total = jnp.sum(values, axis=1)
-            return (total / forest.n_trees if aggregate == "AVERAGE" else total), jnp.any(scored, axis=1)
-        lowest = jnp.asarray(-jnp.inf if aggregate == "MAX" else jnp.inf, dtype)
-        pick = jnp.max if aggregate == "MAX" else jnp.min
-        best = pick(jnp.where(scored, values, lowest), axis=1)
-        any_scored = jnp.any(scored, axis=1)
-        return jnp.where(any_scored, best, 0), any_scored
+        return _aggregate(forest, *_per_tree(forest, v, dtype), aggregate, dtype)
 
     if not isinstance(x, Pair):
         return forward(rows)
@@ -616,6 +637,114 @@ def _ensemble(forest: _Forest, x: Any, aggregate: str, op: str, dtype: Any) -> t
     if aggregate == "MAX":
         return max_over(per_tree, axis=2), scored
     return linear(jnp.negative, max_over(linear(jnp.negative, per_tree), axis=2)), scored
+
+
+#: The "tree_exact" rule enumerates the 2^n coalitions of the n features an ensemble tests, for every
+#: pair: above this many features it refuses (4096 evaluations of the ensemble per pair at the cap).
+EXACT_MAX_FEATURES = 12
+#: Coalitions x trees per step of the exact rule's loop over coalitions: the pass vmaps the rule over
+#: up to ~10^4 pairs per call, and each slot holds a few int32/float32 values per pair (~20 bytes).
+EXACT_SLOTS_PER_STEP = 2**11
+
+#: The op's outputs from its aggregated scores and scored flags [N, K] (plain arrays or Pairs): base
+#: values, post transform, label.
+Head = Callable[[Any, Array], Any]
+
+
+def _outputs(forest: _Forest, x: Any, aggregate: str, op: str, dtype: Any, head: Head, exact_for: str | None) -> Any:
+    """The op's outputs for x (plain rows or a Pair): head of the aggregated scores. With the rule
+    "tree_exact" (exact_for: the node's label) a Pair's outputs carry the exact Shapley values of
+    every float output (`_exact`); otherwise TreeSHAP on the scores and the head's own rules."""
+    if exact_for is None or not isinstance(x, Pair):
+        return head(*_ensemble(forest, x, aggregate, op, dtype))
+    return _exact(forest, x, aggregate, op, dtype, head, exact_for)
+
+
+def _exact(forest: _Forest, x: Pair, aggregate: str, op: str, dtype: Any, head: Head, label: str) -> Any:
+    """Rule "tree_exact": per pair (x, r), the exact Shapley values of each float output y of the op
+    (after base values and post transform) in the game v(S) = y(z), z_j = x_j for j in S else r_j.
+
+    Only the n features the ensemble tests can change y, so v is enumerated over their 2^n coalitions
+    (S as a bit mask): a coalition's trees take x's branch at nodes on features in S and r's elsewhere
+    (each side's conditions are computed once), then phi = W v with the static Shapley weights
+    W[i, S + i] = |S|! (n - |S| - 1)! / n!, W[i, S] = -W[i, S + i] (S without i). Exact and
+    complete (sum of phi = v(all) - v(none) = y(x) - y(r)); O(2^n x trees x depth) per pair.
+    """
+    used = np.unique(forest.feature[forest.mode != _LEAF])
+    n = int(used.size)
+    if n > EXACT_MAX_FEATURES:
+        raise UnsupportedOpError(
+            f"{label}: the rule 'tree_exact' enumerates the 2^n coalitions of the features a tree ensemble tests, "
+            f"and this one tests {n} features, above the cap of {EXACT_MAX_FEATURES} (2^{n} = {2**n} evaluations of "
+            "the ensemble per sample and reference). Use the default rule (exact TreeSHAP on the raw scores, the "
+            "post transform by DeepSHAP's chain: docs/rules/tree.md), or explain the raw scores (an output before "
+            "the post transform)."
+        )
+    xr, rr = _rows(x.x, op), _rows(x.r, op)
+    _check_features(forest, xr.shape[1], op)
+    if aggregate not in _AGGREGATES:
+        raise unsupported_attribute(op, "aggregate_function", aggregate, _AGGREGATES)
+    outs_x, outs_r = (head(*_ensemble(forest, v, aggregate, op, dtype)) for v in (xr, rr))
+    single = not isinstance(outs_x, tuple)
+    outs_x, outs_r = ((outs_x,), (outs_r,)) if single else (outs_x, outs_r)
+    floats = [i for i, o in enumerate(outs_x) if jnp.issubdtype(o.dtype, jnp.floating)]
+    # Each node's position among the tested features: coalition bit masks select x's or r's branch.
+    position = np.zeros(forest.feature.shape, np.uint32)
+    inner = forest.mode != _LEAF
+    position[inner] = np.searchsorted(used, forest.feature[inner])
+    size = 2**n
+    step = max(1, min(size, EXACT_SLOTS_PER_STEP // forest.n_trees))
+    step = 2 ** int(math.log2(step))
+    masks = np.arange(size, dtype=np.uint32).reshape(size // step, step)
+    weights = _exact_weights(n)
+    trees = jnp.arange(forest.n_trees)
+    pos = jnp.asarray(position)
+    x64 = jax.config.jax_enable_x64  # pyright: ignore[reportAttributeAccessIssue]  # as in _max_game_weights
+    wide = jnp.float64 if x64 else jnp.float32
+
+    def pair(a: Array, b: Array) -> list[Array]:
+        ca, cb = _conditions(forest, a[None])[0], _conditions(forest, b[None])[0]  # [T, M]
+
+        def block(m: Array) -> list[Array]:
+            def go(slot: Array) -> Array:
+                present = (m[:, None] >> pos[trees, slot]) & 1
+                return jnp.where(present == 1, ca[trees, slot], cb[trees, slot])
+
+            leaf = _walk(forest, go, m.shape)
+            outs = head(*_aggregate(forest, *_leaf_values(forest, leaf, dtype), aggregate, dtype))
+            outs = (outs,) if single else outs
+            return [outs[i] for i in floats]
+
+        values = lax.map(block, jnp.asarray(masks))  # per float output [steps, step, K']
+        phis = []
+        for v in values:
+            v = v.reshape(size, -1).astype(wide)
+            phi = jnp.asarray(weights, wide) @ v  # [n, K']
+            full = jnp.zeros((v.shape[1], a.shape[0]), wide).at[:, jnp.asarray(used)].set(phi.T)
+            phis.append(full)
+        return phis
+
+    phis = jax.vmap(pair)(sg(xr), sg(rr))  # per float output [N, K', C]
+    p = Pair(xr, rr)
+    results: list[Any] = list(outs_x)
+    for i, phi in zip(floats, phis):  # every float output is [N, K']
+        results[i] = attributed((outs_x[i], outs_r[i]), p, phi.astype(outs_x[i].dtype))
+    return results[0] if single else tuple(results)
+
+
+@functools.cache
+def _exact_weights(n: int) -> np.ndarray:
+    """W [n, 2^n] float64 with phi = W v for a game v over bit-mask coalitions (see `_exact`)."""
+    masks = np.arange(2**n)
+    sizes = np.array([int(m).bit_count() for m in masks])
+    table = np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in range(n)] + [0.0])
+    weights = np.zeros((n, 2**n))
+    for i in range(n):
+        without = masks[(masks >> i & 1) == 0]
+        w = table[sizes[without]]
+        weights[i, without | 1 << i] += w
+        weights[i, without] -= w
+    return weights
 
 
 def _base(values: np.ndarray | None, n_targets: int, op: str, dtype: Any) -> Array:
@@ -669,6 +798,7 @@ def tree_ensemble_regressor(
     target_weights_as_tensor: np.ndarray | None = None,
     base_values: list[float] | None = None,
     base_values_as_tensor: np.ndarray | None = None,
+    _exact_for: str | None = None,
 ) -> Any:
     """TreeEnsembleRegressor (v1, v3): Y [N, n_targets] float32 = aggregate over trees of the reached
     leaves' target weights (SUM, AVERAGE: sum / number of trees, MIN, MAX) plus base_values, then the
@@ -697,10 +827,12 @@ def tree_ensemble_regressor(
         int(n_targets),
     )
     dtype = jnp.float32
-    raw, _ = _ensemble(forest, x, aggregate_function, op, dtype)
     base = _base(_optional_values(base_values, base_values_as_tensor, "base_values", op), forest.n_targets, op, dtype)
-    scores = linear(lambda v: v + base, raw)
-    return _transform(scores, post_transform, op)
+
+    def head(raw: Any, _: Array) -> Any:
+        return _transform(linear(lambda v: v + base, raw), post_transform, op)
+
+    return _outputs(forest, x, aggregate_function, op, dtype, head, _exact_for)
 
 
 def tree_ensemble_classifier(
@@ -727,6 +859,7 @@ def tree_ensemble_classifier(
     class_weights_as_tensor: np.ndarray | None = None,
     base_values: list[float] | None = None,
     base_values_as_tensor: np.ndarray | None = None,
+    _exact_for: str | None = None,
 ) -> tuple[Array, Any]:
     """TreeEnsembleClassifier (v1, v3): (label int64 [N], scores float32 [N, K]), K = number of labels.
 
@@ -776,10 +909,14 @@ def tree_ensemble_classifier(
     base = _optional_values(base_values, base_values_as_tensor, "base_values", op)
     base = np.zeros(0, np.float32) if base is None else base
     dtype = jnp.float32
-    raw, scored = _ensemble(forest, x, "SUM", op, dtype)
     used = sorted({int(k) for k in (class_ids or [])})
     if n_classes == 2 and len(used) == 1:
-        return _binary(raw, labels, used[0], base, bool((weights >= 0).all()), post_transform, op)
+        positive = bool((weights >= 0).all())
+
+        def binary(raw: Any, _: Array) -> tuple[Array, Any]:
+            return _binary(raw, labels, used[0], base, positive, post_transform, op)
+
+        return _outputs(forest, x, "SUM", op, dtype, binary, _exact_for)
     if n_classes == 2:
         raise UnsupportedOpError(
             f"{op} with 2 classes whose leaves score both classes is not supported: onnxruntime's binary "
@@ -790,11 +927,14 @@ def tree_ensemble_classifier(
             f"{op} has {base.size} base values for {n_classes} classes; it needs 0 or {n_classes}."
         )
     shift = jnp.asarray(base if base.size else np.zeros(n_classes), dtype)
-    scores = linear(lambda v: v + shift, raw)
-    has = x_side(scored) | (base.size > 0)
-    raw_x = x_side(scores)
-    label = jnp.asarray(labels)[jnp.argmax(jnp.where(has, raw_x, -jnp.inf), axis=1)]
-    return label, _transform(scores, post_transform, op)
+
+    def head(raw: Any, scored: Array) -> tuple[Array, Any]:
+        scores = linear(lambda v: v + shift, raw)
+        has = scored | (base.size > 0)
+        label = jnp.asarray(labels)[jnp.argmax(jnp.where(has, x_side(scores), -jnp.inf), axis=1)]
+        return label, _transform(scores, post_transform, op)
+
+    return _outputs(forest, x, "SUM", op, dtype, head, _exact_for)
 
 
 def _binary(
@@ -843,6 +983,7 @@ def tree_ensemble(
     nodes_hitrates: np.ndarray | None = None,
     nodes_missing_value_tracks_true: list[int] | None = None,
     membership_values: np.ndarray | None = None,
+    _exact_for: str | None = None,
 ) -> Any:
     """TreeEnsemble (ai.onnx.ml v5): Y [N, n_targets] in X's type (float, double, float16).
 
@@ -873,11 +1014,33 @@ def tree_ensemble(
     )
     out_dtype = jnp.result_type(x_side(x))
     dtype = jnp.float32 if out_dtype == jnp.float16 else out_dtype
-    raw, _ = _ensemble(forest, x, _AGGREGATES[aggregate_function], op, dtype)
-    scores = _transform(raw, _POST_TRANSFORMS[post_transform], op) if post_transform else raw
-    return linear(lambda v: v.astype(out_dtype), scores)
+
+    def head(raw: Any, _: Array) -> Any:
+        scores = _transform(raw, _POST_TRANSFORMS[post_transform], op) if post_transform else raw
+        return linear(lambda v: v.astype(out_dtype), scores)
+
+    return _outputs(forest, x, _AGGREGATES[aggregate_function], op, dtype, head, _exact_for)
 
 
 tree_ensemble_regressor_rule = composite_rule(tree_ensemble_regressor)
 tree_ensemble_classifier_rule = composite_rule(tree_ensemble_classifier)
 tree_ensemble_rule = composite_rule(tree_ensemble)
+
+_EXACT_FORWARDS: dict[str, Callable[..., Any]] = {
+    "TreeEnsembleRegressor": tree_ensemble_regressor,
+    "TreeEnsembleClassifier": tree_ensemble_classifier,
+    "TreeEnsemble": tree_ensemble,
+}
+
+
+def tree_exact_rule(ctx: NodeContext, m_out: Sequence[Array | None]) -> list[Array | None]:
+    """Rule "tree_exact" (selected with rules={"TreeEnsembleClassifier": "tree_exact"} or --rule): the exact
+    Shapley value of the op's outputs after the post transform, per pair, by enumerating the coalitions of
+    the features the ensemble tests (`_exact`; at most EXACT_MAX_FEATURES). Tree ensemble ops only."""
+    forward = _EXACT_FORWARDS.get(ctx.node.op_type)
+    if forward is None:
+        raise UnsupportedOpError(
+            f"{ctx.node.label}: the rule 'tree_exact' is for tree ensembles ({', '.join(_EXACT_FORWARDS)}), not "
+            f"{ctx.node.op_type}. Name a tree ensemble node or op type in rules=."
+        )
+    return composite_rule(functools.partial(forward, _exact_for=ctx.node.label))(ctx, m_out)
