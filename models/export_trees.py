@@ -11,7 +11,9 @@ Run from the repository root with the tree environment (CPU only; these pins wor
 
 Writes models/trees_<name>.onnx ("family": "trees"): scikit-learn models through skl2onnx (target
 opset {'': 17, 'ai.onnx.ml': 3}; skl2onnx lowers the ml opset to the lowest one the nodes need),
-XGBoost and LightGBM models through onnxmltools (target opset 15, its highest). Every model is
+XGBoost and LightGBM models through onnxmltools (target opset 15, its highest), XGBoost and
+LightGBM inside scikit-learn pipelines through skl2onnx with onnxmltools' converters (registered as
+onnxshap's converter registers them: `onnxshap._convert._boosting._register_with_skl2onnx`). Every model is
 checked (strict shape inference + full checker), run in onnxruntime on a seeded batch of 3 and
 compared with the framework's own predictions, and merged into models/manifest.json; its entry adds
 "tree_ops" (op -> since-version of each tree node, e.g. {"TreeEnsembleRegressor": 1}),
@@ -30,8 +32,9 @@ against (so that CI needs no tree framework):
   shap.TreeExplainer(model, data=background, feature_perturbation="interventional") on its raw
   output: the regression value, the probabilities of a random forest classifier, the margin
   (log-odds; per-class margins for LightGBM multiclass) of a boosted classifier;
-- boosted classifiers: `shap_prob` (4, n, k), shap's model_output="probability" values (exact
-  interventional Shapley values of the probability output), and `margin_x`, `margin_bg` (the
+- boosted classifiers: `shap_prob` (4, n, k), shap's model_output="probability" values (per pair,
+  the margin's values through the logistic: equal to `chain__probabilities`, not the exact
+  Shapley values of the probability, which are `bf__probabilities`), and `margin_x`, `margin_bg` (the
   framework's margins); binary ones also `chain__probabilities`: per (sample, reference) pair the
   margin's exact Shapley values times the logistic's secant (p(x) - p(r)) / (m(x) - m(r)), averaged
   over the background: what an exact rule on the margin followed by a rescale of the logistic gives;
@@ -39,12 +42,19 @@ against (so that CI needs no tree framework):
   `groups` maps each transformed feature to its raw column, and `bf__o` is over the raw columns;
   for an elementwise transform (Imputer, Scaler) the two agree feature by feature, for the one-hot
   pipeline `shap_raw` summed over each column's channels is what a chain of per-pair rules gives
-  (the one-hot channels are the tree's players) while `bf__o` treats the column as one player.
+  (the one-hot channels are the tree's players) while `bf__o` treats the column as one player;
+- pipelines whose preprocessing mixes the columns (PCA, Normalizer): no `groups` but `mixing` (the
+  step's class name, also in the manifest entry); there the chain computes G-DeepSHAP, not `bf__o` (docs/tree-pipelines.md
+  gives and tests/test_trees_zoo.py checks the difference). PCA also has `gdeep__variable` (4, n, 1):
+  per background row shap's exact values on the components, carried back to the columns by the
+  linear rule phi_i = sum_c phi_c W_ci (x_i - b_i) / (z_c(x) - z_c(b)), averaged: G-DeepSHAP from
+  shap, which the chain must reproduce.
 
 The script prints, per model, the reference's completeness (shap values summed vs f(x) - mean
 f(background)) and the largest difference of shap's values to the brute-force ones. An export
 failure is printed and recorded in the FAILURES summary (exit status 1); the other models are still
-written. `--out DIR` writes the .onnx files, the manifest and data/ there instead.
+written. `--out DIR` writes the .onnx files, the manifest and data/ there instead; `--only NAME ...`
+exports only the models named.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ if os.environ.get("PYTHONHASHSEED") != "0":
     os.environ["PYTHONHASHSEED"] = "0"
     os.execv(sys.executable, [sys.executable] + sys.argv)
 
+import argparse
 import itertools
 import math
 import warnings
@@ -74,6 +85,7 @@ from onnxmltools.convert.common.data_types import FloatTensorType as MLFloat
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
@@ -82,11 +94,14 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import Normalizer, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
+
+# The converters onnxshap registers with skl2onnx for XGBoost and LightGBM inside pipelines.
+from onnxshap._convert._boosting import _register_with_skl2onnx
 
 warnings.filterwarnings("ignore")
 
@@ -97,6 +112,7 @@ SKL_OPSET = {"": 17, "ai.onnx.ml": 3}
 ML_OPSET = 15  # onnxmltools' highest
 SKL_FRAMEWORK = f"scikit-learn {sklearn.__version__}"
 SKL_CONVERTER = f"skl2onnx {skl2onnx.__version__}, target_opset {SKL_OPSET}"
+SKL_ML_CONVERTER = f"{SKL_CONVERTER}, with onnxmltools {onnxmltools.__version__}'s converter for the boosted trees"
 ML_CONVERTER = f"onnxmltools {onnxmltools.__version__}, target_opset {ML_OPSET}"
 SHAP = f"shap {shap.__version__}"
 TREE_OPS = ("TreeEnsembleRegressor", "TreeEnsembleClassifier", "TreeEnsemble")
@@ -298,9 +314,14 @@ def agreement(name: str, data: dict[str, np.ndarray]) -> None:
     out = str(data["out_names"][-1])
     bf = data[f"bf__{out}"]
     raw, groups = data["shap_raw"], data.get("groups")
-    if groups is not None:
+    if "gdeep__variable" in data:
+        gap = np.abs(data["gdeep__variable"] - bf).max() / np.abs(bf).max()
+        print(
+            f"  {name}: G-DeepSHAP (shap per pair, carried by the linear rule) vs brute force: {gap:.3g} of max |phi|"
+        )
+    if groups is not None and str(data["shap_raw_output"]).startswith("variable"):
         summed = np.stack([raw[:, groups == c].sum(axis=1) for c in range(bf.shape[1])], axis=1)
-        what = "elementwise" if np.array_equal(groups, np.arange(len(groups))) else "grouped (not expected equal)"
+        what = "one column each" if len(set(groups.tolist())) == len(groups) else "grouped (not expected equal)"
         print(
             f"  {name}: shap on transformed features, summed per raw column, vs brute force on raw columns "
             f"[{what}]: max diff {np.abs(summed - bf).max():.3g}"
@@ -321,6 +342,29 @@ def agreement(name: str, data: dict[str, np.ndarray]) -> None:
         )
 
 
+def framework_outputs(model, kind: str, rows: np.ndarray) -> list[np.ndarray]:
+    """The graph outputs as the framework predicts them at `rows`: kind "reg" [variable (n, 1)], "cls" [label,
+    probabilities]."""
+    if kind == "reg":
+        return [model.predict(rows).reshape(-1, 1).astype(np.float32)]
+    return [model.predict(rows).astype(np.int64), model.predict_proba(rows).astype(np.float32)]
+
+
+def probability_references(
+    name: str, tree, margin, x: np.ndarray, bg: np.ndarray, tx: np.ndarray, tbg: np.ndarray, p1: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A binary classifier's `shap_prob*` (shap on the tree's input `tx`, `tbg`; `p1` = P(class 1) at x) and
+    `chain_references` of `margin` on the raw rows `x`, `bg`."""
+    prob, prob_base = shap_values(tree, tx, tbg, "probability")
+    report_shap(name, prob, prob_base, p1, "probability of class 1")
+    return {
+        "shap_prob": prob,
+        "shap_prob_base": prob_base,
+        "shap_prob_output": np.array("probabilities[:, 1]"),
+        **chain_references(margin, x, bg),
+    }
+
+
 def report_shap(name: str, values: np.ndarray, base: np.ndarray, f_x: np.ndarray, what: str) -> float:
     """Max |sum of shap values + base - f(x)| (shap's own completeness) for the printout."""
     gap = float(np.abs(values.sum(axis=1) + base - f_x.reshape(len(values), -1)).max())
@@ -330,8 +374,13 @@ def report_shap(name: str, values: np.ndarray, base: np.ndarray, f_x: np.ndarray
 
 # ----------------------------------------------------------------------------- models
 def main() -> int:
-    C.parse_args(__doc__)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="export only these models (default: all)")
+    args = C.parse_args(__doc__, parser)
     run = C.Results()
+    if args.only:
+        attempt = run.attempt
+        run.attempt = lambda name, fn: attempt(name, fn) if name in args.only else None  # type: ignore[method-assign]
     g = np.random.default_rng(0)
     x_train = features(g, 600)
     y_reg, y_bin, y_three = regression(g, x_train), binary(g, x_train), three_classes(g, x_train)
@@ -383,8 +432,7 @@ def main() -> int:
         skl_to_onnx(model, name, N_FEATURES)
         path = C.model_path(name)
         C.check_file(path)
-        want = [model.predict(x_check).reshape(-1, 1).astype(np.float32)]
-        diff = C.compare(name, C.ort_run(path, {"x": x_check}), want)
+        diff = C.compare(name, C.ort_run(path, {"x": x_check}), framework_outputs(model, "reg", x_check))
         x_s, bg_s = pick_references(model.predict, path, x_ref, bg_ref)
         values, base = shap_values(model, x_s, bg_s)
         report_shap(name, values, base, model.predict(x_s), "raw (value)")
@@ -427,8 +475,7 @@ def main() -> int:
         got = C.ort_run(path, {"x": x_check})
         if zipmap:
             got = [got[0], np.array([[d[c] for c in model.classes_] for d in got[1]], np.float32)]
-        want = [model.predict(x_check).astype(np.int64), model.predict_proba(x_check).astype(np.float32)]
-        diff = C.compare(name, got, want)
+        diff = C.compare(name, got, framework_outputs(model, "cls", x_check))
         if zipmap:  # the probabilities are a sequence of maps: nothing to reference
             entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, None)
             return
@@ -441,16 +488,13 @@ def main() -> int:
         else:  # binary gradient boosting: raw = the log-odds margin of class 1
             values, base = shap_values(model, x_s, bg_s)
             report_shap(name, values, base, model.decision_function(x_s), "raw (margin)")
-            prob, prob_base = shap_values(model, x_s, bg_s, "probability")
-            report_shap(name, prob, prob_base, model.predict_proba(x_s)[:, 1:], "probability of class 1")
             arrays.update(
                 shap_raw=values,
                 shap_raw_base=base,
-                shap_prob=prob,
-                shap_prob_base=prob_base,
                 shap_raw_output=np.array("margin of class 1 (log-odds; not a graph output)"),
-                shap_prob_output=np.array("probabilities[:, 1]"),
-                **chain_references(lambda r: model.decision_function(r), x_s, bg_s),
+                **probability_references(
+                    name, model, model.decision_function, x_s, bg_s, x_s, bg_s, model.predict_proba(x_s)[:, 1:]
+                ),
             )
         refs = write_references(name, x_s, bg_s, arrays)
         entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, refs)
@@ -488,32 +532,62 @@ def main() -> int:
     )
 
     # --- scikit-learn pipelines
-    def pipeline(name: str, model, x_fit, y, x_chk, x_s, bg_s, groups: np.ndarray, description: str) -> None:
+    def pipeline(
+        name: str,
+        model,
+        x_fit,
+        y,
+        x_chk,
+        x_s,
+        bg_s,
+        groups: np.ndarray | None,
+        description: str,
+        kind: str = "reg",
+        framework: str = SKL_FRAMEWORK,
+    ) -> None:
+        """A pipeline ending in trees; `groups` maps each tree feature to its raw column (None: the
+        preprocessing mixes the columns, and references["mixing"] names it). kind "cls": a binary
+        booster (label + probabilities, zipmap=False), referenced like `booster`'s."""
         model.fit(x_fit, y)
         n = x_fit.shape[1]
-        skl_to_onnx(model, name, n)
+        boosted = _register_with_skl2onnx(model) is not None
+        skl_to_onnx(model, name, n, {id(model[-1]): {"zipmap": False}} if kind == "cls" else None)
         path = C.model_path(name)
         C.check_file(path)
-        diff = C.compare(name, C.ort_run(path, {"x": x_chk}), [model.predict(x_chk).reshape(-1, 1).astype(np.float32)])
-        x_s, bg_s = pick_references(model.predict, path, x_s, bg_s)
+        diff = C.compare(name, C.ort_run(path, {"x": x_chk}), framework_outputs(model, kind, x_chk))
+        x_s, bg_s = pick_references(model.predict if kind == "reg" else model.predict_proba, path, x_s, bg_s)
         pre, tree = model[:-1], model[-1]
-        tx, tbg = pre.transform(x_s), pre.transform(bg_s)
-        tx = tx.toarray() if hasattr(tx, "toarray") else tx
-        tbg = tbg.toarray() if hasattr(tbg, "toarray") else tbg
-        values, base = shap_values(tree, np.asarray(tx), np.asarray(tbg))
-        report_shap(name, values, base, model.predict(x_s), "raw on the transformed features")
-        refs = write_references(
-            name,
-            x_s,
-            bg_s,
-            {
-                "shap_raw": values,
-                "shap_raw_base": base,
-                "groups": groups,
-                "shap_raw_output": np.array("variable (shap over the tree's input, the transformed features)"),
-            },
-        )
-        entry(name, model, diff, description, SKL_FRAMEWORK, SKL_CONVERTER, refs, {"n_tree_features": len(groups)})
+
+        def transform(rows: np.ndarray) -> np.ndarray:
+            t = pre.transform(rows)
+            return np.asarray(t.toarray() if hasattr(t, "toarray") else t)
+
+        tx, tbg = transform(x_s), transform(bg_s)
+        values, base = shap_values(tree, tx, tbg)
+        arrays: dict[str, np.ndarray] = {"shap_raw": values, "shap_raw_base": base}
+        if kind == "reg":
+            report_shap(name, values, base, model.predict(x_s), "raw on the transformed features")
+            arrays["shap_raw_output"] = np.array("variable (shap over the tree's input, the transformed features)")
+        else:
+            tree_margin = margins(tree)
+
+            def margin(rows: np.ndarray) -> np.ndarray:
+                return tree_margin(transform(rows))
+
+            report_shap(name, values, base, margin(x_s), "raw (margin) on the transformed features")
+            arrays.update(
+                shap_raw_output=np.array("margin of class 1 over the transformed features (not a graph output)"),
+                **probability_references(name, tree, margin, x_s, bg_s, tx, tbg, model.predict_proba(x_s)[:, 1:]),
+            )
+        if groups is not None:
+            arrays["groups"] = groups
+        else:
+            arrays["mixing"] = np.array(type(pre[-1]).__name__)
+            if isinstance(pre[-1], PCA):
+                arrays["gdeep__variable"] = linear_chain(tree, pre[-1], x_s, bg_s)
+        refs = write_references(name, x_s, bg_s, arrays)
+        extra = {"n_tree_features": tx.shape[1], **({} if groups is not None else {"mixing": str(arrays["mixing"])})}
+        entry(name, model, diff, description, framework, SKL_ML_CONVERTER if boosted else SKL_CONVERTER, refs, extra)
 
     run.attempt(
         "trees_sk_pipe_scaler_gb",
@@ -560,6 +634,34 @@ def main() -> int:
         ),
     )
 
+    # --- pipelines whose preprocessing mixes the columns (docs/tree-pipelines.md measures the chain on them)
+    mixing = [
+        (
+            "trees_sk_pipe_pca_gb",
+            ("pca", PCA(n_components=4, svd_solver="full")),
+            (
+                "Pipeline(PCA(4 components), GradientBoostingRegressor(15 trees, max_depth=3)), 6 features -> 4 "
+                "components -> 1 target: Sub, MatMul -> TreeEnsembleRegressor (every component mixes all columns)"
+            ),
+        ),
+        (
+            "trees_sk_pipe_normalizer_gb",
+            ("norm", Normalizer(norm="l2")),
+            (
+                "Pipeline(Normalizer(l2), GradientBoostingRegressor(15 trees, max_depth=3)), 6 features -> 1 target: "
+                "Normalizer -> TreeEnsembleRegressor (each row divided by its norm: every output mixes all columns)"
+            ),
+        ),
+    ]
+    for name, step, description in mixing:
+        model = Pipeline([step, ("gb", GradientBoostingRegressor(n_estimators=15, max_depth=3, random_state=0))])
+        run.attempt(
+            name,
+            lambda name=name, model=model, description=description: pipeline(
+                name, model, x_train, y_reg, x_check, x_ref, bg_ref, None, description
+            ),
+        )
+
     # --- XGBoost and LightGBM
     def booster(name: str, model, y: np.ndarray, description: str, kind: str) -> None:
         model.fit(x_train, y)
@@ -571,11 +673,7 @@ def main() -> int:
         ml_to_onnx(model, name, N_FEATURES, **({"zipmap": False} if kind == "cls" and "lgbm" in name else {}))
         path = C.model_path(name)
         C.check_file(path)
-        if kind == "reg":
-            want = [model.predict(x_check).reshape(-1, 1).astype(np.float32)]
-        else:
-            want = [model.predict(x_check).astype(np.int64), model.predict_proba(x_check).astype(np.float32)]
-        diff = C.compare(name, C.ort_run(path, {"x": x_check}), want)
+        diff = C.compare(name, C.ort_run(path, {"x": x_check}), framework_outputs(model, kind, x_check))
         x_s, bg_s = pick_references(model.predict if kind == "reg" else model.predict_proba, path, x_ref, bg_ref)
         values, base = shap_values(model, x_s, bg_s)
         arrays: dict[str, np.ndarray] = {"shap_raw": values, "shap_raw_base": base}
@@ -592,14 +690,8 @@ def main() -> int:
                 else "per-class margins (softmax inputs; not a graph output)"
             )
             if binary_model:
-                prob, prob_base = shap_values(model, x_s, bg_s, "probability")
-                report_shap(name, prob, prob_base, model.predict_proba(x_s)[:, 1:], "probability")
-                arrays.update(
-                    shap_prob=prob,
-                    shap_prob_base=prob_base,
-                    shap_prob_output=np.array("probabilities[:, 1]"),
-                    **chain_references(margin, x_s, bg_s),
-                )
+                p1 = model.predict_proba(x_s)[:, 1:]
+                arrays.update(probability_references(name, model, margin, x_s, bg_s, x_s, bg_s, p1))
             else:
                 # shap's model_output="probability" is not complete for a softmax (it misses the
                 # normalisation: sum + base is off by 0.24 here), so only the margins are kept.
@@ -651,7 +743,77 @@ def main() -> int:
             "cls",
         ),
     )
+
+    # --- XGBoost and LightGBM inside scikit-learn pipelines (skl2onnx with onnxmltools' converters)
+    run.attempt(
+        "trees_xgb_pipe_scaler_cls",
+        lambda: pipeline(
+            "trees_xgb_pipe_scaler_cls",
+            Pipeline(
+                [
+                    ("scale", StandardScaler()),
+                    (
+                        "xgb",
+                        xgboost.XGBClassifier(
+                            n_estimators=20, max_depth=3, learning_rate=0.3, random_state=0, n_jobs=1
+                        ),
+                    ),
+                ]
+            ),
+            x_train,
+            y_bin,
+            x_check,
+            x_ref,
+            bg_ref,
+            np.arange(N_FEATURES),
+            "Pipeline(StandardScaler, XGBClassifier(20 trees, max_depth=3)), 6 features, binary; label + "
+            "probabilities (zipmap=False): Scaler -> TreeEnsembleClassifier (LOGISTIC on the margin)",
+            kind="cls",
+            framework=f"{SKL_FRAMEWORK}, xgboost {xgboost.__version__}",
+        ),
+    )
+    run.attempt(
+        "trees_lgbm_pipe_columns_reg",
+        lambda: pipeline(
+            "trees_lgbm_pipe_columns_reg",
+            Pipeline(
+                [
+                    (
+                        "ct",
+                        ColumnTransformer([("scale", StandardScaler(), [3, 4]), ("keep", "passthrough", [0, 1, 2, 5])]),
+                    ),
+                    (
+                        "lgbm",
+                        lightgbm.LGBMRegressor(n_estimators=20, num_leaves=8, random_state=0, n_jobs=1, verbose=-1),
+                    ),
+                ]
+            ),
+            x_train,
+            y_reg,
+            x_check,
+            x_ref,
+            bg_ref,
+            np.array([3, 4, 0, 1, 2, 5]),
+            "Pipeline(ColumnTransformer(StandardScaler on columns 3-4, passthrough 0-2 and 5), LGBMRegressor(20 "
+            "trees, 8 leaves)), 6 features -> 1 target; the tree sees the columns in the order 3, 4, 0, 1, 2, 5",
+            framework=f"{SKL_FRAMEWORK}, lightgbm {lightgbm.__version__}",
+        ),
+    )
     return run.finish()
+
+
+def linear_chain(tree, pca: PCA, x: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """G-DeepSHAP through z = (x - mean) @ components.T, then the trees: per background row b, shap's exact
+    TreeSHAP values phi_c on the components carried back by the linear rule,
+    phi_i = sum_c phi_c * W_ci * (x_i - b_i) / (z_c(x) - z_c(b)), averaged over the background (s, n, 1)."""
+    tx, tbg = pca.transform(x), pca.transform(bg)
+    total = np.zeros(x.shape, np.float64)
+    for b in range(len(bg)):
+        phi, _ = shap_values(tree, tx, tbg[b : b + 1])
+        dz, dx = tx - tbg[b], x.astype(np.float64) - bg[b]
+        assert np.abs(dz).min() > 1e-9, "a component equal on both sides: its multiplier is undefined"
+        total += np.einsum("sc,ci,si->si", phi[..., 0] / dz, pca.components_, dx)
+    return (total / len(bg))[..., None]
 
 
 def margins(model) -> Callable[[np.ndarray], np.ndarray]:

@@ -83,3 +83,24 @@ def player_shapley(game: Callable[[np.ndarray], float], x: np.ndarray, r: np.nda
                 z[i] = x[i]
                 phi[i] += weight * (game(z) - without)
     return phi
+
+
+def interventional_shapley(f: Callable[[np.ndarray], Any], x: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Brute-force interventional Shapley values (samples, n, k) of v(S) = mean_b f(x_S, b_rest), all 2^n coalitions.
+
+    `f` maps rows (m, n) to outputs (m, k) or (m,); it is called once, on samples x 2^n x background rows
+    of the dtype of `x`.
+    """
+    n = x.shape[1]
+    masks = np.array(list(itertools.product([False, True], repeat=n)))  # row c: feature j present = bit n-1-j of c
+    z = np.where(masks[None, :, None, :], x[:, None, None, :], background[None, None, :, :]).astype(x.dtype)
+    out = np.asarray(f(z.reshape(-1, n)), np.float64).reshape(len(x), len(masks), len(background), -1)
+    v = out.mean(axis=2)  # (samples, 2^n, k)
+    factorial = np.array([math.factorial(k) for k in range(n + 1)], np.float64)
+    phi = np.zeros((len(x), n, v.shape[-1]))
+    for i in range(n):
+        without = np.flatnonzero(~masks[:, i])
+        size = masks[without].sum(axis=1)
+        weight = factorial[size] * factorial[n - size - 1] / factorial[n]
+        phi[:, i] = np.einsum("c,sck->sk", weight, v[:, without + 2 ** (n - 1 - i)] - v[:, without])
+    return phi

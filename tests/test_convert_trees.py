@@ -1,5 +1,6 @@
 """Tree models converted in memory and from files, then explained: scikit-learn (skl2onnx), XGBoost
-and LightGBM (onnxmltools).
+and LightGBM (onnxmltools), and XGBoost and LightGBM inside scikit-learn pipelines (skl2onnx calling
+onnxmltools' converters; their values checked against brute force over all coalitions).
 
 Each test needs its framework and exporter (`pytest.importorskip`); without them only the
 dispatch and missing-dependency tests run. The models have a few shallow trees, so each test takes
@@ -18,8 +19,9 @@ import numpy as np
 import pytest
 
 import onnxshap
-from onnxshap._convert import convert_file, framework_of
+from onnxshap._convert import convert_file, convert_object, framework_of
 from onnxshap._errors import ConversionError, MissingDependencyError
+from tests.helpers import interventional_shapley
 
 N_FEATURES = 5
 
@@ -75,7 +77,7 @@ def _boosting_model(kind: str) -> Any:
     lightgbm = _need("lightgbm")
     if kind == "lgbm_regressor":
         return lightgbm.LGBMRegressor(n_estimators=4, num_leaves=7, verbose=-1).fit(x, y)
-    # Integer classes: onnxmltools cannot write boolean class labels.
+    # Integer classes (boolean ones: test_lightgbm_with_boolean_labels_explains).
     binary = (classes > 0).astype(int)
     return lightgbm.LGBMClassifier(n_estimators=3, num_leaves=7, verbose=-1).fit(x, binary)
 
@@ -172,6 +174,138 @@ def test_sklearn_pipeline_file_converts_with_trust(tmp_path: Path, capsys: pytes
     out = tmp_path / "pipeline.onnx"
     assert cli.main(["convert", str(path), "--trust-pickle", "-o", str(out)]) == 0
     assert "ok" in capsys.readouterr().out and onnxshap.load(str(out)).inputs[0].name == "x"
+
+
+def _boosting_pipeline(kind: str) -> Any:
+    """A scikit-learn pipeline ending in a booster: StandardScaler -> XGBClassifier (binary), or a
+    ColumnTransformer (scaler on columns 0-1, the others passed through) -> LGBMRegressor."""
+    _need_sklearn()
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y, classes = _data()
+    if kind == "xgb_classifier":
+        xgboost = _need("xgboost")
+        model = xgboost.XGBClassifier(n_estimators=3, max_depth=3, n_jobs=1)
+        return make_pipeline(StandardScaler(), model).fit(x, (classes > 0).astype(int))
+    lightgbm = _need("lightgbm")
+    columns = ColumnTransformer([("scale", StandardScaler(), [0, 1]), ("keep", "passthrough", [2, 3, 4])])
+    model = lightgbm.LGBMRegressor(n_estimators=4, num_leaves=7, verbose=-1, n_jobs=1)
+    return make_pipeline(columns, model).fit(x, y)
+
+
+def _margin_chain(pipeline: Any, x: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """P(class 1) of a binary booster behind elementwise preprocessing, per (sample, reference) pair:
+    the margin's exact Shapley values times the logistic's secant, averaged over the background (n, features)."""
+
+    def margin(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(pipeline.predict(rows, output_margin=True), np.float64)
+
+    m_x, m_bg = margin(x), margin(background)
+    phi = np.stack([interventional_shapley(margin, x, background[b : b + 1])[..., 0] for b in range(len(background))])
+    p_x, p_bg = 1 / (1 + np.exp(-m_x)), 1 / (1 + np.exp(-m_bg))
+    dm = m_x[None, :] - m_bg[:, None]
+    # equal margins (the same leaves): the logistic's derivative there, the rescale rule's limit
+    slope = np.where(dm != 0, (p_x[None, :] - p_bg[:, None]) / np.where(dm != 0, dm, 1), p_x * (1 - p_x))
+    return (phi * slope[..., None]).mean(axis=0)
+
+
+@pytest.mark.parametrize("kind", ["xgb_classifier", "lgbm_regressor"])
+def test_boosters_inside_a_pipeline_explain_in_memory(kind: str) -> None:
+    """skl2onnx converts the booster with onnxmltools' converter; the values are those of brute force
+    (regressor: the exact interventional Shapley values; classifier: the margin's, per pair, through
+    the logistic)."""
+    model = _boosting_pipeline(kind)
+    x, _, _ = _data()
+    samples, background = x[100:103], x[:8]
+    explainer = onnxshap.Explainer(model, background, sample=x[:16])
+    assert framework_of(model) == "sklearn"
+    assert "onnxmltools" in explainer.conversion.exporter, explainer.conversion.exporter
+    e = _check_explanation(model, explainer, samples)
+    if kind == "lgbm_regressor":
+        want = interventional_shapley(model.predict, samples.astype(np.float64), background.astype(np.float64))
+        np.testing.assert_allclose(e.values, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    else:
+        want = _margin_chain(model, samples.astype(np.float64), background.astype(np.float64))
+        np.testing.assert_allclose(e.values[..., 1], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+        np.testing.assert_allclose(e.values[..., 0], -want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_scaled_training_rows_stay_on_their_side_of_xgboost_splits() -> None:
+    """XGBoost splits at training values: a scaler computed in float32 (skl2onnx's Scaler) moves 6 of these
+    200 training rows across a split; the export divides in float64, as scikit-learn does."""
+    _need_sklearn()
+    xgboost = _need("xgboost")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y, _ = _data()
+    model = make_pipeline(StandardScaler(), xgboost.XGBRegressor(n_estimators=10, max_depth=4, n_jobs=1)).fit(x, y)
+    proto, report = convert_object(model, x)
+    assert report.ok, report.summary()
+    assert report.max_abs_diff < 1e-5
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Div" in ops and "Scaler" not in ops, ops
+
+
+def test_booster_pipeline_file_converts_with_trust(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import joblib
+
+    from onnxshap import cli
+
+    model = _boosting_pipeline("xgb_classifier")
+    path = tmp_path / "pipeline.joblib"
+    joblib.dump(model, path)
+    proto, report = convert_file(path, trust_pickle=True)
+    assert report.ok and report.input_origin == "random", report.summary()
+    assert "TreeEnsembleClassifier" in {n.op_type for n in proto.graph.node}
+    out = tmp_path / "pipeline.onnx"
+    assert cli.main(["convert", str(path), "--trust-pickle", "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "ok" in printed.out and "Traceback" not in printed.err
+    x, _, _ = _data()
+    got = onnxshap.load(str(out)).run({"x": x[:8]})["probabilities"]
+    np.testing.assert_allclose(got, model.predict_proba(x[:8]), rtol=1e-5, atol=1e-6)
+
+
+def test_lightgbm_with_boolean_labels_explains() -> None:
+    """onnxmltools has no boolean labels: the export's label output gives 0 / 1 for False / True."""
+    lightgbm = _need("lightgbm")
+    x, _, classes = _data()
+    y = classes > 0
+    model = lightgbm.LGBMClassifier(n_estimators=3, num_leaves=7, verbose=-1, n_jobs=1).fit(x, y)
+    explainer = onnxshap.Explainer(model, x[:8], sample=x[:16])
+    assert any("boolean class labels" in n for n in explainer.conversion.notes)
+    label = explainer.model.run({"x": x[:16]})["label"]
+    np.testing.assert_array_equal(label, model.predict(x[:16]).astype(np.int64))
+    _check_explanation(model, explainer, x[100:103])
+
+
+def test_lightgbm_with_boolean_labels_converts_inside_a_pipeline() -> None:
+    _need_sklearn()
+    lightgbm = _need("lightgbm")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, _, classes = _data()
+    booster = lightgbm.LGBMClassifier(n_estimators=3, num_leaves=7, verbose=-1, n_jobs=1)
+    model = make_pipeline(StandardScaler(), booster).fit(x, classes > 0)
+    proto, report = convert_object(model, x[:16])
+    assert report.ok and {o.name for o in report.outputs} == {"label", "probabilities"}, report.summary()
+    got = onnxshap.load(proto).run({"x": x[:16]})
+    np.testing.assert_array_equal(got["label"], model.predict(x[:16]).astype(np.int64))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(x[:16]), rtol=1e-5, atol=1e-6)
+
+
+def test_booster_in_a_pipeline_without_its_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _need_sklearn()
+    from sklearn.pipeline import Pipeline
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # `import xgboost` raises ImportError
+    pipeline = Pipeline([("model", _fake_model("xgboost.sklearn"))])
+    with pytest.raises(MissingDependencyError, match=r"'xgboost'.*pip install 'onnxshap\[boosting\]'"):
+        convert_object(pipeline, np.zeros((2, 3), np.float32))
 
 
 @pytest.mark.parametrize("suffix", [".json", ".ubj", ".txt", ".joblib"])

@@ -4,18 +4,30 @@ Their scikit-learn wrappers (XGBRegressor, XGBClassifier, LGBMRegressor, LGBMCla
 boosters (`xgboost.Booster`, `lightgbm.Booster`, e.g. loaded from a model file). Float32 input
 named "x", classifiers with a probabilities tensor (no ZipMap), opset 15 by default (the highest
 onnxmltools writes; it picks the ai.onnx.ml version itself).
+
+Inside a scikit-learn pipeline the wrappers are converted by skl2onnx (`_sklearn`), which calls
+onnxmltools' converters once `_register_with_skl2onnx` has registered them.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from onnxshap._convert._core import Shape, _Converted, _first_line, _quiet, _require
-from onnxshap._convert._sklearn import _as_label_dtype, _predictor_reference, _tabular_input
+from onnxshap._convert._core import (
+    Shape,
+    _as_label_dtype,
+    _Converted,
+    _first_line,
+    _predictor_reference,
+    _quiet,
+    _require,
+    _tabular_input,
+)
 from onnxshap._errors import ConversionError
 
 #: The highest opset onnxmltools 1.12-1.16 converts tree boosters to.
@@ -27,6 +39,14 @@ LIGHTGBM_SUFFIXES = frozenset({".txt"})
 
 #: framework_of's name -> how people write the library.
 LIBRARIES = {"xgboost": "XGBoost", "lightgbm": "LightGBM"}
+
+#: The scikit-learn wrappers skl2onnx converts inside a pipeline (with onnxmltools' converters), per library.
+SKL2ONNX_ESTIMATORS = {
+    "xgboost": ("XGBRegressor", "XGBClassifier", "XGBRFRegressor", "XGBRFClassifier"),
+    "lightgbm": ("LGBMRegressor", "LGBMClassifier"),
+}
+#: The libraries whose wrappers `_register_with_skl2onnx` has registered in this process.
+_REGISTERED: set[str] = set()
 
 
 def _boosting_library(obj: Any) -> str | None:
@@ -71,8 +91,6 @@ def _convert_boosting(
     onnxmltools."""
     _require("boosting", [library, "onnxmltools"])
     # onnxmltools and the libraries are optional: the boosting extra.
-    import importlib
-
     import onnxmltools  # pyright: ignore[reportMissingImports]
     from onnxmltools.convert.common.data_types import (  # pyright: ignore[reportMissingImports]
         FloatTensorType,
@@ -84,18 +102,19 @@ def _convert_boosting(
     target = opset or BOOSTING_OPSET
     initial_types = [("x", FloatTensorType([None, x.shape[1]]))]
     notes: list[str] = []
+    exported = _with_integer_labels(model, library, notes)
     try:
         with _quiet(notes):
             if library == "xgboost":
                 proto = onnxmltools.convert_xgboost(
-                    model,
+                    exported,
                     name=type(model).__name__,
                     initial_types=initial_types,
                     target_opset=target,
                 )
             else:
                 proto = onnxmltools.convert_lightgbm(
-                    model,
+                    exported,
                     name=type(model).__name__,
                     initial_types=initial_types,
                     target_opset=target,
@@ -112,6 +131,84 @@ def _convert_boosting(
     else:
         reference = _booster_reference(model, library, proto, x, notes)
     return _Converted(proto, {"x": x}, reference, source, exporter, origin, notes)
+
+
+def _with_integer_labels(model: Any, library: str, notes: list[str]) -> Any:
+    """`model`, or for a LightGBM classifier fitted on boolean labels its Booster, whose classes are 0 and 1.
+
+    onnxmltools writes integer or string class labels only (its parser fails on a wrapper's boolean
+    classes); the Booster's export is the same trees with labels 0 / 1 (int64) for False / True, as
+    skl2onnx writes for scikit-learn classifiers, and the parity check compares them with predict()
+    cast to int64.
+    """
+    classes = getattr(model, "classes_", None) if library == "lightgbm" else None
+    if classes is None or np.asarray(classes).dtype != np.bool_:
+        return model
+    notes.append("boolean class labels: the 'label' output gives 0 / 1 (int64) for False / True")
+    return model.booster_
+
+
+def _boosting_libraries_in(est: Any) -> list[str]:
+    """The boosting libraries ("xgboost", "lightgbm") of the estimators nested in a scikit-learn
+    estimator (pipeline steps, ColumnTransformer and ensemble members), sorted."""
+    params = est.get_params(deep=True) if hasattr(est, "get_params") else {}
+    found = {_boosting_library(v) for v in [est, *params.values()]}
+    return sorted(lib for lib in found if lib is not None)
+
+
+def _register_with_skl2onnx(est: Any) -> str | None:
+    """Let skl2onnx convert the XGBoost / LightGBM wrappers nested in `est` with onnxmltools'
+    converters; None if `est` holds none, else what converts them (for the exporter's description).
+
+    Registers once per library and process. A class skl2onnx already knows (the user registered their
+    own converter) is left alone.
+    """
+    libraries = _boosting_libraries_in(est)
+    if not libraries:
+        return None
+    for library in libraries:
+        _require("boosting", [library, "onnxmltools"])
+    import onnxmltools  # pyright: ignore[reportMissingImports]
+    import skl2onnx  # pyright: ignore[reportMissingImports]
+    from skl2onnx.common.shape_calculator import (  # pyright: ignore[reportMissingImports]
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    for library in sorted(set(libraries) - _REGISTERED):
+        module = importlib.import_module(library)
+        if library == "xgboost":
+            from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # pyright: ignore[reportMissingImports]
+                convert_xgboost as converter,
+            )
+        else:
+            from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # pyright: ignore[reportMissingImports]
+                convert_lightgbm as converter,
+            )
+        for name in SKL2ONNX_ESTIMATORS[library]:
+            cls = getattr(module, name, None)
+            if cls is None or _known_to_skl2onnx(skl2onnx, cls):
+                continue
+            classifier = name.endswith("Classifier")
+            # skl2onnx's shape calculators, not onnxmltools': these check skl2onnx's own tensor types.
+            skl2onnx.update_registered_converter(
+                cls,
+                f"{LIBRARIES[library]}{name}",  # the alias: any name unique in skl2onnx's registry
+                calculate_linear_classifier_output_shapes if classifier else calculate_linear_regressor_output_shapes,
+                converter,
+                options={"nocl": [True, False], "zipmap": [True, False, "columns"]} if classifier else None,
+            )
+        _REGISTERED.add(library)
+    versions = ", ".join(f"{lib} {importlib.import_module(lib).__version__}" for lib in libraries)
+    return f"onnxmltools {onnxmltools.__version__} ({versions})"
+
+
+def _known_to_skl2onnx(skl2onnx: Any, cls: type) -> bool:
+    try:
+        skl2onnx.get_model_alias(cls)
+    except RuntimeError:  # skl2onnx's answer for a class without a converter
+        return False
+    return True
 
 
 def _booster_reference(

@@ -1,7 +1,11 @@
 """scikit-learn estimators and pipelines -> ONNX with skl2onnx.
 
 Opsets {"": 17, "ai.onnx.ml": 3}, float32 input named "x", classifiers with a probabilities
-tensor (no ZipMap). Their files are pickles, loaded by `onnxshap._convert._pickle`.
+tensor (no ZipMap), StandardScaler / RobustScaler / MaxAbsScaler computed in float64 as
+scikit-learn computes them (Cast, Sub, Div, Cast). XGBoost and LightGBM wrappers inside a pipeline
+(or a ColumnTransformer, an ensemble) are converted by onnxmltools' converters, registered with
+skl2onnx on first use.
+Their files are pickles, loaded by `onnxshap._convert._pickle`.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxshap._convert._boosting import _register_with_skl2onnx
 from onnxshap._convert._core import (
     Shape,
-    _as_numpy,
     _Converted,
     _first_line,
+    _predictor_reference,
     _quiet,
     _require,
+    _tabular_input,
 )
 from onnxshap._errors import ConversionError
 
@@ -38,14 +44,24 @@ def _convert_sklearn(
     import sklearn
     from skl2onnx import convert_sklearn  # pyright: ignore[reportMissingImports]
     from skl2onnx.common.data_types import FloatTensorType  # pyright: ignore[reportMissingImports]
+    from sklearn.preprocessing import MaxAbsScaler, RobustScaler, StandardScaler
 
+    boosting = _register_with_skl2onnx(est)
     source = f"scikit-learn {type(est).__name__} (scikit-learn {sklearn.__version__})"
     n_declared = getattr(est, "n_features_in_", None)
     x, origin = _tabular_input(sample, shapes, n_declared, "scikit-learn model")
     n_features = x.shape[1]
-    options = {"zipmap": False} if sklearn.base.is_classifier(est) else None
+    # skl2onnx's Scaler multiplies by 1 / scale in float32; "div_cast" divides in float64 as scikit-learn does,
+    # so that a value on a split threshold (XGBoost's are training values) lands on the same side.
+    options: dict[Any, dict[str, Any]] = {
+        cls: {"div": "div_cast"} for cls in (StandardScaler, RobustScaler, MaxAbsScaler)
+    }
+    if sklearn.base.is_classifier(est):
+        options[id(est)] = {"zipmap": False}
     target = {"": opset or SKL2ONNX_OPSET, "ai.onnx.ml": SKL2ONNX_ML_OPSET}
     exporter = f"skl2onnx {skl2onnx.__version__}, opset {target['']} (ai.onnx.ml {SKL2ONNX_ML_OPSET})"
+    if boosting:
+        exporter += f" with {boosting} for the boosted trees"
     notes: list[str] = []
     try:
         with _quiet(notes):
@@ -58,62 +74,33 @@ def _convert_sklearn(
             )
     except Exception as exc:
         raise ConversionError(f"skl2onnx could not convert the {source}: {_first_line(exc)}") from exc
+    _float64_centres(proto, est)
     reference = _predictor_reference(est, proto, x, notes)
     return _Converted(proto, {"x": x}, reference, source, exporter, origin, notes)
 
 
-def _tabular_input(
-    sample: Any, shapes: list[Shape] | None, n_features: int | None, what: str
-) -> tuple[np.ndarray, str]:
-    """The test input of a model on feature rows: (float32 (rows, features), "sample" or "random").
+def _float64_centres(proto: onnx.ModelProto, est: Any) -> None:
+    """Give the float64 Sub of each div_cast scaler scikit-learn's centre, not its float32 rounding.
 
-    `sample` is a 2-D array or DataFrame; without it, 8 seeded standard-normal rows of
-    `n_features` columns (the model's record of them, or `shapes` [(n_features,)]).
+    skl2onnx (1.20) rounds the offset to float32 before it casts it to float64; with the rounded
+    centre a scaled value can still differ from scikit-learn's by one float32 step.
     """
-    if sample is not None:
-        x = _as_numpy(sample.values if hasattr(sample, "columns") else sample)
-        if x.ndim != 2:
-            raise ConversionError(
-                f"The sample input of a {what} must be 2-D (rows, features); got shape {list(x.shape)}."
-            )
-        return x.astype(np.float32), "sample"
-    if shapes is not None:
-        if len(shapes) != 1 or len(shapes[0]) != 1:
-            raise ConversionError(f"A {what} takes one input of shape (n_features,); got input shapes {shapes}.")
-        if n_features is not None and shapes[0][0] != n_features:
-            raise ConversionError(f"The estimator was fitted on {n_features} features, not {shapes[0][0]}.")
-        n_features = shapes[0][0]
-    if n_features is None:
-        raise ConversionError("The estimator does not record its number of features: pass --input-shape N_FEATURES.")
-    x = np.random.default_rng(0).standard_normal((8, int(n_features))).astype(np.float32)
-    return x, "random"
+    from sklearn.preprocessing import RobustScaler, StandardScaler
 
-
-def _predictor_reference(est: Any, proto: onnx.ModelProto, x: np.ndarray, notes: list[str]) -> dict[str, np.ndarray]:
-    """What a scikit-learn-style estimator gives for each graph output (label, probabilities,
-    variable) at the float32 rows `x`; outputs with no matching method get a note."""
-    # scikit-learn computes in float64; feed it the float32 values onnxruntime sees.
-    x64 = x.astype(np.float64)
-    reference: dict[str, np.ndarray] = {}
-    with _quiet(notes):
-        for out in proto.graph.output:
-            if out.name == "label" and hasattr(est, "predict"):
-                reference[out.name] = np.asarray(est.predict(x64))
-            elif out.name == "probabilities" and hasattr(est, "predict_proba"):
-                reference[out.name] = np.asarray(est.predict_proba(x64), dtype=np.float32)
-            elif out.name == "variable":
-                y = est.predict(x64) if hasattr(est, "predict") else est.transform(x64)
-                reference[out.name] = np.asarray(y, dtype=np.float32).reshape(len(x), -1)
-            else:
-                notes.append(f"output {out.name!r} is not compared (no matching scikit-learn method)")
-    if "label" in reference:
-        reference["label"] = _as_label_dtype(reference["label"], proto)
-    return reference
-
-
-def _as_label_dtype(label: np.ndarray, proto: onnx.ModelProto) -> np.ndarray:
-    """Labels as the class index dtype onnxruntime returns for the "label" output (int64 or
-    strings)."""
-    ort_type = next(o.type.tensor_type.elem_type for o in proto.graph.output if o.name == "label")
-    np_type = onnx.helper.tensor_dtype_to_np_dtype(ort_type)
-    return label.astype(np_type) if np.dtype(np_type).kind in "iu" else label
+    params = est.get_params(deep=True) if hasattr(est, "get_params") else {}
+    scalers = [m for m in [est, *params.values()] if isinstance(m, (StandardScaler, RobustScaler))]
+    centres = [
+        np.asarray(c, np.float64)
+        for m in scalers
+        if (c := getattr(m, "mean_", getattr(m, "center_", None))) is not None
+    ]
+    offsets = {n.input[1] for n in proto.graph.node if n.op_type == "Sub" and len(n.input) == 2}
+    for init in proto.graph.initializer:
+        if init.name not in offsets or init.data_type != onnx.TensorProto.DOUBLE:
+            continue
+        value = onnx.numpy_helper.to_array(init)
+        exact = next(
+            (c for c in centres if c.shape == value.shape and np.array_equal(c.astype(np.float32), value)), None
+        )
+        if exact is not None:
+            init.CopyFrom(onnx.numpy_helper.from_array(exact, init.name))
