@@ -21,6 +21,7 @@ from onnxshap._errors import (
 if _typing.TYPE_CHECKING:
     from onnxshap._compile_cache import enable_compilation_cache as enable_compilation_cache
     from onnxshap._convert import convert as convert
+    from onnxshap._dataset import DatasetResult as DatasetResult, explain_dataset as explain_dataset
     from onnxshap._explainer import Explainer as Explainer
     from onnxshap._explanation import Explanation as Explanation
     from onnxshap._inputs import read_inputs as read_inputs
@@ -33,6 +34,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "enable_compilation_cache": "onnxshap._compile_cache",
     "convert": "onnxshap._convert",
+    "DatasetResult": "onnxshap._dataset",
+    "explain_dataset": "onnxshap._dataset",
     "Explainer": "onnxshap._explainer",
     "Explanation": "onnxshap._explanation",
     "Model": "onnxshap._model",
@@ -44,6 +47,7 @@ _LAZY = {
 __all__ = [
     "AdditivityError",
     "ConversionError",
+    "DatasetResult",
     "Explainer",
     "Explanation",
     "ExternalDataError",
@@ -59,6 +63,7 @@ __all__ = [
     "UnsupportedOpError",
     "convert",
     "enable_compilation_cache",
+    "explain_dataset",
     "load",
     "read_inputs",
     "unsupported_ops",

@@ -68,6 +68,7 @@ EXAMPLES = {
         "      --inputs-from /features/features.2/MaxPool_output_0 --channel-axis 0 --plot maps.png -o maps.npz\n"
         "  onnxshap explain model.onnx --input photos/ --image-size 32 32 --plot shap.png -o values.npz\n"
         "  onnxshap explain lstm.onnx --input x.npy --fixed h0=h0.npy --fixed c0=c0.npy -o values.npz\n"
+        "  onnxshap explain model.onnx --input rows.parquet --background bg.npy -o out/ --engine ray --workers 4\n"
         "\n"
         "Any batch layout: a model whose batch is fixed at 1 takes any number of rows (each fed as a\n"
         "batch of one); for a model without a batch axis give (n, *declared shape). The run prints how\n"
@@ -347,7 +348,16 @@ def _use_compilation_cache(args: argparse.Namespace) -> None:
             )
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
+    if args.background_size is not None and args.background_size < 1:
+        raise UsageError("--background-size must be at least 1.")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
+    if _dataset_mode(args):
+        return cmd_explain_dataset(args)
     import onnxshap
     from onnxshap._explainer import check_finite
     from onnxshap._files import partial_path
@@ -369,10 +379,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.vocab:
         require_file(args.vocab, "--vocab file")
     output = _parse_output(args.output)
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1.")
-    if args.background_size is not None and args.background_size < 1:
-        raise UsageError("--background-size must be at least 1.")
+    _check_sizes(args)
     _use_compilation_cache(args)
     model = onnxshap.load(path)
     loaded = _load_inputs(args.input, model, args, "input")
@@ -484,6 +491,109 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+class DatasetInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a dataset run: the blocks written before it stay, and a rerun resumes."""
+
+    def __init__(self, note: str):
+        super().__init__(note)
+        self.note = note
+
+
+def _dataset_mode(args: argparse.Namespace) -> bool:
+    """`explain` over a dataset (into a folder of parquet files): --engine given, or a parquet --input."""
+    return args.engine is not None or any(Path(p).suffix.lower() == ".parquet" for p in args.input)
+
+
+def cmd_explain_dataset(args: argparse.Namespace) -> int:
+    """`explain --engine local|ray` / a parquet --input: onnxshap.explain_dataset into the folder -o."""
+    import onnxshap
+    from onnxshap import _interrupt
+
+    path = _require_onnx(args.model)
+    single_only = [
+        ("--plot", args.plot),
+        ("--vocab", args.vocab),
+        ("--plot-sample", args.plot_sample),
+        ("--channel-axis", args.channel_axis),
+        ("--image-size", args.image_size),
+    ]
+    refused = [flag for flag, value in single_only if value is not None]
+    if refused:
+        raise UsageError(
+            f"{refused[0]} does not apply to a dataset run (--engine, or a parquet --input): draw plots from "
+            "onnxshap.DatasetResult.explanation() in Python, or explain the rows to plot without --engine."
+        )
+    if not args.background:
+        raise UsageError(
+            "A dataset run needs --background FILE (reference rows: .npy, .npz or .csv); it does not sample "
+            "them from the dataset."
+        )
+    engine = args.engine or "local"
+    workers = args.workers if args.workers is not None else 1
+    if engine == "local" and workers != 1:
+        raise UsageError(f"--workers {workers} needs --engine ray; the local engine runs in this process.")
+    if args.address is not None and engine != "ray":
+        raise UsageError("--address names a Ray cluster: it needs --engine ray.")
+    out = Path(args.o)
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {args.o!r}: folder {str(out.parent)!r} does not exist.")
+    if out.is_file():
+        raise UsageError(f"-o {args.o!r} is a file; a dataset run writes a folder of parquet files: give a folder.")
+    _refuse_overwriting_inputs(args, out, None)
+    output = _parse_output(args.output)
+    _check_sizes(args)
+    _use_compilation_cache(args)
+    model = onnxshap.load(path)
+    background = _load_inputs(args.background, model, args, "background").data
+    if args.background_size is not None:
+        background = sample_rows(background, args.background_size, args.seed)
+    fixed = read_fixed(args.fixed or [], model.inputs)
+    print(f"dataset: {', '.join(args.input)}; engine {engine}, {workers} worker(s)")
+    try:
+        result = onnxshap.explain_dataset(
+            path,
+            background,
+            args.input[0] if len(args.input) == 1 else args.input,
+            out,
+            output=output,
+            engine=engine,
+            workers=workers,
+            batch_size=args.batch_size,
+            block_size=args.block_size,
+            inputs=args.inputs_from,
+            outputs=args.outputs_from,
+            columns=dict(args.column) if args.column else None,
+            keep=args.keep or (),
+            rules=dict(args.rule) if args.rule else None,
+            check=args.check,
+            fixed=fixed or None,
+            overwrite=args.overwrite,
+            progress=bool(args.progress or sys.stderr.isatty()),
+            address=args.address,
+        )
+    except BaseException as exc:
+        installed = _interrupt._installed
+        if isinstance(exc, KeyboardInterrupt) or (installed is not None and installed.requested):
+            raise DatasetInterrupted(
+                f"the blocks written before it are in {out}; rerun the same command to resume from there."
+            ) from exc
+        raise
+    print(
+        f"explained {result.rows} row(s) in {result.blocks} block(s) ({result.written} written now, {result.skipped} "
+        f"already there) with engine {engine}, {workers} worker(s): {result.seconds:.1f} s, "
+        f"{result.rows_per_second:.0f} rows/s"
+    )
+    print(
+        "completeness: attributions sum to f(x) - mean f(background) within "
+        f"{result.max_relative_residual:.2g} (relative, worst row of every block)"
+    )
+    print(
+        f"wrote {out}/: manifest.json and {result.blocks} part file(s) with row, values/<input>, base_values, "
+        "prediction, residual, output_indices"
+    )
+    return 0
+
+
 def _tokens(e: Any, vocab_path: Path) -> list[list[str]]:
     """Token strings per sample from a vocabulary file (line i holds the token of id i)."""
     from onnxshap._errors import InputError
@@ -547,6 +657,14 @@ def _fixed_pair(text: str) -> tuple[str, str]:
     if not sep or not name or not file:
         raise argparse.ArgumentTypeError(f"{text!r}: use NAME=FILE.npy, e.g. h0=h0.npy")
     return name, file
+
+
+def _column_pair(text: str) -> tuple[str, list[str]]:
+    name, sep, columns = text.partition("=")
+    items = [c.strip() for c in columns.split(",")]
+    if not sep or not name or not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r}: use INPUT=COLUMN or INPUT=COL1,COL2,..., e.g. x=f0,f1,f2")
+    return name, items
 
 
 def _rule_pair(text: str) -> tuple[str, str]:
@@ -858,9 +976,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--vocab", metavar="FILE", help="token ids: a vocabulary file, line i = the token of id i, to label text plots"
     )
     p.add_argument(
-        "-o", required=True, metavar="OUT.npz", help="where to write values, base values, residuals and names"
+        "-o",
+        required=True,
+        metavar="OUT.npz",
+        help="where to write values, base values, residuals and names (a dataset run: a folder)",
     )
     add_image_options(p)
+    g = p.add_argument_group(
+        "datasets (--engine, or a parquet --input: parquet files in the folder -o; docs/dataset.md)"
+    )
+    g.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="explain a dataset in this process (local) or on Ray actors (ray; pip install 'onnxshap[ray]'); "
+        "default local for a parquet --input",
+    )
+    g.add_argument("--workers", type=_positive_int, metavar="N", help="Ray actors (--engine ray; default 1)")
+    g.add_argument(
+        "--block-size",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="rows per part file, the unit that is resumed or retried (default 4096)",
+    )
+    g.add_argument(
+        "--column",
+        action="append",
+        type=_column_pair,
+        metavar="INPUT=COL[,COL...]",
+        help="the parquet column (a list column) or feature columns feeding INPUT (repeatable; default: the "
+        "column named like the input, else every other numeric column)",
+    )
+    g.add_argument(
+        "--keep", action="append", metavar="COLUMN", help="copy this parquet column into the results (repeatable)"
+    )
+    g.add_argument("--overwrite", action="store_true", help="replace results in -o written with other arguments")
+    g.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="the Ray cluster to run on, e.g. auto or ray://head:10001 (default: a local Ray)",
+    )
     p.set_defaults(func=cmd_explain)
     return parser
 
@@ -894,7 +1049,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # An interrupt can surface as another exception (an extension's ImportError, an error of
             # the code it cut short): it is reported as the interrupt it is.
             if interrupts.requested or isinstance(exc, KeyboardInterrupt):
-                print(f"onnxshap {args.command}: interrupted; no output was written.", file=sys.stderr)
+                note = exc.note if isinstance(exc, DatasetInterrupted) else "no output was written."
+                print(f"onnxshap {args.command}: interrupted; {note}", file=sys.stderr)
                 return EXIT_INTERRUPTED
             if debug or not isinstance(exc, Exception):
                 raise

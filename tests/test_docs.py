@@ -120,7 +120,7 @@ def test_readme_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize(
-    "page", ["getting-started.md", "real-exports.md", "rules/max.md", "plots.md", "tree-pipelines.md"]
+    "page", ["getting-started.md", "real-exports.md", "rules/max.md", "plots.md", "tree-pipelines.md", "dataset.md"]
 )
 def test_doc_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = DOCS / page
@@ -135,7 +135,7 @@ def test_doc_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_every_python_example_is_tested() -> None:
-    tested = {"getting-started.md", "real-exports.md", "rules/max.md", "plots.md", "tree-pipelines.md"}
+    tested = {"getting-started.md", "real-exports.md", "rules/max.md", "plots.md", "tree-pipelines.md", "dataset.md"}
     pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
     untested = [p for p in pages if p not in tested and _blocks((DOCS / p).read_text(encoding="utf-8"))]
     assert not untested, f"add these pages to test_doc_examples_run: {untested}"
