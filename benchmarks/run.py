@@ -514,6 +514,56 @@ def cell(entry: dict[str, Any] | None) -> str:
     return "n/a†"
 
 
+#: The speed targets the report checks: the pass against our own forward of the B×K rows, the exact
+#: max rule against cross_max, and onnxshap against the faster of shap and Captum.
+FLOOR_TARGET = 1.5
+MAX_RULE_TARGET = 1.3
+PEER_TARGET = 10.0
+PEER_MODELS = ("cnn_digits", "cnn_cifar", "resblock", "lstm", "gru")
+PEER_CONFIGS = ((16, 64), (128, 128))
+
+
+def targets_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: each speed target, met or missed, per model and configuration, with the margin."""
+
+    def verdict(value: float | None, limit: float, at_most: bool) -> str:
+        if value is None:
+            return "not measured"
+        short = value / limit if at_most else limit / value  # > 1 when missed
+        return "met" if short <= 1 else f"missed by {short:.2f}×"
+
+    lines = [
+        "",
+        "## Targets",
+        "",
+        f"- **Floor:** explaining one output costs ≤ {FLOOR_TARGET}× our own jitted forward of the same B×K rows.",
+        f"- **Max rule:** the exact max rule costs ≤ {MAX_RULE_TARGET}× `cross_max`.",
+        (
+            f"- **Peers:** ≥ {PEER_TARGET:g}× faster than the faster of shap and Captum on {', '.join(PEER_MODELS)} "
+            "at 16×64 and 128×128, one output and all outputs."
+        ),
+        "",
+        "Why each missed target is missed: [the profiles](benchmarks-profile.md) (`benchmarks/profile.py`).",
+        "",
+        "| model | B×K | outputs | ÷ own fwd | floor | exact ÷ cross_max | max rule | peer ÷ onnxshap | peers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        floor = r.get("onnxshap_over_own_forward") if r["mode"] == "one" else None
+        cross = r.get("onnxshap_over_onnxshap_cross_max")
+        peer_times = [t for t in (r.get("shap_s"), r.get("captum_s")) if t]
+        ours = r.get("onnxshap_s")
+        peer = min(peer_times) / ours if peer_times and ours else None
+        in_peer_target = r["model"] in PEER_MODELS and (r["B"], r["K"]) in PEER_CONFIGS
+        lines.append(
+            f"| {r['model']} | {r['B']}×{r['K']} | {r['mode']} | {fmt_x(floor)} | "
+            f"{verdict(floor, FLOOR_TARGET, True) if r['mode'] == 'one' else '—'} | {fmt_x(cross)} | "
+            f"{verdict(cross, MAX_RULE_TARGET, True) if r.get('onnxshap_cross_max_s') else '—'} | {fmt_x(peer)} | "
+            f"{verdict(peer, PEER_TARGET, False) if in_peer_target else '—'} |"
+        )
+    return lines
+
+
 def write_doc(results: dict[str, Any], path: Path) -> None:
     meta, runs = results["meta"], results["runs"]
     index = {(r["model"], r["B"], r["K"], r["tool"]): r for r in runs}
@@ -646,6 +696,8 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
                 f"| {r['model']} | {r['B']}×{r['K']} | {r['mode']} | {fmt_s(r['onnxshap_s'])} | "
                 f"{fmt_s(r['onnxshap_cross_max_s'])} | {fmt_x(r['onnxshap_over_onnxshap_cross_max'])} |"
             )
+
+    lines += targets_section(results["ratios"])
 
     lines += [
         "",
