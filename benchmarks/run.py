@@ -564,6 +564,56 @@ def targets_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def companion_section() -> list[str]:
+    """Markdown: the headline rows of the other benchmark scripts, read from their last results file
+    (benchmarks/trees_results.json, benchmarks/dataset_results.json); each links its own report."""
+    lines = ["", "## Trees and datasets", ""]
+    trees = HERE / "trees_results.json"
+    if trees.exists():
+        data = json.loads(trees.read_text())
+        lines += [
+            (
+                f"Tree ensembles against shap's TreeExplainer (interventional, same background), from "
+                f"[benchmarks-trees.md](benchmarks-trees.md) ({data['meta'].get('date', '?')}, load "
+                f"{data['meta'].get('load_start', '?')} at its start):"
+            ),
+            "",
+            "| model | trees | B×K | onnxshap | shap | onnxshap ÷ shap | max \\|Δ\\| / max \\|φ\\| |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in data["rows"]:
+            ours, theirs = r.get("onnxshap", {}).get("median_s"), r.get("shap", {}).get("median_s")
+            diff = f"{r['difference']:.2g}" if "difference" in r else "—"
+            lines.append(
+                f"| {r['description']} | {r['trees']} | {r['B']}×{r['K']} | {fmt_s(ours)} | {fmt_s(theirs)} | "
+                f"{fmt_x(r.get('ratio'))} | {diff} |"
+            )
+        lines.append("")
+    dataset = HERE / "dataset_results.json"
+    if dataset.exists():
+        data = json.loads(dataset.read_text())
+        lines += [
+            (
+                f"`explain_dataset` rows/s, from [benchmarks-dataset.md](benchmarks-dataset.md) "
+                f"({data['meta'].get('date', '?')}); overhead = wall time ÷ one process explaining the rows in memory:"
+            ),
+            "",
+            "| model | rows | configuration | rows/s | overhead | peak RSS per worker |",
+            "|---|---|---|---|---|---|",
+        ]
+        single = {r["model"]: r["seconds"] for r in data["results"] if r.get("mode") == "single" and "seconds" in r}
+        for r in data["results"]:
+            if "seconds" not in r:
+                continue
+            what = {"single": "one process", "local": "local engine"}.get(r["mode"], f"ray, {r['workers']} worker(s)")
+            peaks = ", ".join(f"{m:.0f} MiB" for m in r.get("worker_peak_mib", []))
+            overhead = r["seconds"] / single[r["model"]] if r["model"] in single else None
+            lines.append(
+                f"| {r['model']} | {r['rows']} | {what} | {r['rows'] / r['seconds']:.0f} | {fmt_x(overhead)} | {peaks} |"
+            )
+    return lines
+
+
 def write_doc(results: dict[str, Any], path: Path) -> None:
     meta, runs = results["meta"], results["runs"]
     index = {(r["model"], r["B"], r["K"], r["tool"]): r for r in runs}
@@ -698,6 +748,7 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
             )
 
     lines += targets_section(results["ratios"])
+    lines += companion_section()
 
     lines += [
         "",

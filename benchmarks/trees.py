@@ -383,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker (default 900)")
     p.add_argument("--quick", action="store_true", help="fewer trees: a smoke test")
     p.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "trees_results.json",
+        help="results JSON (default: benchmarks/trees_results.json)",
+    )
+    p.add_argument(
         "--no-probability", action="store_true", help="skip the probability-output accuracy table (small classifiers)"
     )
     p.add_argument(
@@ -420,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_doc(rows, meta, args.doc, probability)
     bench.log(f"wrote {args.doc}")
+    # benchmarks/run.py's report summarises this run from here.
+    args.out.write_text(
+        json.dumps({"meta": meta, "rows": rows, "probability": probability}, indent=1, default=str) + "\n"
+    )
+    bench.log(f"wrote {args.out}")
     return 0
 
 
