@@ -17,8 +17,8 @@ from onnxshap import cli
 from onnxshap._dataset import _blocks
 from tests.conftest import REPO
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+pa = pytest.importorskip("pyarrow", reason="parquet datasets need pyarrow: pip install 'onnxshap[ray]'")
+pq = pytest.importorskip("pyarrow.parquet", reason="parquet datasets need pyarrow: pip install 'onnxshap[ray]'")
 
 MLP = REPO / "models" / "torch_mlp_ts.onnx"  # x: float32[batch, 10] -> probs [batch, 3]
 CNN = REPO / "models" / "torch_cnn_digits_ts.onnx"  # x: float32[batch, 1, 8, 8] -> probs [batch, 10]
@@ -177,13 +177,16 @@ def test_npy_and_npz_shards(data: dict[str, Any], tmp_path: Path, reference: onn
     shards.mkdir()
     np.save(shards / "a.npy", data["x"][:11].astype(np.float64))  # cast to the declared float32
     np.save(shards / "b.npy", data["x"][11:])
-    result = onnxshap.explain_dataset(MLP, data["bg"], shards, tmp_path / "out_npy", batch_size=BATCH, block_size=BLOCK)
-    rel_close(result.explanation().values, reference.values)
     npz = [tmp_path / "a.npz", tmp_path / "b.npz"]
     np.savez(npz[0], x=data["x"][:20])
     np.savez(npz[1], x=data["x"][20:])
-    result = onnxshap.explain_dataset(MLP, data["bg"], npz, tmp_path / "out_npz", batch_size=BATCH, block_size=BLOCK)
-    rel_close(result.explanation().values, reference.values)
+    for source, out in ((shards, tmp_path / "out_npy"), (npz, tmp_path / "out_npz")):
+        result = onnxshap.explain_dataset(MLP, data["bg"], source, out, batch_size=BATCH, block_size=BLOCK)
+        assert result.rows == len(data["x"])
+        assert sorted(_blocks.row_ids(out).tolist()) == list(range(len(data["x"])))  # shards read in name order, once
+        got = result.explanation()
+        assert got.values.dtype == np.float32  # the float64 shard was cast to the declared float32
+        rel_close(got.values, reference.values)
 
 
 def test_a_list_column_feeds_an_image_input(tmp_path: Path) -> None:

@@ -23,9 +23,9 @@ from tests.conftest import REPO
 from tests.test_dataset import rel_close
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'onnxshap[ray]'")
-pytest.importorskip("ray.data")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("ray.data", reason="the Ray engine runs on Ray Data: pip install 'onnxshap[ray]'")
+pa = pytest.importorskip("pyarrow", reason="parquet datasets need pyarrow: pip install 'onnxshap[ray]'")
+pq = pytest.importorskip("pyarrow.parquet", reason="parquet datasets need pyarrow: pip install 'onnxshap[ray]'")
 
 MLP = REPO / "models" / "torch_mlp_ts.onnx"  # x: float32[batch, 10] -> probs [batch, 3]
 ROWS, FEATURES, BATCH, BLOCK = 48, 10, 4, 6
