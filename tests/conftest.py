@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ctypes
 import gc
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,25 @@ def _release_compiled_programs() -> Iterator[None]:
     if jax is not None:
         jax.clear_caches()
         gc.collect()
+        _return_freed_heap()
+
+
+def _return_freed_heap() -> None:
+    """Hand the heap pages freed above back to the system (glibc's malloc_trim; elsewhere a no-op).
+
+    glibc keeps freed small blocks in its arenas, so without this a process's RSS only grew, module
+    after module, to 2 GB of free heap under the largest model's peak (1.27 GB against 0.59 GB after
+    ops/test_conformance, test_boolean_rules, test_composites and test_quant).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)  # glibc only (musl has none)
+    if trim is not None:
+        trim(0)
 
 
 @pytest.fixture
