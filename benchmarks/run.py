@@ -564,6 +564,11 @@ def targets_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def table_head(intro: str, columns: list[str]) -> list[str]:
+    """Markdown: a sentence introducing a table, then the table's header and rule rows."""
+    return [intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def companion_section() -> list[str]:
     """Markdown: the headline rows of the other benchmark scripts, read from their last results file
     (benchmarks/trees_results.json, benchmarks/dataset_results.json); each links its own report."""
@@ -571,16 +576,12 @@ def companion_section() -> list[str]:
     trees = HERE / "trees_results.json"
     if trees.exists():
         data = json.loads(trees.read_text())
-        lines += [
-            (
-                f"Tree ensembles against shap's TreeExplainer (interventional, same background), from "
-                f"[benchmarks-trees.md](benchmarks-trees.md) ({data['meta'].get('date', '?')}, load "
-                f"{data['meta'].get('load_start', '?')} at its start):"
-            ),
-            "",
-            "| model | trees | B×K | onnxshap | shap | onnxshap ÷ shap | max \\|Δ\\| / max \\|φ\\| |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        lines += table_head(
+            f"Tree ensembles against shap's TreeExplainer (interventional, same background), from "
+            f"[benchmarks-trees.md](benchmarks-trees.md) ({data['meta'].get('date', '?')}, load "
+            f"{data['meta'].get('load_start', '?')} at its start):",
+            ["model", "trees", "B×K", "onnxshap", "shap", "onnxshap ÷ shap", "max \\|Δ\\| / max \\|φ\\|"],
+        )
         for r in data["rows"]:
             ours, theirs = r.get("onnxshap", {}).get("median_s"), r.get("shap", {}).get("median_s")
             diff = f"{r['difference']:.2g}" if "difference" in r else "—"
@@ -592,15 +593,11 @@ def companion_section() -> list[str]:
     dataset = HERE / "dataset_results.json"
     if dataset.exists():
         data = json.loads(dataset.read_text())
-        lines += [
-            (
-                f"`explain_dataset` rows/s, from [benchmarks-dataset.md](benchmarks-dataset.md) "
-                f"({data['meta'].get('date', '?')}); overhead = wall time ÷ one process explaining the rows in memory:"
-            ),
-            "",
-            "| model | rows | configuration | rows/s | overhead | peak RSS per worker |",
-            "|---|---|---|---|---|---|",
-        ]
+        lines += table_head(
+            f"`explain_dataset` rows/s, from [benchmarks-dataset.md](benchmarks-dataset.md) "
+            f"({data['meta'].get('date', '?')}); overhead = wall time ÷ one process explaining the rows in memory:",
+            ["model", "rows", "configuration", "rows/s", "overhead", "peak RSS per worker"],
+        )
         single = {r["model"]: r["seconds"] for r in data["results"] if r.get("mode") == "single" and "seconds" in r}
         for r in data["results"]:
             if "seconds" not in r:
