@@ -31,6 +31,8 @@ from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, pair_diff
 from onnxshap._progress import Bar, ProgressCallback, progress_callback
 
 Array = Any
+#: (multiplier, difference) pairs of one side of a node's local completeness (`AttributionPass.diagnose`).
+Terms = list[tuple[Array, Array]]
 
 #: Bounds on the bytes of multiplier work one call may take (estimated; see `AttributionPass.plan`).
 MIN_CALL_BYTES = 64 * 2**20
@@ -240,14 +242,15 @@ class AttributionPass:
         statics: Mapping[str, Any],
         weights: Mapping[str, Array],
         seeds: Mapping[str, Array],
-        record: dict[str, tuple[Array, Array]] | None = None,
+        record: dict[str, tuple[Terms, Terms]] | None = None,
     ) -> dict[str, Array]:
         """Multipliers of the explained tensors for one (sample, reference) pair and one seed.
 
         `statics` and `weights` hold the tensors both sides share (shape values, initializers).
 
-        With `record`, stores per node label (sum m_in * d_in, sum m_out * d_out): the two sides of
-        the node's local completeness.
+        With `record`, stores per node label the (m, d) pairs of its varying inputs and of its outputs,
+        d = x - r as `_delta` reads it: sum m * d over each list gives the two sides of the node's
+        local completeness (`_flow`).
         """
 
         def value(env: Mapping[str, Array], name: str) -> Array | None:
@@ -275,7 +278,7 @@ class AttributionPass:
                     if chosen in self.varying and chosen in ex and m_out[0] is not None:
                         mult[chosen] = mult[chosen] + m_out[0] if chosen in mult else m_out[0]
                         if record is not None:
-                            flow = _flow(m_out[0], ex[chosen], er[chosen])
+                            flow = [(m_out[0], _delta(ex[chosen], er[chosen]))]
                             record[node.label] = (flow, flow)
                     continue
             xin = [value(ex, i) for i in node.inputs]
@@ -291,8 +294,8 @@ class AttributionPass:
             ctx = NodeContext(node, node_function(node), xin, rin, xout, rout, varying)
             m_in = self.node_rules[node.index](ctx, m_out)
             if record is not None:
-                inflow = sum(_flow(m, x, r) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None)
-                outflow = sum(_flow(m, x, r) for m, x, r in zip(m_out, xout, rout) if m is not None and x is not None)
+                inflow = [(m, _delta(x, r)) for m, x, r, v in zip(m_in, xin, rin, varying) if v and m is not None]
+                outflow = [(m, _delta(x, r)) for m, x, r in zip(m_out, xout, rout) if m is not None and x is not None]
                 record[node.label] = (inflow, outflow)
             for position, (name, m) in enumerate(zip(node.inputs, m_in)):
                 if m is not None and varying[position]:
@@ -521,19 +524,21 @@ class AttributionPass:
 
         Returns (node label, sum m_in * d_in, sum m_out * d_out) for every visited node. One jitted
         program per example shape (run op by op, the primitives of a large model compiled one by one
-        took longer than the explanation itself).
+        took longer than the explanation itself). The program returns each multiplier and difference
+        and the sums are taken here: summed in the program, the quantised transformer block's compiled
+        in 4.6 s, against 2.9 s.
         """
         with jax.enable_x64(True):
             sel = np.zeros((1, n_total), _float_dtype(x_feeds))
             sel[0, slot] = 1
             held = {k: x_feeds[k] for k in self.held}
             record = self._jitted_diagnose(self.weights, dict(x_feeds), {**r_feeds, **held}, sel)
-            return [(label, float(a), float(b)) for label, (a, b) in record.items()]
+            return [(label, _flow(a), _flow(b)) for label, (a, b) in record.items()]
 
     def _diagnose(
         self, weights: Mapping[str, Array], x_feeds: Mapping[str, Array], r_feeds: Mapping[str, Array], sel: Array
-    ) -> dict[str, tuple[Array, Array]]:
-        record: dict[str, tuple[Array, Array]] = {}
+    ) -> dict[str, tuple[Terms, Terms]]:
+        record: dict[str, tuple[Terms, Terms]] = {}
         statics: dict[str, Any] = {}
         ex = self._forward(weights, x_feeds, statics)
         er = self._forward(weights, r_feeds, statics)
@@ -740,10 +745,15 @@ def _delta(x: Array, r: Array) -> Array:
     return pair_difference(x, r)
 
 
-def _flow(m: Array, x: Array, r: Array) -> Array:
-    """sum m * (x - r), elements with m == 0 left out: a difference that is not finite (the 0/0 branch a
-    Where does not select) carries nothing when nothing flows through it."""
-    return jnp.sum(jnp.where(m == 0, 0, m * _delta(x, r)))
+def _flow(terms: Terms) -> float:
+    """sum m * d over the (m, d) pairs, in float64, elements with m == 0 left out: a difference that is
+    not finite (the 0/0 branch a Where does not select) carries nothing when nothing flows through it."""
+    total = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        for m, d in terms:
+            m, d = np.asarray(m, np.float64), np.asarray(d, np.float64)
+            total += float(np.sum(np.where(m == 0, 0, m * d)))
+    return total
 
 
 def _float_dtype(feeds: Mapping[str, np.ndarray]) -> np.dtype[Any]:
