@@ -1,10 +1,9 @@
 """How onnxshap's programs are compiled: `jax.jit` with the XLA options chosen for them.
 
 On CPU, the forward and attribution passes compile with XLA's loop emitters rather than its newer
-MLIR fusion emitters (xla_cpu_use_fusion_emitters=False). They
-compile about a fifth faster and run as fast or faster: a first explanation of the quantised
-transformer block took 5.5 s against 7.4 s, and the GRU classifier's later calls 307 ms against
-564 ms (128 samples, 128 background rows). Values agree to float rounding (at most 3e-6 of the
+MLIR fusion emitters (xla_cpu_use_fusion_emitters=False). They compile about a fifth faster and run
+as fast or faster: a first explanation of the quantised transformer block took 5.5 s against 7.4 s,
+and the GRU classifier's later calls 307 ms against 564 ms (128 samples, 128 background rows). Values agree to float rounding (at most 3e-6 of the
 largest attribution). Two kinds of graph keep the defaults:
 
 - convolutions: with the loop emitters, the layout changes around XLA's convolution ran slower on
