@@ -163,12 +163,12 @@ class AttributionPass:
         self.trace_count = 0
         # See `_shape_trace`.
         self._shape_cache: dict[tuple[Any, ...], _ShapeTrace] = {}
-        self._jitted_sample_side = jit(self._sample_side, graph)
-        self._jitted_reference_side = jit(self._reference_side, graph)
-        self._jitted_predict = jit(self._predict, graph)
-        self._jitted_chunk = jit(self._chunk, graph, static_argnames=("chunk",), donate_argnums=(0,))
-        self._jitted_whole = jit(self._whole, graph, static_argnames=("chunk",))
-        self._jitted_diagnose = jit(self._diagnose, graph)
+        self._jitted_sample_side = jit(self._sample_side, model._compiler_options)
+        self._jitted_reference_side = jit(self._reference_side, model._compiler_options)
+        self._jitted_predict = jit(self._predict, model._compiler_options)
+        self._jitted_chunk = jit(self._chunk, model._compiler_options, static_argnames=("chunk",), donate_argnums=(0,))
+        self._jitted_whole = jit(self._whole, model._compiler_options, static_argnames=("chunk",))
+        self._jitted_diagnose = jit(self._diagnose, model._compiler_options)
         #: (content key, (device background, weights, reference env, base)) of the last background.
         self._reference: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         #: Signatures `run` has compiled its jitted pieces for (see `_signature`): what it reports as compiling.

@@ -81,15 +81,10 @@ def _cpu_options() -> dict[str, Any] | None:
 
 def jit(
     fun: Callable[..., Any],
-    graph: Graph,
+    options: dict[str, Any] | None,
     *,
     static_argnames: str | Iterable[str] | None = None,
     donate_argnums: int | Sequence[int] | None = None,
 ) -> Any:
-    """`jax.jit(fun, ...)` for a program evaluating `graph`, with `compiler_options(graph)`."""
-    return jax.jit(
-        fun,
-        static_argnames=static_argnames,
-        donate_argnums=donate_argnums,
-        compiler_options=compiler_options(graph),
-    )
+    """`jax.jit(fun, ...)` compiled with `options` (a graph's `compiler_options`, found once per model)."""
+    return jax.jit(fun, static_argnames=static_argnames, donate_argnums=donate_argnums, compiler_options=options)
