@@ -25,7 +25,7 @@ from jax import lax
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
 from onnxshap._interpreter import guard_closed, is_static, node_function, select_choice
-from onnxshap._jit import jit
+from onnxshap._jit import diagnostic_options, jit
 from onnxshap._model import Model
 from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, pair_difference, rule_for, rule_name
 from onnxshap._progress import Bar, ProgressCallback, progress_callback
@@ -168,7 +168,7 @@ class AttributionPass:
         self._jitted_predict = jit(self._predict, model._compiler_options)
         self._jitted_chunk = jit(self._chunk, model._compiler_options, static_argnames=("chunk",), donate_argnums=(0,))
         self._jitted_whole = jit(self._whole, model._compiler_options, static_argnames=("chunk",))
-        self._jitted_diagnose = jit(self._diagnose, model._compiler_options)
+        self._jitted_diagnose = jit(self._diagnose, diagnostic_options(model._compiler_options))
         #: (content key, (device background, weights, reference env, base)) of the last background.
         self._reference: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         #: Signatures `run` has compiled its jitted pieces for (see `_signature`): what it reports as compiling.
@@ -524,7 +524,8 @@ class AttributionPass:
 
         Returns (node label, sum m_in * d_in, sum m_out * d_out) for every visited node. One jitted
         program per example shape (run op by op, the primitives of a large model compiled one by one
-        took longer than the explanation itself). The program returns each multiplier and difference
+        took longer than the explanation itself), compiled at XLA's lowest optimisation level on CPU
+        (`onnxshap._jit.diagnostic_options`). The program returns each multiplier and difference
         and the sums are taken here: summed in the program, the quantised transformer block's compiled
         in 4.6 s, against 2.9 s.
         """

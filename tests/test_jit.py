@@ -17,9 +17,9 @@ from onnxshap import _jit
 @pytest.fixture
 def fresh_probe() -> Iterator[None]:
     """The once-per-process probe of the options, forgotten before and after the test."""
-    _jit._cpu_options.cache_clear()
+    _jit._probed.cache_clear()
     yield
-    _jit._cpu_options.cache_clear()
+    _jit._probed.cache_clear()
 
 
 def _model(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], out_type: int) -> onnxshap.Model:
@@ -66,3 +66,24 @@ def test_an_option_xla_refuses_falls_back_to_the_defaults(monkeypatch: pytest.Mo
     model = _relu()
     assert _jit.compiler_options(model.graph) is None
     np.testing.assert_array_equal(model.run({"x": -np.ones((1, 2, 4, 4), np.float32)})["y"], 0.0)
+
+
+@pytest.mark.usefixtures("fresh_probe")
+def test_the_one_pair_diagnosis_compiles_at_the_lowest_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    relu, conv = _relu(), _conv()
+    assert _jit.diagnostic_options(relu._compiler_options) == {
+        **_jit.CPU_COMPILER_OPTIONS,
+        "xla_backend_optimization_level": 0,
+    }
+    assert _jit.diagnostic_options(conv._compiler_options) == {"xla_backend_optimization_level": 0}
+    explainer = onnxshap.Explainer(conv, np.zeros((2, 2, 4, 4), np.float32))
+    x = np.linspace(-1, 1, 32).reshape(1, 2, 4, 4)
+    nodes = explainer._pass.diagnose({"x": x}, {"x": np.zeros_like(x)}, 5, 48)
+    assert [label for label, _, _ in nodes] == [conv.graph.nodes[0].label]
+    ((_, inflow, outflow),) = nodes
+    assert outflow != 0 and abs(inflow - outflow) <= 1e-12 * abs(outflow)
+    # An XLA that refuses the level: the graph's own options, unchanged.
+    _jit._probed.cache_clear()
+    monkeypatch.setattr(_jit, "DIAGNOSTIC_COMPILER_OPTIONS", {"xla_cpu_no_such_option_in_any_version": 0})
+    assert _jit.diagnostic_options(relu._compiler_options) == _jit.CPU_COMPILER_OPTIONS
+    assert _jit.diagnostic_options(None) is None
