@@ -26,6 +26,16 @@ def _float_inputs(model: onnxshap.Model, rng: np.random.Generator, n: int, scale
     return feeds
 
 
+#: Families whose own test checks this file's contract on each of their fixtures (completeness, no
+#: gradient nodes, every node's local completeness in float64), on inputs drawn like the fixture's data.
+FAMILY_TESTS = {
+    "qdq": "tests/test_quant.py::test_qdq_fixture_is_explained_exactly_by_default",
+    "trees": "tests/test_trees_zoo.py::test_tree_model_values_match_references",
+    "datadep": "tests/test_boolean_rules.py::test_datadep_fixture_explains_completely",
+    "control": "tests/test_control_flow.py::test_control_fixture_matches_onnxruntime_and_explains_exactly",
+}
+
+
 def _explainable() -> list[str]:
     """Every model in models/ with float inputs and a batch axis 0 (token-id models: tests/test_tokens.py;
     other batch layouts and ZipMap: tests/test_layouts.py)."""
@@ -38,11 +48,35 @@ def _explainable() -> list[str]:
     return names
 
 
+def _generic() -> list[str]:
+    """The explainable models whose family has no test of its own (FAMILY_TESTS)."""
+    return [name for name in _explainable() if MANIFEST[name].get("family") not in FAMILY_TESTS]
+
+
+def _is_slow(value: Any) -> bool:
+    return any(m.name == "slow" for m in getattr(value, "marks", ()))
+
+
+def test_every_family_test_takes_each_of_its_fixtures_by_default() -> None:
+    # A family left out of the tests below must be explained, fixture by fixture, by the test named for
+    # it, and not only with -m slow.
+    import importlib
+
+    for family, where in FAMILY_TESTS.items():
+        path, function = where.split("::")
+        test = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+        (mark,) = [m for m in test.pytestmark if m.name == "parametrize" and m.args[0] == "name"]
+        # A plain name, or pytest.param(name, marks=...) that is not marked slow.
+        taken = [v if isinstance(v, str) else v.values[0] for v in mark.args[1] if not _is_slow(v)]
+        family_fixtures = [name for name in _explainable() if MANIFEST[name].get("family") == family]
+        assert family_fixtures and set(family_fixtures) <= set(taken), (family, set(family_fixtures) - set(taken))
+
+
 def _explained_outputs(model: onnxshap.Model) -> list[str]:
     return [o.name for o in model.outputs if o.dtype is not None and o.dtype.kind == "f"]
 
 
-@pytest.mark.parametrize("name", _explainable())
+@pytest.mark.parametrize("name", _generic())
 def test_exported_model_attributions_are_complete(name: str, rng: np.random.Generator) -> None:
     model = onnxshap.load(MODELS / MANIFEST[name]["file"])
     x = _float_inputs(model, rng, 4)

@@ -443,31 +443,23 @@ def test_qdq_fixture_matches_onnxruntime_exactly(name: str, rng: np.random.Gener
     assert gap < 0.05, gap
 
 
-# About 7 s per transformer block on a quiet machine; the per-channel one runs with -m slow (and its
-# 4 x 16 explanation in tests/test_explainer.py by default).
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "qdq_transformer_block_pc" else n for n in QDQ]
-)
+# Every QDQ fixture's contract is checked here (tests/test_explainer.py leaves the family to this file):
+# complete, no gradient, and every node locally complete. About 10 s for each transformer block.
+@pytest.mark.parametrize("name", QDQ)
 def test_qdq_fixture_is_explained_exactly_by_default(name: str, rng: np.random.Generator) -> None:
     model = onnxshap.load(MODELS / MANIFEST[name]["file"])
-    e = onnxshap.Explainer(model, _fixture_rows(name, rng, 8)).explain(_fixture_rows(name, rng, 2))
+    x, background = _fixture_rows(name, rng, 2), _fixture_rows(name, rng, 8)
+    explainer = onnxshap.Explainer(model, background)
+    e = explainer.explain(x)
     assert e.max_relative_residual <= 1e-5, e.max_relative_residual
     assert not e.gradient_nodes and np.abs(e.values).sum() > 0
-
-
-# The per-node check runs the pass eagerly in float64: seconds for the CNN, half a minute for the
-# transformer block (whose nodes tests/test_explainer.py also checks by default).
-@pytest.mark.parametrize("name", [n if "digits" in n else pytest.param(n, marks=pytest.mark.slow) for n in QDQ])
-def test_qdq_fixture_nodes_are_locally_complete(name: str, rng: np.random.Generator) -> None:
-    model = onnxshap.load(MODELS / MANIFEST[name]["file"])
-    x, background = _fixture_rows(name, rng, 1), _fixture_rows(name, rng, 1)
-    # The output that changes most between the two (a quantised output often does not change at all).
-    change = model.run({"x": x})[model.output_names[0]] - model.run({"x": background})[model.output_names[0]]
+    # Per node, in float64, for the first sample and reference and the output that changes most
+    # between them (a quantised output often does not change at all).
+    change = (e.prediction[0] - model.run({"x": background[:1]})[model.output_names[0]].reshape(-1)).astype(np.float64)
     slot = int(np.argmax(np.abs(change)))
-    assert change.reshape(-1)[slot] != 0
-    explainer = onnxshap.Explainer(model, background)
+    assert change[slot] != 0
     nodes = explainer._pass.diagnose(
-        {"x": x.astype(np.float64)}, {"x": background.astype(np.float64)}, slot, change.size
+        {"x": x[:1].astype(np.float64)}, {"x": background[:1].astype(np.float64)}, slot, change.size
     )
     fused = [(inflow, outflow) for label, inflow, outflow in nodes if Q.FUSED_OP in label]
     assert len(fused) >= 5 and sum(abs(b) > 1e-6 for _, b in fused) >= 3

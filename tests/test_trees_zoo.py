@@ -118,28 +118,48 @@ def test_tree_model_matches_onnxruntime_on_references(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def explained() -> Callable[[str], onnxshap.Explanation]:
-    """name -> onnxshap's explanation of the references' samples on their background, computed once."""
-    cache: dict[str, onnxshap.Explanation] = {}
+def explainers() -> Callable[[str], tuple[onnxshap.Explainer, onnxshap.Explanation]]:
+    """name -> (explainer, its explanation of the references' samples on their background), computed once."""
+    cache: dict[str, tuple[onnxshap.Explainer, onnxshap.Explanation]] = {}
 
-    def explain(name: str) -> onnxshap.Explanation:
+    def explain(name: str) -> tuple[onnxshap.Explainer, onnxshap.Explanation]:
         if name not in cache:
             refs = _refs(name)
             model = onnxshap.load(MODELS / MANIFEST[name]["file"])
             outs = [str(o) for o in refs["out_names"]]
-            cache[name] = onnxshap.Explainer(model, refs["background"], outputs=outs).explain(refs["x"])
+            explainer = onnxshap.Explainer(model, refs["background"], outputs=outs)
+            cache[name] = explainer, explainer.explain(refs["x"])
         return cache[name]
 
     return explain
 
 
+@pytest.fixture(scope="module")
+def explained(
+    explainers: Callable[[str], tuple[onnxshap.Explainer, onnxshap.Explanation]],
+) -> Callable[[str], onnxshap.Explanation]:
+    return lambda name: explainers(name)[1]
+
+
+# This is the trees' whole contract (tests/test_explainer.py leaves the family to this file): complete,
+# no gradient, every node locally complete, and the values the references give.
 @pytest.mark.parametrize("name", REFERENCED)
-def test_tree_model_values_match_references(name: str, explained: Callable[[str], onnxshap.Explanation]) -> None:
+def test_tree_model_values_match_references(
+    name: str, explainers: Callable[[str], tuple[onnxshap.Explainer, onnxshap.Explanation]]
+) -> None:
     refs = _refs(name)
     outs = [str(o) for o in refs["out_names"]]
-    e = explained(name)
+    explainer, e = explainers(name)
     assert e.max_relative_residual < 1e-5, e.max_relative_residual
     assert not e.gradient_nodes
+    # Per node, fed in float64, for the first sample and reference and the last output (the tree ops
+    # compare in float32, as the specification says, so their sums round at float32 precision).
+    sample, reference = refs["x"][:1].astype(np.float64), refs["background"][:1].astype(np.float64)
+    n_total = len(e.all_output_names)
+    nodes = explainer._pass.diagnose({"x": sample}, {"x": reference}, n_total - 1, n_total)
+    assert nodes
+    for label, inflow, outflow in nodes:
+        assert abs(inflow - outflow) <= 1e-7 + 1e-5 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
     values = np.asarray(e.values)
     expected = _expected(name, refs, outs[-1])
     if expected is None:
