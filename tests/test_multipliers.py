@@ -123,6 +123,10 @@ def test_bilinear_matmul_is_exact_two_player_shapley(rng: np.random.Generator) -
             assert _seeded_phi(M.bilinear, ctx, p, (i, j)) == pytest.approx(float(want[p][i, j]), abs=1e-12)
 
 
+#: The max rule as the pass runs it, compiled (run op by op, each test compiled dozens of primitives).
+_max_values = jax.jit(M.max_shapley_values)
+
+
 def brute_force_max(x: np.ndarray, r: np.ndarray) -> np.ndarray:
     return player_shapley(np.max, x, r)
 
@@ -141,7 +145,7 @@ def test_max_rule_matches_enumeration(n: int, rng: np.random.Generator) -> None:
     xs[:5] = np.round(xs[:5])  # ties within and across sides
     rs[:5] = np.round(rs[:5])
     rs[5] = xs[5]  # x == r
-    got = np.asarray(M.max_shapley_values(jnp.asarray(xs), jnp.asarray(rs)))
+    got = np.asarray(_max_values(jnp.asarray(xs), jnp.asarray(rs)))
     for row in range(20):
         want = brute_force_max(xs[row], rs[row])
         np.testing.assert_allclose(got[row], want, atol=1e-10, err_msg=f"row {row}")
@@ -154,7 +158,7 @@ def test_max_rule_masked_positions_get_nothing(n: int, rng: np.random.Generator)
     x, r = rng.normal(size=(6, n)), rng.normal(size=(6, n))
     x[:, :2] = r[:, :2] = -np.inf
     x[0, 2:] = r[0, 2:] = -np.inf  # a fully masked window
-    phi = np.asarray(M.max_shapley_values(jnp.asarray(x), jnp.asarray(r)))
+    phi = np.asarray(_max_values(jnp.asarray(x), jnp.asarray(r)))
     assert np.all(np.isfinite(phi))
     np.testing.assert_array_equal(phi[:, :2], 0)
     for row in range(1, 6):
@@ -171,7 +175,7 @@ def test_max_game_weight_table_equals_lgamma(monkeypatch: pytest.MonkeyPatch, rn
 
 def test_max_rule_large_window_is_complete(rng: np.random.Generator) -> None:
     x, r = rng.normal(size=(4, 1000)), rng.normal(size=(4, 1000))
-    phi = np.asarray(M.max_shapley_values(jnp.asarray(x), jnp.asarray(r)))
+    phi = np.asarray(_max_values(jnp.asarray(x), jnp.asarray(r)))
     np.testing.assert_allclose(phi.sum(-1), x.max(-1) - r.max(-1), atol=1e-9)
 
 
