@@ -392,10 +392,12 @@ def test_tree_shap_is_the_exact_shapley_value(
     forest, agg = _forest_of(model)
     pairs = [(_inputs(rng, 1, n, nan=0.0)[0], _inputs(rng, 1, n, nan=0.0)[0]) for _ in range(3)]
     pairs.append((_inputs(rng, 1, n, nan=0.3)[0], _inputs(rng, 1, n, nan=0.3)[0]))  # NaN on either side
+    # Compiled, as the pass runs it (op by op, the scans compiled again for every pair).
+    tree_shap = jax.jit(lambda x, r: T._tree_shap(forest, x, r, np.float64))
     with jax.enable_x64(True):
         for x, r in pairs:
             x64, r64 = x.astype(np.float64), r.astype(np.float64)
-            phi = np.asarray(T._tree_shap(forest, x64, r64, np.float64)).sum(axis=0)  # [K, C]
+            phi = np.asarray(tree_shap(x64, r64)).sum(axis=0)  # [K, C]
             if agg == "AVERAGE":
                 phi = phi / forest.n_trees
             game = run_ort(model, {"x": _coalitions(x, r)})["y"].astype(np.float64)  # [2^n, K]
@@ -417,11 +419,14 @@ def test_summed_tree_shap_equals_the_per_tree_sum(
     real = int((forest.path_valid[..., 0] | (np.arange(forest.path_node.shape[1]) == 0)).sum())
     assert step > real or real % step, "the test wants a padded last step"
     monkeypatch.setattr(T, "LEAVES_PER_STEP", step)
+    # Compiled after the patch (new functions: nothing traced before it is reused).
+    per_tree_shap = jax.jit(lambda x, r: T._tree_shap(forest, x, r, np.float64))
+    summed_shap = jax.jit(lambda x, r: T._tree_shap(forest, x, r, np.float64, per_tree=False))
     with jax.enable_x64(True):
         for _ in range(12):
             x, r = (_inputs(rng, 1, n, nan=0.0)[0].astype(np.float64) for _ in range(2))
-            per_tree = np.asarray(T._tree_shap(forest, x, r, np.float64)).sum(axis=0)  # [K, C]
-            summed = np.asarray(T._tree_shap(forest, x, r, np.float64, per_tree=False))
+            per_tree = np.asarray(per_tree_shap(x, r)).sum(axis=0)  # [K, C]
+            summed = np.asarray(summed_shap(x, r))
             assert np.abs(per_tree).max() > 0
             np.testing.assert_allclose(summed, per_tree, rtol=1e-12, atol=1e-12)
 
