@@ -104,3 +104,11 @@ def interventional_shapley(f: Callable[[np.ndarray], Any], x: np.ndarray, backgr
         weight = factorial[size] * factorial[n - size - 1] / factorial[n]
         phi[:, i] = np.einsum("c,sck->sk", weight, v[:, without + 2 ** (n - 1 - i)] - v[:, without])
     return phi
+
+
+def assert_locally_complete(nodes: list[tuple[str, float, float]], *, atol: float = 1e-7, rtol: float = 1e-5) -> None:
+    """Every node of `AttributionPass.diagnose`'s list passes on what it receives:
+    |sum m_in * d_in - sum m_out * d_out| <= atol + rtol * the larger of the two. The list is not empty."""
+    assert nodes, "the pass visits no node"
+    for label, inflow, outflow in nodes:
+        assert abs(inflow - outflow) <= atol + rtol * max(abs(inflow), abs(outflow)), (label, inflow, outflow)

@@ -27,7 +27,7 @@ from onnxshap._graph import Node
 from onnxshap.ops import elementwise as E
 from onnxshap.ops.composites import comparison_rule
 from tests.conftest import REPO
-from tests.helpers import player_shapley, run_ort
+from tests.helpers import assert_locally_complete, player_shapley, run_ort
 
 MODELS = REPO / "models"
 MANIFEST: dict[str, Any] = json.loads((MODELS / "manifest.json").read_text())
@@ -500,9 +500,7 @@ def _diagnose_ok(explainer: onnxshap.Explainer, x: np.ndarray, background: np.nd
         nodes = explainer._pass.diagnose(
             {"x": x[row : row + 1].astype(np.float64)}, {"x": background[row : row + 1].astype(np.float64)}, slot, n_out
         )
-        assert nodes
-        for label, inflow, outflow in nodes:
-            assert abs(inflow - outflow) <= 1e-9 + 1e-7 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
+        assert_locally_complete(nodes, atol=1e-9, rtol=1e-7)
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
@@ -603,8 +601,7 @@ def test_datadep_fixture_explains_completely(name: str, rng: np.random.Generator
     nodes = explainer._pass.diagnose({"x": x[:1].astype(np.float64)}, {"x": background[:1].astype(np.float64)}, 0, 3)
     labels = [label for label, _, _ in nodes]
     assert any(label.startswith(("Clip", "Where")) for label in labels)
-    for label, inflow, outflow in nodes:
-        assert abs(inflow - outflow) <= 1e-9 + 1e-7 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
+    assert_locally_complete(nodes, atol=1e-9, rtol=1e-7)
 
 
 def test_audio_floor_binds_and_moves(rng: np.random.Generator) -> None:

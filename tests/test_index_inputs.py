@@ -15,7 +15,7 @@ import onnxshap
 from onnxshap import cli
 from onnxshap._tokens import find_embeddings, float_id_inputs
 from tests.conftest import REPO
-from tests.helpers import player_shapley, run_ort
+from tests.helpers import assert_locally_complete, player_shapley, run_ort
 
 MODELS = REPO / "models"
 MANIFEST = json.loads((MODELS / "manifest.json").read_text())
@@ -61,9 +61,7 @@ def test_index_model_explained_per_position_and_complete(name: str, rng: np.rand
     assert np.abs(e.values).sum() > 0
     # Per node local completeness on one (sample, reference) pair; diagnose() takes examples.
     nodes = explainer._pass.diagnose({"x": x[:1]}, {"x": background[:1]}, k - 1, k)
-    assert nodes
-    for label, inflow, outflow in nodes:
-        assert abs(inflow - outflow) <= 1e-6 + 1e-5 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
+    assert_locally_complete(nodes, atol=1e-6)
 
 
 def test_one_hot_tensor_named_in_inputs_gives_the_per_channel_values(rng: np.random.Generator) -> None:

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 import onnxshap
 from onnxshap._errors import UnsupportedOpError
-from tests.helpers import assert_outputs_close, player_shapley, run_ort
+from tests.helpers import assert_locally_complete, assert_outputs_close, player_shapley, run_ort
 
 
 def _model(
@@ -251,8 +251,7 @@ def test_one_hot_encoder_rule_is_exact_per_column() -> None:
     assert e.max_relative_residual < 1e-5
     nodes = explainer._pass.diagnose({"x": x[:1].astype(np.float64)}, {"x": r.astype(np.float64)}, 0, 1)
     assert any("OneHotEncoder" in label for label, _, _ in nodes)
-    for label, inflow, outflow in nodes:
-        assert abs(inflow - outflow) <= 1e-7 + 1e-5 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
+    assert_locally_complete(nodes)
 
 
 def test_label_encoder_rule_is_exact() -> None:
@@ -284,5 +283,4 @@ def test_label_encoder_rule_is_exact() -> None:
         )
         np.testing.assert_allclose(np.asarray(e.values)[i].reshape(-1), want, rtol=1e-5, atol=1e-6)
     nodes_ = explainer._pass.diagnose({"x": x[:1].astype(np.float64)}, {"x": r.astype(np.float64)}, 0, 1)
-    for label, inflow, outflow in nodes_:
-        assert abs(inflow - outflow) <= 1e-7 + 1e-5 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
+    assert_locally_complete(nodes_)

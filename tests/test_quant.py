@@ -20,7 +20,7 @@ from onnxshap._graph import Node
 from onnxshap._multipliers import NodeContext
 from onnxshap.ops import quant as Q
 from tests.conftest import REPO
-from tests.helpers import player_shapley, run_ort
+from tests.helpers import assert_locally_complete, player_shapley, run_ort
 
 MODELS = REPO / "models"
 MANIFEST: dict[str, Any] = json.loads((MODELS / "manifest.json").read_text())
@@ -463,8 +463,7 @@ def test_qdq_fixture_is_explained_exactly_by_default(name: str, rng: np.random.G
     )
     fused = [(inflow, outflow) for label, inflow, outflow in nodes if Q.FUSED_OP in label]
     assert len(fused) >= 5 and sum(abs(b) > 1e-6 for _, b in fused) >= 3
-    for label, inflow, outflow in nodes:
-        assert abs(inflow - outflow) <= 1e-7 + 1e-5 * max(abs(inflow), abs(outflow)), (label, inflow, outflow)
+    assert_locally_complete(nodes)
 
 
 # --- refused ops ------------------------------------------------------------------------------------
