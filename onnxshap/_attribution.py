@@ -25,7 +25,7 @@ from jax import lax
 from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
 from onnxshap._interpreter import guard_closed, is_static, node_function, select_choice
-from onnxshap._jit import diagnostic_options, jit
+from onnxshap._jit import diagnostic_options
 from onnxshap._model import Model
 from onnxshap._multipliers import INCOMPLETE_RULES, NodeContext, Rule, pair_difference, rule_for, rule_name
 from onnxshap._progress import Bar, ProgressCallback, progress_callback
@@ -163,12 +163,14 @@ class AttributionPass:
         self.trace_count = 0
         # See `_shape_trace`.
         self._shape_cache: dict[tuple[Any, ...], _ShapeTrace] = {}
-        self._jitted_sample_side = jit(self._sample_side, model._compiler_options)
-        self._jitted_reference_side = jit(self._reference_side, model._compiler_options)
-        self._jitted_predict = jit(self._predict, model._compiler_options)
-        self._jitted_chunk = jit(self._chunk, model._compiler_options, static_argnames=("chunk",), donate_argnums=(0,))
-        self._jitted_whole = jit(self._whole, model._compiler_options, static_argnames=("chunk",))
-        self._jitted_diagnose = jit(self._diagnose, diagnostic_options(model._compiler_options))
+        self._jitted_sample_side = jax.jit(self._sample_side, compiler_options=model._compiler_options)
+        self._jitted_reference_side = jax.jit(self._reference_side, compiler_options=model._compiler_options)
+        self._jitted_predict = jax.jit(self._predict, compiler_options=model._compiler_options)
+        self._jitted_chunk = jax.jit(
+            self._chunk, static_argnames=("chunk",), donate_argnums=(0,), compiler_options=model._compiler_options
+        )
+        self._jitted_whole = jax.jit(self._whole, static_argnames=("chunk",), compiler_options=model._compiler_options)
+        self._jitted_diagnose = jax.jit(self._diagnose, compiler_options=diagnostic_options(model._compiler_options))
         #: (content key, (device background, weights, reference env, base)) of the last background.
         self._reference: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         #: Signatures `run` has compiled its jitted pieces for (see `_signature`): what it reports as compiling.

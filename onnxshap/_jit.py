@@ -1,10 +1,11 @@
-"""How onnxshap's programs are compiled: `jax.jit` with the XLA options chosen for them.
+"""The XLA options onnxshap's programs are compiled with (`jax.jit(..., compiler_options=...)`).
 
 On CPU, the forward and attribution passes compile with XLA's loop emitters rather than its newer
 MLIR fusion emitters (xla_cpu_use_fusion_emitters=False). They compile about a fifth faster and run
 as fast or faster: a first explanation of the quantised transformer block took 5.5 s against 7.4 s,
-and the GRU classifier's later calls 307 ms against 564 ms (128 samples, 128 background rows). Values agree to float rounding (at most 3e-6 of the
-largest attribution). Two kinds of graph keep the defaults:
+and the GRU classifier's later calls 307 ms against 564 ms (128 samples, 128 background rows).
+Values agree to float rounding (at most 3e-6 of the largest attribution). Two kinds of graph keep
+the defaults:
 
 - convolutions: with the loop emitters, the layout changes around XLA's convolution ran slower on
   large images (26.6 ms against 20.0 ms for 64 channels at 112 x 112; light VGG-19's explanation
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -98,14 +98,3 @@ def _probed(options: tuple[tuple[str, Any], ...]) -> dict[str, Any] | None:
     except jax.errors.JaxRuntimeError:
         return None
     return dict(options)
-
-
-def jit(
-    fun: Callable[..., Any],
-    options: dict[str, Any] | None,
-    *,
-    static_argnames: str | Iterable[str] | None = None,
-    donate_argnums: int | Sequence[int] | None = None,
-) -> Any:
-    """`jax.jit(fun, ...)` compiled with `options` (a graph's `compiler_options`, found once per model)."""
-    return jax.jit(fun, static_argnames=static_argnames, donate_argnums=donate_argnums, compiler_options=options)

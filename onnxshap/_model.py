@@ -14,7 +14,7 @@ from onnxshap._errors import InputError, OutputError
 from onnxshap._files import write_whole
 from onnxshap._graph import Graph, ModelLike, Node, TensorInfo
 from onnxshap._interpreter import fold_constants, run_graph, split_constants
-from onnxshap._jit import compiler_options, jit
+from onnxshap._jit import compiler_options
 from onnxshap._layout import check_dtype, check_names, dims_text, is_unknown_dim
 from onnxshap._load import LoadedModel, load_graph
 
@@ -172,7 +172,9 @@ class Model:
         self._checked: set[tuple[str, ...] | None] = set()
         #: XLA options for every program evaluating this graph (`onnxshap._jit.compiler_options`).
         self._compiler_options = compiler_options(self.graph)
-        self._jitted = jit(self._forward, self._compiler_options, static_argnames=("output_names",))
+        self._jitted = jax.jit(
+            self._forward, static_argnames=("output_names",), compiler_options=self._compiler_options
+        )
 
     @property
     def proto(self) -> onnx.ModelProto:
