@@ -14,8 +14,8 @@ import pytest
 
 import onnxshap
 
-torch = pytest.importorskip("torch")
-shap = pytest.importorskip("shap")
+torch = pytest.importorskip("torch", reason="shap's DeepExplainer here runs on PyTorch (the onnxshap[torch] extra)")
+shap = pytest.importorskip("shap", reason="compares with shap's DeepExplainer (in the test extra)")
 
 #: Largest |onnxshap - shap| allowed, relative to the largest |value|.
 AGREEMENT_RTOL = 1e-5
