@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxshap
+from onnxshap import _interpreter
+from onnxshap._errors import GraphError
+from onnxshap._interpreter import fold_constants
 from onnxshap._registry import load_registry, registry
+from tests.conftest import REPO
 from tests.helpers import assert_outputs_close, run_ort
+
+MODELS = REPO / "models"
 
 
 def _mlp(opset: int = 17) -> onnx.ModelProto:
@@ -199,3 +206,65 @@ def test_operator_docs_are_generated_from_the_table() -> None:
     from onnxshap._registry import _docs_path, operators_markdown
 
     assert _docs_path().read_text() == operators_markdown(), "run: python -m onnxshap._registry --write-docs"
+
+
+# --- constants folded at load time ---------------------------------------------------------------------
+
+
+def test_folded_constants_equal_their_op_by_op_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The quantised transformer block folds its weights through QuantizeLinear+DequantizeLinear and
+    # DequantizeLinear nodes: each compiles as one program; op by op, every constant is the same, bit for bit.
+    path = MODELS / "qdq_transformer_block.onnx"
+    monkeypatch.setattr(_interpreter, "_FOLDERS", {})
+    compiled = fold_constants(onnxshap.load(path).graph)
+    assert {key[1] for key in _interpreter._FOLDERS} == {"DequantizeLinear", "QuantizeLinear+DequantizeLinear"}
+    monkeypatch.setattr(_interpreter, "_folder", lambda *args: None)
+    op_by_op = fold_constants(onnxshap.load(path).graph)
+    assert compiled.keys() == op_by_op.keys()
+    for name, value in op_by_op.items():
+        np.testing.assert_array_equal(compiled[name], value, err_msg=name)
+        assert np.asarray(compiled[name]).dtype == np.asarray(value).dtype, name
+
+
+def _dequantized_weights(codes: list[np.ndarray], zero_point: np.ndarray) -> onnx.ModelProto:
+    """y = ((x @ DQ(w0)) + (x @ DQ(w1))) @ DQ(w2), every weight dequantized with one scale and zero point."""
+    inits = [numpy_helper.from_array(c, f"w{i}") for i, c in enumerate(codes)]
+    inits += [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(zero_point, "zp")]
+    nodes = [helper.make_node("DequantizeLinear", [f"w{i}", "s", "zp"], [f"d{i}"], name=f"dq{i}") for i in range(3)]
+    nodes += [
+        helper.make_node("MatMul", ["x", "d0"], ["h0"]),
+        helper.make_node("MatMul", ["x", "d1"], ["h1"]),
+        helper.make_node("Add", ["h0", "h1"], ["h"]),
+        helper.make_node("MatMul", ["h", "d2"], ["y"]),
+    ]
+    n_in, n_out = codes[0].shape[0], codes[2].shape[1]
+    graph = helper.make_graph(
+        nodes,
+        "dq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n_out])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_equal_folded_nodes_share_one_compiled_program(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    monkeypatch.setattr(_interpreter, "_FOLDERS", {})
+    codes = [rng.integers(-128, 128, shape).astype(np.int8) for shape in [(4, 8), (4, 8), (8, 2)]]
+    proto = _dequantized_weights(codes, np.array(3, np.int8))
+    model = onnxshap.load(proto)
+    # One program for the three nodes (the same attributes, scale and zero point), compiled for two shapes.
+    folders = list(_interpreter._FOLDERS.values())
+    assert len(folders) == 1 and folders[0]._cache_size() == 2
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    assert_outputs_close(model.run({"x": x}), run_ort(proto, {"x": x}), rtol=1e-5, atol=1e-3)  # |y| up to ~300
+
+
+def test_a_folded_dequantize_still_checks_its_constant_zero_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The inputs after the first stay constants in the compiled program, so the value checks on them still run.
+    monkeypatch.setattr(_interpreter, "_FOLDERS", {})
+    codes = [np.ones(shape, ml_dtypes.float8_e4m3fn) for shape in [(4, 8), (4, 8), (8, 2)]]
+    with pytest.raises(GraphError, match="the zero point must be 0 for float types"):
+        onnxshap.load(_dequantized_weights(codes, np.array(1, ml_dtypes.float8_e4m3fn)))

@@ -53,3 +53,15 @@ def needs_output_count(fn: F) -> F:
     """Mark a forward function that needs the node's number of outputs (Split without sizes)."""
     setattr(fn, OUTPUT_COUNT_FLAG, True)
     return fn
+
+
+#: Attribute set by `folds_compiled` (read by `onnxshap._interpreter.fold_node`).
+FOLDS_COMPILED_FLAG = "onnxshap_folds_compiled"
+
+
+def folds_compiled(fn: F) -> F:
+    """Mark a forward function that folds at load time as one compiled program of its first input
+    (the other inputs as constants): several primitives of elementwise work, such as dequantising a
+    weight, that read the first input only through JAX operations, never its values on the host."""
+    setattr(fn, FOLDS_COMPILED_FLAG, True)
+    return fn

@@ -27,7 +27,7 @@ from onnxshap._errors import GraphError, UnsupportedOpError
 from onnxshap._graph import Node
 from onnxshap._multipliers import NodeContext
 from onnxshap._registry import OpSpec
-from onnxshap.ops._common import normalize_axis, onnx_dtype
+from onnxshap.ops._common import folds_compiled, normalize_axis, onnx_dtype
 from onnxshap.ops.elementwise import _cast
 
 Array = Any
@@ -108,6 +108,7 @@ def _target_dtype(zero_point: Array | None, output_dtype: int) -> np.dtype[Any]:
     return onnx_dtype(output_dtype) if output_dtype else np.dtype(np.uint8)
 
 
+@folds_compiled
 def quantize_linear(
     x: Array,
     y_scale: Array,
@@ -128,6 +129,7 @@ def quantize_linear(
     return _quantize(x, y_scale, y_zero_point, axis, saturate, block_size, output_dtype, 0, half_in_float32=True)
 
 
+@folds_compiled
 def quantize_linear_23(
     x: Array,
     y_scale: Array,
@@ -190,6 +192,7 @@ def _quantize(
     return _cast(v, target, 1 if target == _FLOAT4 else saturate, None, "QuantizeLinear")
 
 
+@folds_compiled
 def dequantize_linear(
     x: Array,
     x_scale: Array,
@@ -272,6 +275,7 @@ FUSED_OP = "QuantizeLinear+DequantizeLinear"
 FUSED_DOMAIN = "onnxshap"
 
 
+@folds_compiled
 def fake_quantize(
     x: Array,
     y_scale: Array,
