@@ -285,6 +285,21 @@ def test_gemm_attributes_and_bias_broadcasts() -> None:
         check_against_onnxruntime(_model("Gemm", feeds, attrs, opset), feeds)
 
 
+def test_gemm_of_one_sample_does_not_copy_a_transposed_weight() -> None:
+    # A torch Linear layer: B is an [out, in] weight read with transB = 1. For one sample, XLA:CPU copied
+    # the transposed weight into a temporary buffer on every call before the transposes became the dot's
+    # contracting dimensions.
+    # (It did so from a 32 MB weight on; smaller ones it read in place.)
+    for attrs in (dict(transB=1), dict(transA=1, transB=1)):
+        x = _x((1, 4096)) if "transA" not in attrs else _x((4096, 1))
+        w = _x((2048, 4096), 1)
+        proto = _model("Gemm", {"x": x}, attrs, 13, initializers={"w": w})
+        model = onnxshap.load(proto)
+        compiled = model._jitted.lower(model._weights, {"x": x}, output_names=("y",)).compile()
+        assert compiled.memory_analysis().temp_size_in_bytes < w.nbytes // 8, attrs
+        assert_outputs_close(model.run({"x": x}), run_ort(proto, {"x": x}), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])
 def test_matmul_broadcasting(dtype: Any) -> None:
     rng = np.random.default_rng(3)
