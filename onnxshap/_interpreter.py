@@ -150,7 +150,7 @@ def fold_node(node: Node, fn: Callable[..., tuple[Value, ...]], inputs: Sequence
     return tuple(None if o is None else np.asarray(o) for o in outputs)
 
 
-#: Compiled folding functions by op, since-version, attributes and inputs after the first (`fold_node`).
+#: Compiled folding functions by forward function, attributes and inputs after the first (`fold_node`).
 _FOLDERS: dict[tuple[Any, ...], Callable[..., tuple[Value, ...]]] = {}
 #: At most this many are kept (the oldest goes first); each holds a few small compiled programs.
 FOLDERS_KEPT = 512
@@ -167,14 +167,7 @@ def _folder(
     if not getattr(impl, FOLDS_COMPILED_FLAG, False) or not inputs or np.asarray(inputs[0]).dtype.kind not in "biuf":
         return None
     try:
-        key = (
-            node.domain,
-            node.op_type,
-            node.since_version,
-            len(node.outputs),
-            _frozen(node.attrs),
-            _frozen(list(inputs[1:])),
-        )
+        key = (impl, len(node.outputs), _frozen(node.attrs), _frozen(list(inputs[1:])))
     except TypeError:
         return None
     folder = _FOLDERS.get(key)
@@ -188,7 +181,7 @@ def _folder(
 
 def _frozen(value: Any) -> Any:
     """A hashable key equal only for equal values (arrays by dtype, shape and bytes); TypeError if none."""
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return (type(value).__name__, value)
     if isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
@@ -201,7 +194,7 @@ def _frozen(value: Any) -> Any:
         return ("map", tuple(sorted((k, _frozen(v)) for k, v in value.items())))
     if isinstance(value, functools.partial):  # a fused node's parts (onnxshap._quant)
         return ("partial", value.func, _frozen(value.args), _frozen(value.keywords))
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+    if isinstance(value, types.FunctionType):
         return ("function", value)  # by identity
     raise TypeError(f"no key for {type(value).__name__}")
 

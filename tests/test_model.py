@@ -217,7 +217,7 @@ def test_folded_constants_equal_their_op_by_op_values(monkeypatch: pytest.Monkey
     path = MODELS / "qdq_transformer_block.onnx"
     monkeypatch.setattr(_interpreter, "_FOLDERS", {})
     compiled = fold_constants(onnxshap.load(path).graph)
-    assert {key[1] for key in _interpreter._FOLDERS} == {"DequantizeLinear", "QuantizeLinear+DequantizeLinear"}
+    assert {key[0].__name__ for key in _interpreter._FOLDERS} == {"dequantize_linear", "fake_quantize"}
     monkeypatch.setattr(_interpreter, "_folder", lambda *args: None)
     op_by_op = fold_constants(onnxshap.load(path).graph)
     assert compiled.keys() == op_by_op.keys()
